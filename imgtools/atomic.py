@@ -1,0 +1,60 @@
+"""Write files so that a reader never sees half of one.
+
+Every output file is written under a temporary name in the same directory and renamed into
+place when complete: a kill -9 leaves either the old state or the new file, never a torso.
+Temporary names start with ``.tmp-`` so resume logic and readers can ignore and clean them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+TMP_PREFIX = ".tmp-"
+
+
+def tmp_path_for(path: Path) -> Path:
+    """The temporary sibling of ``path`` (unique per process, so parallel workers never clash)."""
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open ``path`` for writing through a temporary file renamed into place on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(path)
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def remove_stale_tmp(root: str | Path) -> int:
+    """Delete temporary files a killed run left under ``root``; returns how many."""
+    n = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if name.startswith(TMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+    return n

@@ -1,0 +1,85 @@
+"""The ``imgtools`` command line.
+
+Each subcommand lives in its own module under ``imgtools.commands`` and is imported only when it
+runs, so ``imgtools --help`` is instant and one command's heavy imports (pyarrow, huggingface_hub)
+never slow another. Errors the user can fix print as one clear message with a meaningful exit
+code (see ``imgtools.errors``), not as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from imgtools import __version__
+from imgtools.errors import UserError
+
+# command name -> (module, attribute, one-line help shown by ``imgtools --help``)
+_COMMANDS = {
+    "build": ("imgtools.commands.build", "build", "Build a dataset from a raw ImageNet tree."),
+    "demo": ("imgtools.commands.demo", "demo", "Run a whole build on a generated sample tree."),
+    "convert": ("imgtools.commands.convert", "convert",
+                "Convert between folder, TFRecord, WebDataset and Parquet."),
+    "push-hub": ("imgtools.commands.hub", "push_hub", "Publish a dataset to the Hugging Face Hub."),
+    "info": ("imgtools.commands.inspect", "info", "Describe a dataset: format, splits, classes."),
+    "verify": ("imgtools.commands.inspect", "verify", "Decode and check every image and record."),
+    "stats": ("imgtools.commands.inspect", "stats", "Per-channel mean/std of a split, streamed."),
+    "preview": ("imgtools.commands.inspect", "preview",
+                "Contact sheet and class histogram PNGs."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attr, _ = _COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, helptext) for name, (_, _, helptext) in _COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="imgtools")
+def cli() -> None:
+    """Make small ImageNet-derived vision datasets and move them between formats.
+
+    \b
+    imgtools demo                                      # try it: no ImageNet needed
+    imgtools build imagenette --src ILSVRC/ --size 320 --out out/
+    imgtools convert out/imagenette2-320 out/wds --to webdataset
+    imgtools push-hub out/imagenette2-320 user/imagenette
+
+    Exit codes: 0 success, 1 the job ran but found problems, 2 bad usage or input,
+    3 network or Hub failure, 130 interrupted.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="imgtools", standalone_mode=False)
+    except UserError as e:
+        click.secho(f"error: {e.message()}", fg="red", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if e.exit_code == 2 else e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

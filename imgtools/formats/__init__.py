@@ -1,0 +1,56 @@
+"""Format registry: look formats up by name, or detect which one a path holds.
+
+Format modules are imported lazily so that ``imgtools --help`` stays fast and a broken optional
+library only affects the format that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from imgtools.errors import UserError
+from imgtools.formats.base import Format
+
+# name -> module path; each module defines ``FORMAT`` (an instance of base.Format).
+_FORMAT_MODULES = {
+    "folder": "imgtools.formats.folder",
+    "tfrecord": "imgtools.formats.tfrecord",
+    "webdataset": "imgtools.formats.webdataset",
+    "parquet": "imgtools.formats.parquet",
+    "pickle": "imgtools.formats.pickle",
+}
+
+FORMAT_NAMES = tuple(_FORMAT_MODULES)
+ALIASES = {"wds": "webdataset", "tfrec": "tfrecord", "jpeg": "folder", "npz": "pickle",
+           "hf": "parquet"}
+
+
+def get_format(name: str) -> Format:
+    key = ALIASES.get(name, name)
+    if key not in _FORMAT_MODULES:
+        raise UserError(f"unknown format {name!r}",
+                        fix=f"use one of: {', '.join(FORMAT_NAMES)}")
+    return importlib.import_module(_FORMAT_MODULES[key]).FORMAT
+
+
+def detect_format(path: str | Path) -> Format:
+    """The format of the dataset at ``path``; a clear error when it is none of ours."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError("no such file or directory", path=path,
+                        fix="check the path; it should be a dataset imgtools or a common tool wrote")
+    # pickle before folder: a folder of train_data_batch_* files is not a JPEG folder.
+    for name in ("pickle", "tfrecord", "webdataset", "parquet", "folder"):
+        try:
+            fmt = get_format(name)
+        except ImportError:  # pragma: no cover - format module not available
+            continue
+        if fmt.detect(path):
+            return fmt
+    raise UserError(
+        "not a dataset in any format imgtools reads",
+        path=path,
+        fix="expected a JPEG folder (split/class/*.JPEG), TFRecord shards (*.tfrecord*, *.tfrec), "
+            "WebDataset tars (*.tar), Parquet files (*.parquet) or CIFAR-style pickles/npz",
+    )

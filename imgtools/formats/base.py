@@ -1,0 +1,85 @@
+"""The one small interface every format implements.
+
+A format is a module in ``imgtools.formats`` exposing a :class:`Format` object. A conversion or
+a build only ever talks to this interface, so adding a format adds every conversion to and from
+it. Work is split into shards so it can run in parallel (joblib) and resume: a reader lists its
+input shards as small picklable :class:`InputShard` values, and a writer writes one output shard
+per :meth:`Format.open_writer` call, publishing it atomically on :meth:`ShardWriter.close`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgtools.records import DatasetInfo, Record
+
+
+@dataclass(frozen=True)
+class InputShard:
+    """A self-contained unit of reading: a file (or folder) and which split it holds."""
+
+    path: str
+    split: str | None = None
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+class ShardWriter(ABC):
+    """Writes the records of one output shard; nothing is visible until :meth:`close`."""
+
+    @abstractmethod
+    def write(self, record: Record) -> None: ...
+
+    @abstractmethod
+    def close(self) -> list[Path]:
+        """Publish the shard (rename temporaries into place); returns the files written."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Drop everything written so far (on error), leaving no partial file behind."""
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Format(ABC):
+    """A dataset format: how to recognise it, read it shard by shard, and write it."""
+
+    name: str  # "folder", "tfrecord", "webdataset", "parquet", "pickle"
+
+    @abstractmethod
+    def detect(self, path: Path) -> bool:
+        """True when ``path`` (a file or directory) holds a dataset in this format."""
+
+    @abstractmethod
+    def read_info(self, path: Path) -> DatasetInfo:
+        """Class list and name of the dataset at ``path``."""
+
+    @abstractmethod
+    def input_shards(self, path: Path) -> list[InputShard]:
+        """The independent pieces of the dataset at ``path``, in a stable order."""
+
+    @abstractmethod
+    def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
+        """Yield the records of one shard, in stored order."""
+
+    @abstractmethod
+    def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
+                    num_shards: int, **options) -> ShardWriter:
+        """A writer for shard ``shard_index`` of ``num_shards`` of ``split`` under ``root``."""
+
+    def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
+        """Whether a previous run already published this shard (for ``--resume``)."""
+        return False
+
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+        """Write dataset-level metadata once every shard is done (indexes, class lists)."""
+        info.save(root, counts, fmt=self.name)

@@ -1,0 +1,107 @@
+"""The unit every format reads and writes: one labelled, encoded image.
+
+Formats agree on nothing but this record, which is why N formats give N x N conversions: a
+reader yields :class:`Record` objects, a writer takes them. Image bytes travel encoded (JPEG as
+ImageNet stores it) so that a conversion never decodes or re-encodes unless asked to resize.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SPLITS = ("train", "val", "unsup")
+"""Split names, in canonical order. ``unsup`` holds Imagewang's unlabelled images."""
+
+DATASET_META = "imgtools-dataset.json"
+"""Sidecar written at the root of every dataset imgtools writes: class list, splits, counts."""
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def safe_key(filename: str) -> str:
+    """A record key from a file name: extension dropped, no dots (WebDataset cuts keys at the
+    first dot), only characters safe in every format's member and file names."""
+    stem = Path(filename).name
+    if "." in stem:
+        stem = stem[: stem.rindex(".")]
+    return _KEY_UNSAFE.sub("_", stem)
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class: its WordNet id and a human name (``tench``, ``English springer``)."""
+
+    wnid: str
+    name: str
+
+
+@dataclass
+class DatasetInfo:
+    """What a reader needs to know beyond the records: class list (label i is ``classes[i]``)."""
+
+    name: str
+    classes: list[ClassInfo]
+    label_order: str = "recipe"  # "recipe", "map_clsloc (devkit)", "sorted wnid", ...
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def wnids(self) -> list[str]:
+        return [c.wnid for c in self.classes]
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "label_order": self.label_order,
+            "classes": [asdict(c) for c in self.classes],
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> DatasetInfo:
+        return cls(
+            name=obj.get("name", "dataset"),
+            classes=[ClassInfo(c["wnid"], c["name"]) for c in obj["classes"]],
+            label_order=obj.get("label_order", "recipe"),
+            extra=obj.get("extra", {}),
+        )
+
+    def save(self, root: Path, splits: dict[str, int] | None = None, fmt: str | None = None) -> Path:
+        """Write the sidecar atomically; ``splits`` maps split name to number of records."""
+        from imgtools.atomic import atomic_write_text
+
+        obj = self.to_json()
+        if fmt:
+            obj["format"] = fmt
+        if splits is not None:
+            obj["splits"] = splits
+        path = Path(root) / DATASET_META
+        atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, root: Path) -> DatasetInfo | None:
+        path = Path(root) / DATASET_META
+        if not path.is_file():
+            return None
+        return cls.from_json(json.loads(path.read_text()))
+
+
+@dataclass
+class Record:
+    """One image with its label. ``label`` is 0-based into ``DatasetInfo.classes``, or None for
+    unlabelled (``unsup``) images. ``image`` holds the encoded bytes, untouched."""
+
+    key: str
+    split: str
+    label: int | None
+    image: bytes
+    filename: str
+    wnid: str | None = None
+    class_name: str | None = None
