@@ -1,0 +1,292 @@
+"""Execute a plan: render every image at every size and hand it to a format's writer.
+
+One shard task holds up to ``shard_size`` plan items of one split. A worker decodes each image
+once, renders all requested sizes, and writes them through one :class:`ShardWriter` per size.
+It returns a small summary (counts, skipped and repaired files, checksums) that the runner
+stores as the shard's done marker, so ``--resume`` after a kill finishes only what is missing.
+When every shard is done, the metadata is written: the fastai CSV, ``SHA256SUMS``,
+``build-info.json`` and the format's own index files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from imgtools import __version__
+from imgtools.atomic import atomic_write_text, remove_stale_tmp
+from imgtools.errors import UserError
+from imgtools.formats import get_format
+from imgtools.plan import BuildPlan, PlanItem
+from imgtools.records import DatasetInfo, Record, safe_key
+from imgtools.runner import ShardTask, load_done, run_shards
+from imgtools.splits import CSV_COLUMNS
+from imgtools.transform import BadImage, RenderOptions, read_bytes, render
+
+STATE_DIR = ".imgtools-state"
+BUILD_INFO = "build-info.json"
+CHECKSUMS = "SHA256SUMS"
+
+
+@dataclass
+class BuildOptions:
+    out: Path
+    sizes: list[int | None]
+    fmt: str = "folder"
+    filter: str = "bilinear"
+    quality: int = 90
+    exact: bool = False
+    n_jobs: int | None = None
+    shard_size: int = 256
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+    format_options: dict = field(default_factory=dict)
+
+    def render_options(self) -> RenderOptions:
+        return RenderOptions(tuple(self.sizes), self.filter, self.quality, self.exact)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything one shard needs: self-contained, so it can run on any joblib backend."""
+
+    items: list[PlanItem]
+    split: str
+    shard_index: int
+    num_shards: int
+    roots: list[str]  # one output root per size
+    fmt: str
+    render: RenderOptions
+    info: DatasetInfo
+    format_options: dict
+
+
+def size_label(size: int | None) -> str:
+    return "full" if size is None else str(size)
+
+
+def output_roots(plan: BuildPlan, opts: BuildOptions) -> list[Path]:
+    suffix = "" if opts.fmt == "folder" else f"-{opts.fmt}"
+    return [opts.out / (plan.recipe.folder_name(s) + suffix) for s in opts.sizes]
+
+
+def prepare_outputs(roots: list[Path], state: Path, opts: BuildOptions, fingerprint: dict) -> None:
+    """Refuse to clobber earlier output unless told; check a resumed run matches the first."""
+    existing = [r for r in roots if r.exists() and any(r.iterdir())]
+    if opts.overwrite:
+        for r in existing:
+            shutil.rmtree(r)
+        shutil.rmtree(state, ignore_errors=True)
+    elif existing and not opts.resume:
+        raise UserError("output already exists: " + ", ".join(str(r) for r in existing),
+                        path=existing[0],
+                        fix="pass --resume to finish an interrupted build, --overwrite to "
+                            "replace it, or choose another --out")
+    fp_path = state / "fingerprint.json"
+    if opts.resume and fp_path.is_file():
+        before = json.loads(fp_path.read_text())
+        if before != fingerprint:
+            changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
+            raise UserError(f"--resume with different settings than the interrupted run "
+                            f"({', '.join(changed)})", path=state,
+                            fix="rerun with the same options, or use --overwrite")
+    elif opts.resume and existing and not fp_path.is_file():
+        raise UserError("--resume: this output is complete or was not made by an interrupted "
+                        "imgtools build", path=existing[0],
+                        fix="use --overwrite to build it again")
+    state.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(fp_path, json.dumps(fingerprint, sort_keys=True))
+    for r in roots:
+        if r.exists():
+            remove_stale_tmp(r)
+
+
+def run_build_shard(task: ShardTask) -> dict:
+    """Worker: render and write one shard. Returns its summary (the done marker)."""
+    job: ShardJob = task.payload
+    fmt = get_format(job.fmt)
+    writers = [fmt.open_writer(Path(r), job.info, job.split, job.shard_index, job.num_shards,
+                               **job.format_options) for r in job.roots]
+    skipped, repaired = [], []
+    counts: dict[str, int] = {}
+    try:
+        for item in job.items:
+            try:
+                outputs, note = render(read_bytes(item.src), job.render)
+            except BadImage as e:
+                skipped.append({"path": item.src, "reason": e.reason})
+                continue
+            if note:
+                repaired.append({"path": item.src, "what": note})
+            name = item.out_name if note is None else _jpeg_name(item.out_name)
+            cls = job.info.classes[item.label] if item.label is not None else None
+            for writer, data in zip(writers, outputs):
+                writer.write(Record(safe_key(name), item.split, item.label, data, name,
+                                    item.wnid if cls else None, cls.name if cls else None))
+            counts[item.wnid] = counts.get(item.wnid, 0) + 1
+        written = [w.close() for w in writers]
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    checksums = [{str(p.relative_to(r)): _sha256(p) for p in paths}
+                 for r, paths in zip(job.roots, written)]
+    return {"split": job.split, "n": len(job.items), "counts": counts, "skipped": skipped,
+            "repaired": repaired, "checksums": checksums}
+
+
+def _jpeg_name(name: str) -> str:
+    """A re-encoded PNG keeps its (ImageNet) name, which already ends in .JPEG."""
+    stem, dot, ext = name.rpartition(".")
+    return name if dot and ext.lower() in ("jpeg", "jpg") else f"{name}.JPEG"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> dict:
+    """Run the whole build; returns the report (also written as build-info.json per output)."""
+    if opts.fmt in ("pickle", "npz"):
+        from imgtools.downsample import build_downsampled
+
+        return build_downsampled(plan, opts, command=command)
+    started = time.time()
+    roots = output_roots(plan, opts)
+    state = opts.out / STATE_DIR / plan.recipe.folder_name(None)
+    fingerprint = _fingerprint(plan, opts)
+    prepare_outputs(roots, state, opts, fingerprint)
+    fmt = get_format(opts.fmt)
+    shuffle = opts.fmt != "folder"
+    tasks = _tasks(plan, opts, roots, shuffle)
+    totals = _Totals()
+    for _task, summary in run_shards(tasks, run_build_shard, state_dir=state, n_jobs=opts.n_jobs,
+                                     resume=opts.resume, desc=f"build {plan.recipe.name}",
+                                     total_weight=plan.total(), quiet=opts.quiet):
+        totals.add(summary)
+    seconds = time.time() - started
+    report = _report(plan, opts, totals, seconds, command)
+    for i, root in enumerate(roots):
+        root.mkdir(parents=True, exist_ok=True)
+        _write_checksums(root, state, plan, opts, i, shuffle)
+        _write_csv(root / plan.recipe.csv_name, plan, totals)
+        fmt.finalize(root, plan.info, {s: sum(c.values()) for s, c in totals.counts.items()})
+        per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
+        atomic_write_text(root / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
+    shutil.rmtree(state, ignore_errors=True)
+    _remove_if_empty(opts.out / STATE_DIR)
+    report["outputs"] = [str(r) for r in roots]
+    return report
+
+
+def _fingerprint(plan: BuildPlan, opts: BuildOptions) -> dict:
+    return {"recipe": plan.recipe.name, "split": plan.split_mode, "seed": plan.seed,
+            "sizes": [size_label(s) for s in opts.sizes], "format": opts.fmt,
+            "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
+            "shard_size": opts.shard_size, "images": plan.total(),
+            "format_options": opts.format_options}
+
+
+def _tasks(plan: BuildPlan, opts: BuildOptions, roots: list[Path], shuffle: bool):
+    for shard_id, items in plan.shards(opts.shard_size, shuffle):
+        split = items[0].split
+        index = int(shard_id.rsplit("-", 1)[1])
+        job = ShardJob(items, split, index, plan.num_shards(split, opts.shard_size),
+                       [str(r) for r in roots], opts.fmt, opts.render_options(), plan.info,
+                       opts.format_options)
+        yield ShardTask(shard_id, job, weight=len(items))
+
+
+@dataclass
+class _Totals:
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+    repaired: list[dict] = field(default_factory=list)
+    images: int = 0
+
+    def add(self, summary: dict) -> None:
+        per = self.counts.setdefault(summary["split"], {})
+        for wnid, n in summary["counts"].items():
+            per[wnid] = per.get(wnid, 0) + n
+        self.skipped += summary["skipped"]
+        self.repaired += summary["repaired"]
+        self.images += summary["n"]
+
+
+def _write_checksums(root: Path, state: Path, plan: BuildPlan, opts: BuildOptions, i: int,
+                     shuffle: bool) -> None:
+    """``sha256sum -c`` compatible, streamed from the shard markers in a stable order."""
+    buf = io.StringIO()
+    for shard_id, _items in plan.shards(opts.shard_size, shuffle):
+        done = load_done(state, shard_id)
+        if done is None:
+            raise RuntimeError(f"shard {shard_id} has no summary after the run")
+        for rel, digest in sorted(done["checksums"][i].items()):
+            buf.write(f"{digest}  {rel}\n")
+    atomic_write_text(root / CHECKSUMS, buf.getvalue())
+
+
+def _write_csv(path: Path, plan: BuildPlan, totals: _Totals) -> None:
+    """The fastai CSV, for the images that made it into the output."""
+    dropped = {s["path"] for s in totals.skipped}
+    kept_names = {(it.split, it.out_name) for split in ("train", "val")
+                  for it in plan.items.get(split, []) if it.src not in dropped}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for row in plan.csv_rows():
+        split, _wnid, name = row[0].split("/")
+        if (split, name) in kept_names:
+            w.writerow(row)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float,
+            command: str | None) -> dict:
+    counts = {s: dict(sorted(c.items())) for s, c in totals.counts.items()}
+    return {
+        "tool": "imgtools",
+        "tool_version": __version__,
+        "command": command or " ".join(sys.argv),
+        "recipe": plan.recipe.name,
+        "recipe_file": str(plan.recipe.path) if plan.recipe.path else None,
+        "source": str(plan.source.root),
+        "source_layout": plan.source.layout,
+        "val_labels": plan.source.val_label_source,
+        "options": {"split": plan.split_mode, "seed": plan.seed,
+                    "split_sources": plan.split_sources,
+                    "sizes": [size_label(s) for s in opts.sizes], "format": opts.fmt,
+                    "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
+                    "shard_size": opts.shard_size, **opts.format_options},
+        "classes": [asdict(c) for c in plan.info.classes],
+        "label_order": plan.info.label_order,
+        "planned": {s: len(v) for s, v in plan.items.items()},
+        "counts": counts,
+        "totals": {s: sum(c.values()) for s, c in counts.items()},
+        "skipped": sorted(totals.skipped, key=lambda s: s["path"]),
+        "repaired": sorted(totals.repaired, key=lambda s: s["path"]),
+        "missing_from_tree": plan.missing,
+        "not_in_official_list": plan.unlisted,
+        "ignored_files": sorted(set(plan.source.ignored)),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(totals.images / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass

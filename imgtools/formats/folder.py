@@ -1,0 +1,129 @@
+"""JPEG folders, laid out like the fastai tarballs: ``<root>/<split>/<wnid>/<file>.JPEG``.
+
+Unlabelled images (Imagewang's ``unsup``) go flat into ``<root>/unsup/<file>``: no label in the
+name or the path, as in the official tarball. This is what fastai's and torchvision's
+``ImageFolder`` read. The class list travels in the ``imgtools-dataset.json`` sidecar; without
+one (a folder some other tool wrote) the classes are the sorted folder names, named from the
+ImageNet class table when they are wnids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from imgtools.atomic import TMP_PREFIX, atomic_write_bytes
+from imgtools.errors import UserError
+from imgtools.formats.base import Format, InputShard, ShardWriter
+from imgtools.records import SPLITS, ClassInfo, DatasetInfo, Record, safe_key
+
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+SPLIT_ALIASES = {"validation": "val", "valid": "val", "test": "test"}
+_CHUNK = 512  # files per input shard of a flat folder (unsup)
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith((".", TMP_PREFIX)) and \
+        os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _split_dirs(root: Path) -> list[tuple[str, Path]]:
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        split = SPLIT_ALIASES.get(d.name, d.name)
+        if split in SPLITS or split == "test":
+            out.append((split, d))
+    return out
+
+
+class FolderWriter(ShardWriter):
+    """Writes each image as its own file, atomically, as soon as it arrives."""
+
+    def __init__(self, root: Path, split: str):
+        self.root = root
+        self.split = split
+        self.written: list[Path] = []
+
+    def path_for(self, record: Record) -> Path:
+        if self.split == "unsup" or record.label is None:
+            return self.root / self.split / record.filename
+        return self.root / self.split / (record.wnid or str(record.label)) / record.filename
+
+    def write(self, record: Record) -> None:
+        path = self.path_for(record)
+        atomic_write_bytes(path, record.image)
+        self.written.append(path)
+
+    def close(self) -> list[Path]:
+        return self.written
+
+    def abort(self) -> None:
+        # Files already renamed into place are complete images; a rerun rewrites them.
+        pass
+
+
+class FolderFormat(Format):
+    name = "folder"
+
+    def detect(self, path: Path) -> bool:
+        if not path.is_dir():
+            return False
+        for _split, d in _split_dirs(path):
+            for entry in d.iterdir():
+                if entry.is_dir() or _is_image(entry.name):
+                    return True
+        return False
+
+    def read_info(self, path: Path) -> DatasetInfo:
+        info = DatasetInfo.load(path)
+        if info is not None:
+            return info
+        from imgtools.recipes import imagenet_names
+
+        names = imagenet_names()
+        wnids = sorted({c.name for _s, d in _split_dirs(path) if _s != "unsup"
+                        for c in d.iterdir() if c.is_dir()})
+        if not wnids:
+            raise UserError("no class folders found", path=path,
+                            fix="expected <split>/<class>/<image> (e.g. train/n01440764/x.JPEG)")
+        return DatasetInfo(path.name, [ClassInfo(w, names.get(w, w)) for w in wnids],
+                           label_order="sorted folder names")
+
+    def input_shards(self, path: Path) -> list[InputShard]:
+        shards = []
+        for split, d in _split_dirs(path):
+            subdirs = sorted(p for p in d.iterdir() if p.is_dir())
+            for sub in subdirs:
+                shards.append(InputShard(str(sub), split, {"wnid": sub.name}))
+            flat = sorted(p.name for p in d.iterdir() if p.is_file() and _is_image(p.name))
+            for i in range(0, len(flat), _CHUNK):
+                shards.append(InputShard(str(d), split, {"files": flat[i:i + _CHUNK]}))
+        if not shards:
+            raise UserError("the folder holds no images", path=path,
+                            fix="expected train/, val/ or unsup/ folders with images")
+        return shards
+
+    def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
+        folder = Path(shard.path)
+        label_of = {c.wnid: i for i, c in enumerate(info.classes)}
+        wnid = shard.options.get("wnid")
+        files = shard.options.get("files") or sorted(
+            p.name for p in folder.iterdir() if p.is_file() and _is_image(p.name))
+        label = label_of.get(wnid) if wnid else None
+        if wnid and label is None:
+            raise UserError(f"class folder {wnid!r} is not in the dataset's class list",
+                            path=folder, fix="update imgtools-dataset.json or remove the folder")
+        name = info.classes[label].name if label is not None else None
+        for fname in files:
+            with open(folder / fname, "rb") as f:
+                data = f.read()
+            yield Record(safe_key(fname), shard.split or "train", label, data, fname,
+                         wnid if label is not None else None, name)
+
+    def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
+                    num_shards: int, **options) -> ShardWriter:
+        return FolderWriter(Path(root), split)
+
+
+FORMAT = FolderFormat()

@@ -1,0 +1,471 @@
+"""TFRecord: ``tf.train.Example`` records, the format TensorFlow input pipelines read.
+
+Three feature-key conventions are in use and all three are read and written:
+
+========  ===================  =====================  ================  =========================
+schema    image                label                  file name         also written
+========  ===================  =====================  ================  =========================
+tfds      ``image``            ``label``              ``file_name``
+slim      ``image/encoded``    ``image/class/label``  ``image/filename`` ``image/format``,
+                                                                         ``image/height``/``width``,
+                                                                         ``image/class/synset``,
+                                                                         ``image/class/text``
+flowers   ``image``            ``class``              ``id`` (the key)
+========  ===================  =====================  ================  =========================
+
+Labels are 0-based in every schema (slim's flowers converter does the same; Inception's ImageNet
+converter used 1..1000 - name the key and subtract yourself if you read such files elsewhere).
+Unlabelled records (``unsup``) get label -1, or no ``class`` feature in the flowers schema (as
+the Kaggle test split has none).
+
+Files are ``<split>.tfrecord-00000-of-00016`` (``.gz`` added for GZIP), each with an index
+``<file>.index`` in the ``tfrecord2idx`` format of the ``tfrecord`` package (``offset length``
+per record) so its ``TFRecordDataset`` can shard and shuffle. A GZIP file compresses the whole
+stream, so offsets into it mean nothing and no index is written for it.
+
+Reading checks both masked CRC-32C values of every record ourselves: the ``tfrecord`` package's
+reader does not check them, and a flipped bit would otherwise become a silently wrong image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import re
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import crc32c
+
+from imgtools.atomic import TMP_PREFIX, tmp_path_for
+from imgtools.errors import CorruptDataError, UserError
+from imgtools.formats.base import Format, InputShard, ShardWriter
+from imgtools.records import DatasetInfo, Record, safe_key
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    "tfds": {"image": "image", "label": "label", "filename": "file_name"},
+    "slim": {"image": "image/encoded", "label": "image/class/label",
+             "filename": "image/filename", "format": "image/format",
+             "height": "image/height", "width": "image/width",
+             "synset": "image/class/synset", "text": "image/class/text"},
+    "flowers": {"image": "image", "label": "class", "filename": "id"},
+}
+DEFAULT_SCHEMA = "tfds"
+
+_NAME = re.compile(r"(\.tfrecords?(-\d+-of-\d+)?|\.tfrec|^[a-z]+-\d{5}-of-\d{5})(\.gz)?$")
+_GZIP_MAGIC = b"\x1f\x8b"
+_HEADER = struct.Struct("<QI")
+_CRC = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8
+
+
+def masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C (Castagnoli): rotate right 15 bits, add a constant."""
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(payload: bytes) -> bytes:
+    """One record on disk: length, its CRC, payload, its CRC."""
+    length = struct.pack("<Q", len(payload))
+    return b"".join((length, _CRC.pack(masked_crc(length)), payload,
+                     _CRC.pack(masked_crc(payload))))
+
+
+def is_tfrecord_file(path: Path) -> bool:
+    name = path.name
+    return (path.is_file() and not name.startswith((".", TMP_PREFIX))
+            and bool(_NAME.search(name)))
+
+
+def _open(path: Path) -> BinaryIO:
+    f = open(path, "rb")  # noqa: SIM115 - returned to the caller, closed there
+    if f.read(2) == _GZIP_MAGIC:
+        f.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    f.seek(0)
+    return f
+
+
+def _read_exact(f: BinaryIO, n: int, path: Path, offset: int, what: str) -> bytes:
+    try:
+        data = f.read(n)
+    except (EOFError, gzip.BadGzipFile, OSError) as e:
+        raise CorruptDataError(f"truncated or damaged GZIP stream while reading {what}: {e}",
+                               path=path, offset=offset,
+                               fix="the file was cut short or damaged; copy it again") from e
+    if len(data) != n:
+        raise CorruptDataError(f"truncated record: {what} needs {n} bytes, the file has "
+                               f"{len(data)} left", path=path, offset=offset,
+                               fix="the file was cut short (interrupted copy or download?); "
+                                   "copy it again or regenerate it")
+    return data
+
+
+def iter_frames(path: Path, skip: int = 0, check_crc: bool = True) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, payload)`` of every record after the first ``skip`` (which are stepped
+    over by seeking, without reading their payloads), checking both CRCs."""
+    with _open(path) as f:
+        offset = 0
+        index = 0
+        while True:
+            try:
+                head = f.read(_HEADER.size)
+            except (EOFError, OSError) as e:
+                raise CorruptDataError(f"damaged GZIP stream: {e}", path=path, offset=offset,
+                                       fix="copy the file again") from e
+            if not head:
+                return
+            if len(head) != _HEADER.size:
+                raise CorruptDataError("truncated record header", path=path, offset=offset,
+                                       fix="the file was cut short; copy it again")
+            length, length_crc = _HEADER.unpack(head)
+            if check_crc and masked_crc(head[:8]) != length_crc:
+                raise CorruptDataError(
+                    f"record {index}: length CRC mismatch (not a TFRecord file, or damaged)",
+                    path=path, offset=offset, fix="copy the file again or regenerate it")
+            if index < skip:
+                _skip(f, length + 4, path, offset)
+            else:
+                payload = _read_exact(f, length, path, offset, f"record {index}")
+                crc = _read_exact(f, 4, path, offset, f"record {index} CRC")
+                if check_crc and masked_crc(payload) != _CRC.unpack(crc)[0]:
+                    raise CorruptDataError(f"record {index}: data CRC mismatch", path=path,
+                                           offset=offset,
+                                           fix="the file is damaged; copy it again or "
+                                               "regenerate it")
+                yield offset, payload
+            offset += _HEADER.size + length + 4
+            index += 1
+
+
+def _skip(f: BinaryIO, n: int, path: Path, offset: int) -> None:
+    if isinstance(f, gzip.GzipFile):
+        _read_exact(f, n, path, offset, "a skipped record")
+        return
+    end = f.seek(n, os.SEEK_CUR)
+    if end > os.fstat(f.fileno()).st_size:
+        raise CorruptDataError("truncated record", path=path, offset=offset,
+                               fix="the file was cut short; copy it again")
+
+
+def scan_lengths(path: Path) -> Iterator[tuple[int, int]]:
+    """``(offset, payload length)`` of every record from the headers alone (length CRC checked;
+    a truncated last record is detected from the file size)."""
+    size = path.stat().st_size
+    with _open(path) as f:
+        gz = isinstance(f, gzip.GzipFile)
+        offset = 0
+        while True:
+            head = f.read(_HEADER.size)
+            if not head:
+                return
+            if len(head) != _HEADER.size:
+                raise CorruptDataError("truncated record header", path=path, offset=offset,
+                                       fix="the file was cut short; copy it again")
+            length, length_crc = _HEADER.unpack(head)
+            if masked_crc(head[:8]) != length_crc:
+                raise CorruptDataError("length CRC mismatch (not a TFRecord file, or damaged)",
+                                       path=path, offset=offset,
+                                       fix="copy the file again or regenerate it")
+            end = offset + _HEADER.size + length + 4
+            if gz:
+                _read_exact(f, length + 4, path, offset, "a record")
+            elif end > size:
+                raise CorruptDataError(f"truncated record: needs {end - offset} bytes, the file "
+                                       f"has {size - offset} left", path=path, offset=offset,
+                                       fix="the file was cut short; copy it again")
+            else:
+                f.seek(length + 4, os.SEEK_CUR)
+            yield offset, length
+            offset = end
+
+
+# ------------------------------------------------------------------------------- Example protos
+
+
+def _example_pb2():
+    from tfrecord import example_pb2
+
+    return example_pb2
+
+
+def parse_example(payload: bytes, path: Path, offset: int) -> dict:
+    """``{key: first value}`` of a serialized ``tf.train.Example`` (bytes or int)."""
+    try:
+        example = _example_pb2().Example.FromString(payload)
+    except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass
+        raise CorruptDataError(f"record is not a tf.train.Example: {e}", path=path,
+                               offset=offset, fix="is this a TFRecord of images?") from e
+    out: dict = {}
+    for key, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        values = getattr(feature, kind).value if kind else []
+        out[key] = values[0] if len(values) else None
+    return out
+
+
+def detect_schema(keys: set[str]) -> str | None:
+    if "image/encoded" in keys:
+        return "slim"
+    if "image" in keys and "class" in keys and "label" not in keys:
+        return "flowers"
+    if "image" in keys:
+        return "tfds" if "label" in keys or "id" not in keys else "flowers"
+    return None
+
+
+def _keys_for(options: dict) -> dict[str, str]:
+    keys = dict(SCHEMAS[options.get("schema", DEFAULT_SCHEMA)])
+    for field in ("image", "label", "filename"):
+        if options.get(f"{field}_key"):
+            keys[field] = options[f"{field}_key"]
+    return keys
+
+
+# ---------------------------------------------------------------------------------- the format
+
+
+class TFRecordFormat(Format):
+    name = "tfrecord"
+    default_shard_records = None
+    default_shard_bytes = 200_000_000
+    """About 200 MB a shard: TensorFlow's guide asks for 100+ MB files for efficient reads."""
+
+    # ------------------------------------------------------------------ reading
+    def files(self, path: Path) -> list[Path]:
+        path = Path(path)
+        if path.is_file():
+            return [path] if is_tfrecord_file(path) or path.suffix in (".tfrecord",) else []
+        found = [p for p in sorted(path.rglob("*")) if is_tfrecord_file(p)]
+        return found
+
+    def detect(self, path: Path) -> bool:
+        path = Path(path)
+        if path.is_file():
+            return is_tfrecord_file(path)
+        return path.is_dir() and bool(self.files(path))
+
+    def _schema_of(self, path: Path) -> dict:
+        """Schema options from the first record of the first file (all files must match)."""
+        for file in self.files(path):
+            for offset, payload in iter_frames(file):
+                keys = set(parse_example(payload, file, offset))
+                schema = detect_schema(keys)
+                if schema is None:
+                    raise UserError(
+                        f"cannot tell which feature holds the image (keys: {sorted(keys)})",
+                        path=file, fix="name it with --image-key (and --label-key, "
+                                       "--filename-key)")
+                return {"schema": schema}
+        return {"schema": DEFAULT_SCHEMA}
+
+    def input_shards(self, path: Path) -> list[InputShard]:
+        from imgtools.convert import split_from_name
+
+        path = Path(path)
+        files = self.files(path)
+        if not files:
+            raise UserError("no TFRecord files here", path=path,
+                            fix="expected files named *.tfrecord*, *.tfrec or "
+                                "train-00000-of-00016")
+        options = self._schema_of(path)
+        base = path if path.is_dir() else path.parent
+        return [InputShard(str(f), split_from_name(str(f.relative_to(base))), options)
+                for f in files]
+
+    def read_info(self, path: Path) -> DatasetInfo:
+        from imgtools.convert import dataset_root, generic_classes
+
+        path = Path(path)
+        info = DatasetInfo.load(dataset_root(path))
+        if info is not None:
+            return info
+        # Foreign TFRecords carry only integer labels: one pass over the records finds them
+        # (and TF-slim's class texts/synsets, when written).
+        labels: set[int] = set()
+        names: dict[int, str] = {}
+        wnids: dict[int, str] = {}
+        for shard in self.input_shards(path):
+            keys = _keys_for(shard.options)
+            for offset, payload in iter_frames(Path(shard.path)):
+                feats = parse_example(payload, Path(shard.path), offset)
+                label = feats.get(keys["label"])
+                if isinstance(label, int) and label >= 0:
+                    labels.add(label)
+                    if label not in names and isinstance(feats.get("image/class/text"), bytes):
+                        names[label] = feats["image/class/text"].decode()
+                    if label not in wnids and isinstance(feats.get("image/class/synset"),
+                                                         bytes):
+                        wnids[label] = feats["image/class/synset"].decode()
+        root = dataset_root(path)
+        return DatasetInfo(name=root.name, classes=generic_classes(labels, names, wnids),
+                           label_order="as stored (integer labels)")
+
+    def scan_shard(self, shard: InputShard, info: DatasetInfo) -> list[int]:
+        """Approximate image size per record: the Example's length (a few dozen bytes of keys
+        and label more than the image), read from the headers without reading payloads."""
+        return [length for _offset, length in scan_lengths(Path(shard.path))]
+
+    def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
+        return self.read_range(shard, info, 0, None)
+
+    def read_range(self, shard: InputShard, info: DatasetInfo, start: int,
+                   stop: int | None) -> Iterator[Record]:
+        path = Path(shard.path)
+        keys = _keys_for(shard.options)
+        split = shard.split or "train"
+        index = start
+        for offset, payload in iter_frames(path, skip=start):
+            if stop is not None and index >= stop:
+                return
+            yield self._record(parse_example(payload, path, offset), keys, split, info, path,
+                               offset, index)
+            index += 1
+
+    @staticmethod
+    def _record(feats: dict, keys: dict[str, str], split: str, info: DatasetInfo, path: Path,
+                offset: int, index: int) -> Record:
+        image = feats.get(keys["image"])
+        if not isinstance(image, bytes) or not image:
+            raise UserError(
+                f"record {index} has no image bytes under {keys['image']!r} "
+                f"(its features: {sorted(feats)}) - mixed schemas in one dataset?",
+                path=f"{path} (at byte offset {offset})",
+                fix="convert files of different schemas separately, or name the keys with "
+                    "--image-key/--label-key/--filename-key")
+        label = feats.get(keys["label"])
+        if label is not None and not isinstance(label, int):
+            raise UserError(f"record {index}: label feature {keys['label']!r} is not an integer",
+                            path=f"{path} (at byte offset {offset})", fix="name it with "
+                            "--label-key")
+        if label is not None and label < 0:
+            label = None
+        if label is not None and label >= len(info.classes):
+            raise CorruptDataError(
+                f"record {index}: label {label} but the dataset has {len(info.classes)} "
+                "classes", path=path, offset=offset,
+                fix="fix the class list in imgtools-dataset.json next to the files")
+        from imgtools.convert import image_ext
+
+        raw_name = feats.get(keys["filename"])
+        name = raw_name.decode("utf-8", "replace") if isinstance(raw_name, bytes) else ""
+        if not name:
+            name = f"{Path(path).name.split('.')[0]}-{index:06d}"
+        if "." not in name:  # flowers ids, missing names: give the file its real extension
+            name = f"{name}.{image_ext(image)}"
+        cls = info.classes[label] if label is not None else None
+        return Record(key=safe_key(name), split=split, label=label, image=image, filename=name,
+                      wnid=cls.wnid if cls else None, class_name=cls.name if cls else None)
+
+    # ------------------------------------------------------------------ writing
+    def shard_path(self, root: Path, split: str, shard_index: int, num_shards: int,
+                   compression: str | None = None) -> Path:
+        suffix = ".gz" if compression else ""
+        return Path(root) / f"{split}.tfrecord-{shard_index:05d}-of-{num_shards:05d}{suffix}"
+
+    def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
+                    num_shards: int, *, schema: str = DEFAULT_SCHEMA,
+                    compression: str | None = None, index: bool = True,
+                    **_ignored) -> ShardWriter:
+        if schema not in SCHEMAS:
+            raise UserError(f"unknown TFRecord schema {schema!r}",
+                            fix=f"use one of: {', '.join(SCHEMAS)}")
+        compression = (compression or "").lower() or None
+        if compression not in (None, "gzip"):
+            raise UserError(f"unsupported TFRecord compression {compression!r}",
+                            fix="use gzip, or none (the tfrecord package reads only GZIP)")
+        path = self.shard_path(root, split, shard_index, num_shards, compression)
+        return TFRecordShardWriter(path, schema, compression, index and not compression)
+
+    def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
+        return any(self.shard_path(root, split, shard_index, num_shards, c).is_file()
+                   for c in (None, "gzip"))
+
+
+def example_features(record: Record, schema: str) -> dict[str, tuple[object, str]]:
+    """The ``tfrecord`` package's ``datum`` (``{key: (value, "byte"|"int")}``) of a record."""
+    keys = SCHEMAS[schema]
+    label = record.label if record.label is not None else -1
+    if schema == "flowers":
+        datum: dict[str, tuple[object, str]] = {"image": (record.image, "byte"),
+                                                "id": (record.key.encode(), "byte")}
+        if record.label is not None:
+            datum["class"] = (label, "int")
+        return datum
+    datum = {keys["image"]: (record.image, "byte"), keys["label"]: (label, "int"),
+             keys["filename"]: (record.filename.encode(), "byte")}
+    if schema == "slim":
+        from PIL import Image
+
+        from imgtools.convert import image_ext
+
+        try:
+            width, height = Image.open(io.BytesIO(record.image)).size
+        except (OSError, ValueError) as e:
+            raise CorruptDataError(f"cannot read the size of image {record.filename!r}: {e}",
+                                   fix="the slim schema stores image/height and image/width; "
+                                       "use --schema tfds, or drop the damaged image") from e
+        ext = image_ext(record.image, record.filename)
+        datum["image/format"] = ({"jpg": b"jpeg"}.get(ext, ext.encode()), "byte")
+        datum["image/height"] = (height, "int")
+        datum["image/width"] = (width, "int")
+        if record.wnid:
+            datum["image/class/synset"] = (record.wnid.encode(), "byte")
+        if record.class_name:
+            datum["image/class/text"] = (record.class_name.encode(), "byte")
+    return datum
+
+
+class TFRecordShardWriter(ShardWriter):
+    """Writes one ``.tfrecord`` shard (and its index) under temporary names, renamed on close."""
+
+    def __init__(self, path: Path, schema: str, compression: str | None, index: bool):
+        from tfrecord.writer import TFRecordWriter
+
+        self._serialize = TFRecordWriter.serialize_tf_example
+        self.path = path
+        self.schema = schema
+        self.index_path = path.with_name(path.name + ".index") if index else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp_path_for(path)
+        self._raw = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._out: BinaryIO = (gzip.GzipFile(filename="", mode="wb", fileobj=self._raw,
+                                             mtime=0) if compression else self._raw)
+        self._index = io.StringIO() if index else None
+        self._offset = 0
+
+    def write(self, record: Record) -> None:
+        data = frame(self._serialize(example_features(record, self.schema)))
+        self._out.write(data)
+        if self._index is not None:
+            self._index.write(f"{self._offset} {len(data)}\n")
+        self._offset += len(data)
+
+    def close(self) -> list[Path]:
+        from imgtools.atomic import atomic_write_text
+
+        if self._out is not self._raw:
+            self._out.close()
+        self._raw.close()
+        written = []
+        if self.index_path is not None and self._index is not None:
+            atomic_write_text(self.index_path, self._index.getvalue())
+            written.append(self.index_path)
+        os.replace(self.tmp, self.path)
+        return [self.path, *written]
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._out is not self._raw:
+                self._out.close()
+        self._raw.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+FORMAT = TFRecordFormat()

@@ -1,0 +1,323 @@
+"""WebDataset: POSIX tar shards that streaming PyTorch pipelines read sequentially.
+
+One sample is a run of tar members sharing a key (the name up to the first dot):
+``<key>.jpg`` (``.png`` for PNG bytes - the extension is what decoders dispatch on),
+``<key>.cls`` (the 0-based label as ASCII digits; absent for unlabelled ``unsup`` images) and
+``<key>.json`` (``label``, ``class_name``, ``wnid``, ``split``, ``filename``: everything needed to
+rebuild the folder). Keys never contain dots, or ``webdataset`` would split them.
+
+Shards are ``<split>-000000.tar`` (brace notation ``train-{000000..000012}.tar``), written with
+``webdataset``'s own ``TarWriter`` with a fixed ``mtime`` so that the same input gives the same
+bytes. ``<split>.wids.json`` lists each split's shards with their sample counts in the ``wids``
+shard-index format (``wids-shard-index-v1``; no ``md5sum``, which ``wids`` treats as optional),
+for random access with ``wids.ShardListDataset``.
+
+Reading is strict where tar readers are lenient: a member cut short, a missing end-of-archive
+marker (a tar truncated exactly between members) or a sample without an image is an error that
+names the shard and the byte offset, never a quietly shorter dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from imgtools.atomic import TMP_PREFIX, atomic_write_text, tmp_path_for
+from imgtools.errors import CorruptDataError, UserError
+from imgtools.formats.base import Format, InputShard, ShardWriter
+from imgtools.records import DatasetInfo, Record
+
+IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "img",
+                "image")
+_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext rule
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+WIDS_SUFFIX = ".wids.json"
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def _tar_error(path: Path, offset: int | None, what: str) -> CorruptDataError:
+    return CorruptDataError(what, path=path, offset=offset,
+                            fix="the shard is truncated or damaged (interrupted copy?); copy it "
+                                "again or regenerate it")
+
+
+def _groups(path: Path, tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+    """Consecutive file members sharing a key, as ``webdataset`` groups them."""
+    key: str | None = None
+    members: list[tarfile.TarInfo] = []
+    while True:
+        offset = tar.offset
+        try:
+            member = tar.next()
+        except tarfile.TarError as e:
+            raise _tar_error(path, offset, f"bad tar header: {e}") from e
+        if member is None:
+            break
+        if not member.isfile():
+            continue
+        m = _MEMBER.match(member.name)
+        if not m:
+            raise CorruptDataError(f"member {member.name!r} is not named <key>.<extension>",
+                                   path=path, offset=member.offset,
+                                   fix="WebDataset members must be named like key.jpg, key.cls")
+        if m.group(1) != key and members:
+            yield key, members  # type: ignore[misc]
+            members = []
+        key = m.group(1)
+        members.append(member)
+    if members:
+        yield key, members  # type: ignore[misc]
+    _check_end(path, tar)
+
+
+def _check_end(path: Path, tar: tarfile.TarFile) -> None:
+    """A complete tar ends with zero blocks after its last member; a tar cut exactly between
+    two members has none, and Python's tarfile would accept it silently."""
+    end = tar.offset
+    size = os.fstat(tar.fileobj.fileno()).st_size
+    if size < end + tarfile.BLOCKSIZE:
+        raise _tar_error(path, min(end, size), "truncated tar: no end-of-archive marker after "
+                                               "the last member")
+    tar.fileobj.seek(end)
+    if tar.fileobj.read(tarfile.BLOCKSIZE).strip(b"\0"):
+        raise _tar_error(path, end, "garbage where the end-of-archive marker should be")
+
+
+def _is_empty_tar(path: Path) -> bool:
+    """An archive with no members is only zero blocks (``ShardWriter`` leaves such a shard);
+    Python's tarfile refuses to open it, but it is a valid, empty shard."""
+    size = path.stat().st_size
+    if size < 2 * tarfile.BLOCKSIZE or size % tarfile.BLOCKSIZE:
+        return False
+    with open(path, "rb") as f:
+        return not f.read(2 * tarfile.BLOCKSIZE).strip(b"\0")
+
+
+def _walk(path: Path) -> Iterator[tuple[tarfile.TarFile, str, list[tarfile.TarInfo]]]:
+    """``(open tar, key, members)`` of every sample of a shard, then the end-of-archive check."""
+    try:
+        tar = tarfile.open(path, "r:")
+    except tarfile.ReadError as e:
+        if _is_empty_tar(path):
+            return
+        raise UserError(f"not an uncompressed tar file: {e}", path=path,
+                        fix="imgtools reads plain .tar shards (decompress .tar.gz first)") from e
+    with tar:
+        for key, members in _groups(path, tar):
+            yield tar, key, members
+
+
+def _read_member(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    f = tar.fileobj
+    f.seek(member.offset_data)
+    data = f.read(member.size)
+    if len(data) != member.size:
+        raise _tar_error(path, member.offset, f"member {member.name!r} is cut short "
+                                              f"({len(data)} of {member.size} bytes)")
+    return data
+
+
+def _image_member(path: Path, key: str, members: list[tarfile.TarInfo]) -> tarfile.TarInfo:
+    by_field = {_MEMBER.match(m.name).group(2).lower(): m for m in members}  # type: ignore
+    for field in IMAGE_FIELDS:
+        if field in by_field:
+            return by_field[field]
+    raise CorruptDataError(f"sample {key!r} has no image (its members: "
+                           f"{[m.name for m in members]})", path=path,
+                           offset=members[0].offset,
+                           fix=f"each sample needs one of .{', .'.join(IMAGE_FIELDS[:4])}")
+
+
+class WebDatasetFormat(Format):
+    name = "webdataset"
+    default_shard_records = 10_000
+    default_shard_bytes = 500_000_000
+    """At most 10,000 samples or 500 MB of images a shard: big enough for sequential reads,
+    small enough that a few hundred shards spread over many workers and nodes."""
+
+    # ------------------------------------------------------------------ reading
+    def files(self, path: Path) -> list[Path]:
+        path = Path(path)
+        if path.is_file():
+            return [path] if path.suffix == ".tar" else []
+        return [p for p in sorted(path.rglob("*.tar"))
+                if p.is_file() and not p.name.startswith((TMP_PREFIX, "."))]
+
+    def detect(self, path: Path) -> bool:
+        return bool(self.files(Path(path)))
+
+    def input_shards(self, path: Path) -> list[InputShard]:
+        from imgtools.convert import split_from_name
+
+        path = Path(path)
+        files = self.files(path)
+        if not files:
+            raise UserError("no .tar shards here", path=path, fix="expected train-000000.tar …")
+        base = path if path.is_dir() else path.parent
+        return [InputShard(str(f), split_from_name(str(f.relative_to(base)))) for f in files]
+
+    def read_info(self, path: Path) -> DatasetInfo:
+        from imgtools.convert import dataset_root, generic_classes
+
+        path = Path(path)
+        info = DatasetInfo.load(dataset_root(path))
+        if info is not None:
+            return info
+        # Foreign shards: labels from .cls/.json members (small; images are not read).
+        labels: set[int] = set()
+        names: dict[int, str] = {}
+        wnids: dict[int, str] = {}
+        for shard in self.input_shards(path):
+            file = Path(shard.path)
+            for tar, key, members in _walk(file):
+                meta = self._meta(file, tar, key, members)
+                label = meta.get("label")
+                if isinstance(label, int) and label >= 0:
+                    labels.add(label)
+                    if meta.get("class_name"):
+                        names.setdefault(label, str(meta["class_name"]))
+                    if meta.get("wnid"):
+                        wnids.setdefault(label, str(meta["wnid"]))
+        root = dataset_root(path)
+        return DatasetInfo(name=root.name, classes=generic_classes(labels, names, wnids),
+                           label_order="as stored (integer labels)")
+
+    @staticmethod
+    def _meta(path: Path, tar: tarfile.TarFile, key: str, members: list[tarfile.TarInfo]) -> dict:
+        """``label`` (from ``.cls``, else the JSON), plus the JSON's fields."""
+        meta: dict = {}
+        by_field = {_MEMBER.match(m.name).group(2).lower(): m for m in members}  # type: ignore
+        if "json" in by_field:
+            try:
+                loaded = json.loads(_read_member(path, tar, by_field["json"]))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise CorruptDataError(f"sample {key!r}: .json is not valid JSON: {e}",
+                                       path=path, offset=by_field["json"].offset) from e
+            if isinstance(loaded, dict):
+                meta.update(loaded)
+        for field in ("cls", "label", "class", "cls2"):
+            if field in by_field:
+                text = _read_member(path, tar, by_field[field]).decode("ascii", "replace")
+                try:
+                    meta["label"] = int(text.strip())
+                except ValueError as e:
+                    raise CorruptDataError(f"sample {key!r}: .{field} is not an integer: "
+                                           f"{text[:40]!r}", path=path,
+                                           offset=by_field[field].offset) from e
+                break
+        return meta
+
+    def scan_shard(self, shard: InputShard, info: DatasetInfo) -> list[int]:
+        """Image size of every sample from the tar headers alone (no image is read)."""
+        path = Path(shard.path)
+        return [_image_member(path, key, members).size for _tar, key, members in _walk(path)]
+
+    def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
+        return self.read_range(shard, info, 0, None)
+
+    def read_range(self, shard: InputShard, info: DatasetInfo, start: int,
+                   stop: int | None) -> Iterator[Record]:
+        from imgtools.convert import image_ext
+
+        path = Path(shard.path)
+        split = shard.split or "train"
+        for index, (tar, key, members) in enumerate(_walk(path)):
+            if index < start:
+                continue
+            if stop is not None and index >= stop:
+                return
+            image = _read_member(path, tar, _image_member(path, key, members))
+            meta = self._meta(path, tar, key, members)
+            label = meta.get("label")
+            label = label if isinstance(label, int) and label >= 0 else None
+            if label is not None and label >= len(info.classes):
+                raise CorruptDataError(
+                    f"sample {key!r}: label {label} but the dataset has "
+                    f"{len(info.classes)} classes", path=path, offset=members[0].offset,
+                    fix="fix the class list in imgtools-dataset.json next to the shards")
+            cls = info.classes[label] if label is not None else None
+            base = key.rsplit("/", 1)[-1]
+            filename = meta.get("filename") or f"{base}.{image_ext(image)}"
+            yield Record(key=_KEY_UNSAFE.sub("_", base), split=split, label=label,
+                         image=image, filename=str(filename),
+                         wnid=cls.wnid if cls else meta.get("wnid"),
+                         class_name=cls.name if cls else None)
+
+    # ------------------------------------------------------------------ writing
+    def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
+                    num_shards: int, **_options) -> ShardWriter:
+        return WebDatasetShardWriter(Path(root) / shard_name(split, shard_index))
+
+    def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
+        return (Path(root) / shard_name(split, shard_index)).is_file()
+
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+        """Sidecar plus one ``wids`` shard index per split."""
+        root = Path(root)
+        for split in counts:
+            shardlist = []
+            for file in sorted(root.glob(f"{split}-[0-9]*.tar")):
+                nsamples = sum(1 for _ in _walk(file))
+                shardlist.append({"url": file.name, "nsamples": nsamples,
+                                  "filesize": file.stat().st_size})
+            index = {"__kind__": "wids-shard-index-v1", "wids_version": 1,
+                     "name": f"{info.name}-{split}", "shardlist": shardlist}
+            atomic_write_text(root / f"{split}{WIDS_SUFFIX}", json.dumps(index, indent=1) + "\n")
+        super().finalize(root, info, counts)
+
+
+class WebDatasetShardWriter(ShardWriter):
+    """One tar shard through ``webdataset.TarWriter`` into a temporary file, renamed on close."""
+
+    def __init__(self, path: Path):
+        from webdataset import TarWriter
+
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp_path_for(path)
+        self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        # encoder=False: bytes go in untouched; mtime=0: reproducible headers (no PAX time).
+        self._tar = TarWriter(self._file, encoder=False, mtime=0)
+        self._keys: set[str] = set()
+
+    def write(self, record: Record) -> None:
+        from imgtools.convert import image_ext
+
+        key = _KEY_UNSAFE.sub("_", record.key)
+        if key in self._keys:
+            raise UserError(f"two images of split {record.split!r} have the key {key!r} "
+                            f"(latest: {record.filename!r})", path=self.path,
+                            fix="WebDataset would merge them into one sample; give the files "
+                                "unique names (without dots) before converting")
+        self._keys.add(key)
+        meta = {"label": record.label, "class_name": record.class_name, "wnid": record.wnid,
+                "split": record.split, "filename": record.filename}
+        sample = {"__key__": key, image_ext(record.image, record.filename): record.image,
+                  "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()}
+        if record.label is not None:
+            sample["cls"] = str(record.label).encode("ascii")
+        self._tar.write(sample)
+
+    def close(self) -> list[Path]:
+        self._tar.close()
+        self._file.close()
+        os.replace(self.tmp, self.path)
+        return [self.path]
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._tar.close()
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+FORMAT = WebDatasetFormat()

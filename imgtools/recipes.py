@@ -1,0 +1,242 @@
+"""Dataset recipes: declarative descriptions of what to carve out of ImageNet.
+
+A recipe is a TOML file (``builders/imagenette.toml`` and friends, or the user's own) that says
+which classes, which ImageNet splits to draw from, and how to split them. The machinery that
+executes a recipe lives elsewhere (``imgtools.plan``), as TFDS separates a dataset's description
+from its builder: adding an Imagenette-like subset is a new file, not new code.
+
+Recipe keys (all optional except ``name`` and ``classes`` or ``parts``)::
+
+    name          short name; also the default output folder name
+    pretty_name   display name (dataset card)
+    output_name   output folder stem: "imagenette2" gives imagenette2-320/
+    description, homepage, license
+    classes       a manifest file (wnid<TAB>name lines; looked up beside the recipe, then in
+                  manifests/), or an inline list of wnids or of {wnid=, name=} tables
+    pool          ImageNet splits to draw images from: ["train", "val"] (default ["train"])
+    default_split "official" (needs [official]), "random", or "source" (keep ImageNet's split)
+    csv_name      name of the fastai-style label CSV written beside the output
+    [official]    url, sha256, counts: the published membership list (fastai CSV)
+    [random]      valid_pct: fraction of each class sent to val by --split random
+    [[parts]]     composite recipes (Imagewang): recipe=, take={from_split = to_split},
+                  fraction= (share of each class kept in the mapped split), rest= (split for the rest)
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgtools.errors import UserError
+from imgtools.records import ClassInfo
+from imgtools.resources import builtin_recipes, manifest_path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+IMAGENET_MANIFEST = "imagenet1k_map_clsloc.txt"
+
+
+@dataclass(frozen=True)
+class OfficialSplit:
+    url: str
+    sha256: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Part:
+    """A piece of a composite recipe: which split of ``recipe`` goes to which of ours."""
+
+    recipe: Recipe
+    take: dict[str, str]
+    fraction: float | None = None
+    rest: str | None = None
+
+
+@dataclass
+class Recipe:
+    name: str
+    classes: list[ClassInfo]
+    path: Path | None = None
+    pretty_name: str = ""
+    output_name: str = ""
+    description: str = ""
+    homepage: str = ""
+    license: str = "other"
+    pool: tuple[str, ...] = ("train",)
+    default_split: str = "random"
+    csv_name: str = ""
+    official: OfficialSplit | None = None
+    valid_pct: float = 0.3
+    label_order: str = "recipe order"
+    parts: list[Part] = field(default_factory=list)
+
+    @property
+    def is_composite(self) -> bool:
+        return bool(self.parts)
+
+    def folder_name(self, size: int | None) -> str:
+        """``imagenette2`` for full size, ``imagenette2-320`` otherwise (the tarballs' names)."""
+        stem = self.output_name or self.name
+        return stem if size is None else f"{stem}-{size}"
+
+
+def imagenet_names() -> dict[str, str]:
+    """wnid -> readable name for all 1000 ImageNet-1k classes (from the devkit's map_clsloc)."""
+    return {c.wnid: c.name for c in read_manifest(manifest_path(IMAGENET_MANIFEST))}
+
+
+def read_manifest(path: Path) -> list[ClassInfo]:
+    """Read ``wnid<TAB>name`` lines, or devkit ``wnid id name`` lines (map_clsloc.txt)."""
+    classes: list[ClassInfo] = []
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split("\t") if "\t" in line else line.split(None, 2)
+        wnid = parts[0].strip()
+        if not _is_wnid(wnid):
+            raise UserError(f"line {lineno}: {wnid!r} is not a WordNet id like n01440764",
+                            path=path, fix="each line must start with a wnid")
+        if len(parts) == 3 and parts[1].strip().isdigit():  # map_clsloc: wnid id name
+            name = parts[2].strip().replace("_", " ")
+        else:
+            name = parts[1].strip() if len(parts) > 1 else wnid
+        classes.append(ClassInfo(wnid, name))
+    if not classes:
+        raise UserError("the class list is empty", path=path, fix="list one wnid per line")
+    return classes
+
+
+def _is_wnid(s: str) -> bool:
+    return len(s) == 9 and s[0] == "n" and s[1:].isdigit()
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A built-in recipe by name (``imagenette``) or a recipe file (``my-subset.toml``)."""
+    builtins = builtin_recipes()
+    key = str(name_or_path)
+    if key in builtins:
+        return _parse(builtins[key])
+    path = Path(key)
+    if path.suffix == ".toml" and path.is_file():
+        return _parse(path)
+    raise UserError(
+        f"unknown dataset {key!r}",
+        fix=f"use a built-in recipe ({', '.join(builtins)}) or the path of a recipe .toml file "
+            "(see README: 'Custom subsets')",
+    )
+
+
+def _parse(path: Path) -> Recipe:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"not valid TOML: {e}", path=path, fix="fix the recipe syntax") from e
+    if "name" not in raw:
+        raw["name"] = path.stem
+    known = {"name", "pretty_name", "output_name", "description", "homepage", "license",
+             "classes", "pool", "default_split", "csv_name", "official", "random", "parts",
+             "label_order"}
+    unknown = set(raw) - known
+    if unknown:
+        raise UserError(f"unknown recipe keys: {', '.join(sorted(unknown))}", path=path,
+                        fix=f"allowed keys: {', '.join(sorted(known))}")
+    parts = [_parse_part(p, path) for p in raw.get("parts", [])]
+    if parts:
+        classes = _union_classes(parts)
+    elif "classes" in raw:
+        classes = _parse_classes(raw["classes"], path)
+    else:
+        raise UserError("a recipe needs 'classes' (or 'parts')", path=path,
+                        fix='add e.g. classes = ["n01440764", "n02102040"]')
+    official = None
+    if "official" in raw:
+        o = raw["official"]
+        official = OfficialSplit(url=o["url"], sha256=o["sha256"].lower(),
+                                 counts=dict(o.get("counts", {})))
+    default_split = raw.get("default_split", "official" if official else "random")
+    if default_split not in ("official", "random", "source"):
+        raise UserError(f"default_split must be official, random or source, not {default_split!r}",
+                        path=path)
+    pool = tuple(raw.get("pool", ["train"]))
+    if not set(pool) <= {"train", "val"}:
+        raise UserError(f"pool may hold 'train' and 'val' only, not {list(pool)}", path=path)
+    name = raw["name"]
+    return Recipe(
+        name=name,
+        classes=classes,
+        path=path,
+        pretty_name=raw.get("pretty_name", name),
+        output_name=raw.get("output_name", name),
+        description=raw.get("description", ""),
+        homepage=raw.get("homepage", ""),
+        license=raw.get("license", "other"),
+        pool=pool,
+        default_split=default_split,
+        csv_name=raw.get("csv_name", f"noisy_{name}.csv"),
+        official=official,
+        valid_pct=float(raw.get("random", {}).get("valid_pct", 0.3)),
+        label_order=raw.get("label_order", "recipe order"),
+        parts=parts,
+    )
+
+
+def _parse_part(raw: dict, path: Path) -> Part:
+    try:
+        sub = load_recipe(raw["recipe"])
+        take = dict(raw["take"])
+    except KeyError as e:
+        raise UserError(f"each [[parts]] entry needs {e.args[0]!r}", path=path) from e
+    for src, dst in take.items():
+        if src not in ("train", "val") or dst not in ("train", "val", "unsup"):
+            raise UserError(f"part take {src!r} -> {dst!r}: from train/val to train/val/unsup",
+                            path=path)
+    fraction = raw.get("fraction")
+    if fraction is not None and not 0 <= float(fraction) <= 1:
+        raise UserError(f"part fraction must be within 0..1, not {fraction}", path=path)
+    return Part(sub, take, None if fraction is None else float(fraction), raw.get("rest"))
+
+
+def _union_classes(parts: list[Part]) -> list[ClassInfo]:
+    seen: dict[str, ClassInfo] = {}
+    for p in parts:
+        for c in p.recipe.classes:
+            seen.setdefault(c.wnid, c)
+    return list(seen.values())
+
+
+def _parse_classes(spec, path: Path) -> list[ClassInfo]:
+    if isinstance(spec, str):
+        for candidate in (path.parent / spec, manifest_path(spec)):
+            if candidate.is_file():
+                classes = read_manifest(candidate)
+                break
+        else:
+            raise UserError(f"class list {spec!r} not found", path=path,
+                            fix="give a manifest file beside the recipe or in manifests/")
+    else:
+        names = None
+        classes = []
+        for entry in spec:
+            if isinstance(entry, str):
+                names = names or imagenet_names()
+                wnid, name = entry, names.get(entry, entry)
+            else:
+                wnid = entry.get("wnid", "")
+                if "name" in entry:
+                    name = entry["name"]
+                else:
+                    names = names or imagenet_names()
+                    name = names.get(wnid, wnid)
+            if not _is_wnid(wnid):
+                raise UserError(f"{wnid!r} is not a WordNet id like n01440764", path=path)
+            classes.append(ClassInfo(wnid, name))
+    dupes = {c.wnid for c in classes if sum(d.wnid == c.wnid for d in classes) > 1}
+    if dupes:
+        raise UserError(f"classes listed twice: {', '.join(sorted(dupes))}", path=path)
+    return classes

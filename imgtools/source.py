@@ -1,0 +1,214 @@
+"""Find the images of a raw ImageNet tree, whatever layout it came in.
+
+Three layouts are common (see the README): the Kaggle download (``ILSVRC/Data/CLS-LOC`` with
+``LOC_val_solution.csv``), the original tarballs (flat ``val/`` labelled by the devkit's
+``ILSVRC2012_validation_ground_truth.txt`` and ``meta.mat``), and a tree whose ``val/`` was
+already sorted into class folders. :func:`open_source` detects which one ``--src`` holds, so the
+rest of the tool only asks "which files does class X have in ImageNet's train / val split".
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgtools.errors import UserError
+
+IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+DEVKIT_DIR = "ILSVRC2012_devkit_t12"
+GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+KAGGLE_VAL_CSV = "LOC_val_solution.csv"
+
+
+@dataclass
+class ImageNetSource:
+    """A detected ImageNet tree. ``val_labels`` maps flat val file names to wnids (empty when
+    val is already in class folders)."""
+
+    root: Path
+    layout: str  # "kaggle", "devkit", "valprep"
+    train_dir: Path | None
+    val_dir: Path | None
+    val_labels: dict[str, str] = field(default_factory=dict)
+    val_label_source: str = ""
+    ignored: list[str] = field(default_factory=list)  # non-image files met while listing
+    _val_by_class: dict[str, list[str]] | None = None
+
+    def describe(self) -> str:
+        parts = [f"{self.layout} layout at {self.root}"]
+        if self.val_label_source:
+            parts.append(f"val labels from {self.val_label_source}")
+        return ", ".join(parts)
+
+    def has_class(self, wnid: str) -> bool:
+        return self.train_dir is not None and (self.train_dir / wnid).is_dir()
+
+    def train_files(self, wnid: str) -> list[str]:
+        """File names of ImageNet's train images of ``wnid``, sorted (stable across machines)."""
+        assert self.train_dir is not None
+        return self._list_images(self.train_dir / wnid)
+
+    def val_files(self, wnid: str) -> list[str]:
+        if self.val_dir is None:
+            return []
+        if self.layout == "valprep":
+            d = self.val_dir / wnid
+            return self._list_images(d) if d.is_dir() else []
+        if self._val_by_class is None:
+            by_class: dict[str, list[str]] = {}
+            for name, w in self.val_labels.items():
+                by_class.setdefault(w, []).append(name)
+            self._val_by_class = {w: sorted(v) for w, v in by_class.items()}
+        return self._val_by_class.get(wnid, [])
+
+    def path_of(self, pool: str, wnid: str, filename: str) -> Path:
+        """Where a file of ImageNet split ``pool`` lives on disk."""
+        if pool == "train":
+            assert self.train_dir is not None
+            return self.train_dir / wnid / filename
+        assert self.val_dir is not None
+        if self.layout == "valprep":
+            return self.val_dir / wnid / filename
+        return self.val_dir / filename
+
+    def _list_images(self, folder: Path) -> list[str]:
+        names = []
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=True):
+                    continue
+                if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    names.append(entry.name)
+                else:
+                    self.ignored.append(str(folder / entry.name))
+        return sorted(names)
+
+
+def open_source(src: str | Path) -> ImageNetSource:
+    """Detect the layout of the ImageNet tree at ``src`` (the top, ``ILSVRC/`` or ``CLS-LOC/``)."""
+    src = Path(src).expanduser().resolve()
+    if not src.is_dir():
+        raise UserError("the ImageNet source is not a directory", path=src,
+                        fix="pass --src the folder that holds ILSVRC/ (Kaggle) or train/ and val/")
+    for data in (src / "ILSVRC" / "Data" / "CLS-LOC", src / "Data" / "CLS-LOC", src):
+        if (data / "train").is_dir() or (data / "val").is_dir():
+            break
+    else:
+        raise UserError(
+            "could not recognise an ImageNet layout here",
+            path=src,
+            fix="expected one of: ILSVRC/Data/CLS-LOC/{train,val} with LOC_val_solution.csv "
+                "(Kaggle); train/ and a flat val/ with "
+                f"{DEVKIT_DIR}/data/{GROUND_TRUTH} (original tarballs + devkit); train/ and "
+                "val/<wnid>/ (val sorted into class folders)",
+        )
+    train_dir = data / "train" if (data / "train").is_dir() else None
+    val_dir = data / "val" if (data / "val").is_dir() else None
+    kaggle = data.name == "CLS-LOC"
+    if val_dir is None:
+        return ImageNetSource(src, "kaggle" if kaggle else "valprep", train_dir, None)
+    if _has_class_folders(val_dir):
+        return ImageNetSource(src, "valprep", train_dir, val_dir,
+                              val_label_source="val/<wnid>/ folders")
+    labels, label_source = _flat_val_labels(data, src, val_dir)
+    return ImageNetSource(src, "kaggle" if kaggle else "devkit", train_dir, val_dir, labels,
+                          label_source)
+
+
+def _has_class_folders(val_dir: Path) -> bool:
+    with os.scandir(val_dir) as it:
+        for entry in it:
+            if entry.is_dir() and entry.name.startswith("n") and entry.name[1:].isdigit():
+                return True
+    return False
+
+
+def _ancestors(path: Path, levels: int = 4) -> list[Path]:
+    out = [path]
+    for _ in range(levels):
+        path = path.parent
+        out.append(path)
+    return out
+
+
+def _flat_val_labels(data: Path, src: Path, val_dir: Path) -> tuple[dict[str, str], str]:
+    """Labels of a flat val/ folder: LOC_val_solution.csv (Kaggle) or the devkit ground truth."""
+    places = list(dict.fromkeys(_ancestors(data) + _ancestors(src, 1)))
+    for place in places:
+        csv_path = place / KAGGLE_VAL_CSV
+        if csv_path.is_file():
+            return _read_kaggle_val(csv_path), str(csv_path)
+    for place in places:
+        for devkit in (place / DEVKIT_DIR / "data", place / "data", place):
+            gt = devkit / GROUND_TRUTH
+            if gt.is_file():
+                return _read_devkit_val(gt, devkit / "meta.mat", val_dir), str(gt)
+    raise UserError(
+        "val/ is a flat folder, but no labels for it were found",
+        path=val_dir,
+        fix=f"put {KAGGLE_VAL_CSV} (Kaggle) or {DEVKIT_DIR}/data/{GROUND_TRUTH} (+ meta.mat) "
+            f"beside the tree (looked in: {', '.join(str(p) for p in places)}), or sort val "
+            "into val/<wnid>/ folders",
+    )
+
+
+def _read_kaggle_val(path: Path) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(
+                reader.fieldnames):
+            raise UserError("expected columns ImageId,PredictionString", path=path,
+                            fix="use the LOC_val_solution.csv of the Kaggle download")
+        for row in reader:
+            tokens = row["PredictionString"].split()
+            if not tokens:
+                raise UserError(f"image {row['ImageId']} has an empty PredictionString",
+                                path=path)
+            labels[row["ImageId"] + ".JPEG"] = tokens[0]
+    return labels
+
+
+def _read_devkit_val(gt: Path, meta: Path, val_dir: Path) -> dict[str, str]:
+    """Val labels from the devkit: line i of the ground truth is the ILSVRC2012_ID of
+    ``ILSVRC2012_val_<i, 8 digits>.JPEG``; meta.mat maps ids to wnids. Without meta.mat the
+    shipped map_clsloc table is used: its ids are the devkit's ILSVRC2012_IDs."""
+    id_to_wnid = _read_meta_mat(meta) if meta.is_file() else _map_clsloc_ids()
+    labels: dict[str, str] = {}
+    for i, line in enumerate(gt.read_text().split(), 1):
+        try:
+            labels[f"ILSVRC2012_val_{i:08d}.JPEG"] = id_to_wnid[int(line)]
+        except (ValueError, KeyError) as e:
+            raise UserError(f"line {i}: {line!r} is not an ILSVRC2012_ID between 1 and 1000",
+                            path=gt) from e
+    return labels
+
+
+def _read_meta_mat(path: Path) -> dict[int, str]:
+    try:
+        from scipy.io import loadmat
+    except ImportError as e:  # pragma: no cover - scipy is a dependency
+        raise UserError("reading meta.mat needs scipy", path=path,
+                        fix="pip install scipy") from e
+    try:
+        synsets = loadmat(str(path), squeeze_me=True)["synsets"]
+    except Exception as e:  # noqa: BLE001 - scipy raises many kinds for a bad file
+        raise UserError(f"cannot read the devkit's meta.mat: {e}", path=path,
+                        fix="re-extract ILSVRC2012_devkit_t12.tar.gz") from e
+    out = {}
+    for s in synsets:
+        if int(s["num_children"]) == 0:
+            out[int(s["ILSVRC2012_ID"])] = str(s["WNID"])
+    return out
+
+
+def _map_clsloc_ids() -> dict[int, str]:
+    from imgtools.resources import manifest_path
+
+    out = {}
+    for line in manifest_path("imagenet1k_map_clsloc.txt").read_text().splitlines():
+        wnid, idx, _ = line.split(None, 2)
+        out[int(idx)] = wnid
+    return out

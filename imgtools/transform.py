@@ -1,0 +1,179 @@
+"""Decode, repair, resize and encode one image, for every requested size at once.
+
+Real ImageNet holds CMYK JPEGs, a PNG named .JPEG, grayscale images and the odd broken file.
+:func:`render` turns any of them into RGB JPEGs or explains, in a :class:`BadImage`, why it
+could not; the caller counts and lists both (nothing is dropped silently).
+
+Sizes follow the fastai tarballs: the shortest side becomes N, the other ``floor(long * N /
+short)``, aspect ratio kept, never upscaled: an RGB JPEG already at or under N (or ``full``) is
+copied byte for byte. The image is decoded once per run however many sizes are asked for.
+
+Default filter: BILINEAR. Pillow's filters are antialiased when shrinking (their support widens
+with the scale factor), so bilinear gives a clean, alias-free downscale; it is the default of
+fastai's ``resize_image`` and of torchvision's ``Resize``, and costs about 30% less than bicubic
+and half of Lanczos on ImageNet-size photos (scripts/bench_build.py). Default JPEG quality 90 with
+4:2:0 chroma subsampling: the common choice for training data (visually lossless, small files).
+
+Fast mode (default): JPEGs are decoded with libjpeg's DCT scaling (``Image.draft``) to the
+smallest scale still at least as large as the largest requested size, then resized exactly as
+in exact mode. It never changes output dimensions; measured pixel difference against ``--exact``
+is stated in the README (scripts/bench_build.py --psnr). ``--exact`` decodes at full resolution.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "hamming": Image.Resampling.HAMMING,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+DEFAULT_FILTER = "bilinear"
+DEFAULT_QUALITY = 90
+
+# ImageNet has a few huge images; refuse decompression bombs far beyond them, not them.
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+
+
+class BadImage(Exception):
+    """The file cannot become an image; ``reason`` says why, for the build report."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    sizes: tuple[int | None, ...]  # None = full size
+    filter: str = DEFAULT_FILTER
+    quality: int = DEFAULT_QUALITY
+    exact: bool = False
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except PermissionError as e:
+        raise BadImage(f"unreadable: permission denied ({e.strerror})") from e
+    except OSError as e:
+        raise BadImage(f"unreadable: {e.strerror or e}") from e
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    return data
+
+
+def open_image(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as e:
+        raise BadImage(f"not an image ({_sniff(data)})") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"too large to decode safely: {e}") from e
+
+
+def _sniff(data: bytes) -> str:
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page"
+    if head[:5] == b"<?xml":
+        return "an XML document"
+    try:
+        data[:256].decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "unknown binary data"
+
+
+def repair_note(im: Image.Image) -> str | None:
+    """Why an image cannot be copied as is: anything but an RGB (or YCbCr) JPEG."""
+    fmt = im.format or "unknown"
+    if fmt != "JPEG":
+        return f"{fmt} file named .JPEG, re-encoded as RGB JPEG"
+    if im.mode != "RGB":
+        kind = {"L": "grayscale", "CMYK": "CMYK", "P": "palette", "LA": "grayscale+alpha",
+                "RGBA": "RGBA", "I;16": "16-bit grayscale"}.get(im.mode, im.mode)
+        return f"{kind} JPEG converted to RGB"
+    return None
+
+
+def target_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """Shortest side to ``size``, the other side floored as fastai's resize does."""
+    if width <= height:
+        return size, height * size // width
+    return width * size // height, size
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Flatten transparency onto white rather than letting it turn black.
+        rgba = im.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def encode_jpeg(im: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode(data: bytes, draft_to: tuple[int, int] | None = None) -> tuple[Image.Image, str | None,
+                                                                         tuple[int, int]]:
+    """Fully decode ``data`` (optionally DCT-scaled to at least ``draft_to``) to RGB.
+
+    Returns the RGB image, the repair note (None for a clean RGB JPEG) and the original size.
+    A truncated or corrupt file raises :class:`BadImage` rather than yielding grey padding.
+    """
+    im = open_image(data)
+    note = repair_note(im)
+    original = im.size
+    try:
+        if draft_to is not None and im.format == "JPEG":
+            im.draft(im.mode, draft_to)
+        im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImage(f"corrupt or truncated image data: {e}") from e
+    return to_rgb(im), note, original
+
+
+def render(data: bytes, opts: RenderOptions) -> tuple[list[bytes], str | None]:
+    """Encoded output for each of ``opts.sizes`` and the repair note (None if untouched)."""
+    probe = open_image(data)
+    w, h = probe.size
+    if w < 1 or h < 1:
+        raise BadImage(f"degenerate image size {w}x{h}")
+    wanted = [s for s in opts.sizes if s is not None and min(w, h) > s]
+    draft_to = None
+    if wanted and not opts.exact and None not in opts.sizes:
+        draft_to = target_size(w, h, max(wanted))
+    rgb, note, _ = decode(data, draft_to)
+    outputs: list[bytes] = []
+    for size in opts.sizes:
+        if size is None or min(w, h) <= size:
+            # Never upscale: keep the original bytes when they already are an RGB JPEG.
+            outputs.append(data if note is None else encode_jpeg(_full(rgb, (w, h)), opts.quality))
+            continue
+        resized = rgb.resize(target_size(w, h, size), FILTERS[opts.filter])
+        outputs.append(encode_jpeg(resized, opts.quality))
+    return outputs, note
+
+
+def _full(rgb: Image.Image, size: tuple[int, int]) -> Image.Image:
+    # When drafted for another size, a full-size copy must not come out smaller.
+    return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BICUBIC)
