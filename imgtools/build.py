@@ -25,7 +25,7 @@ from imgtools.atomic import atomic_write_text, remove_stale_tmp
 from imgtools.errors import UserError
 from imgtools.formats import get_format
 from imgtools.plan import BuildPlan, PlanItem
-from imgtools.records import DatasetInfo, Record, safe_key
+from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
 from imgtools.runner import ShardTask, load_done, run_shards
 from imgtools.splits import CSV_COLUMNS
 from imgtools.transform import BadImage, RenderOptions, read_bytes, render
@@ -182,7 +182,7 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
         root.mkdir(parents=True, exist_ok=True)
         _write_checksums(root, state, plan, opts, i, shuffle)
         _write_csv(root / plan.recipe.csv_name, plan, totals)
-        fmt.finalize(root, plan.info, {s: sum(c.values()) for s, c in totals.counts.items()})
+        fmt.finalize(root, plan.info, report["totals"])
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
         atomic_write_text(root / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
     shutil.rmtree(state, ignore_errors=True)
@@ -233,7 +233,7 @@ def _write_checksums(root: Path, state: Path, plan: BuildPlan, opts: BuildOption
         done = load_done(state, shard_id)
         if done is None:
             raise RuntimeError(f"shard {shard_id} has no summary after the run")
-        for rel, digest in sorted(done["checksums"][i].items()):
+        for rel, digest in done["checksums"][i].items():  # plan order
             buf.write(f"{digest}  {rel}\n")
     atomic_write_text(root / CHECKSUMS, buf.getvalue())
 
@@ -255,7 +255,7 @@ def _write_csv(path: Path, plan: BuildPlan, totals: _Totals) -> None:
 
 def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float,
             command: str | None) -> dict:
-    counts = {s: dict(sorted(c.items())) for s, c in totals.counts.items()}
+    counts = {s: dict(sorted(totals.counts[s].items())) for s in SPLITS if s in totals.counts}
     return {
         "tool": "imgtools",
         "tool_version": __version__,

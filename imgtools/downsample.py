@@ -56,7 +56,7 @@ PUBLISHED_SIZES = (8, 16, 32, 64)
 # Bytes of pixel rows a writer holds at once (rounded to whole rows, at least one row).
 GATHER_CHUNK_BYTES = 4 << 20
 # Rows summed at once by the mean pass.
-MEAN_CHUNK_BYTES = 16 << 20
+MEAN_CHUNK_BYTES = 4 << 20
 # Draft (DCT-scaled decode) keeps at least this margin over the largest target size.
 FAST_DRAFT_MARGIN = 2
 
@@ -449,7 +449,7 @@ def decode_shard(task: ShardTask) -> dict:
     for i, item in enumerate(job.items):
         by_split.setdefault(item.split, []).append(i)
     failed: list[list] = []
-    notes: Counter[str] = Counter()
+    notes: list[list] = []
     rows = {(split, s): np.zeros((len(idx), 3 * s * s), dtype=np.uint8)
             for split, idx in by_split.items() for s in job.sizes}
     for split, indices in by_split.items():
@@ -461,12 +461,12 @@ def decode_shard(task: ShardTask) -> dict:
                 failed.append([i, job.items[i].src, str(e)])
                 continue
             if note:
-                notes[note] += 1
+                notes.append([i, note])
             for s, row in resized.items():
                 rows[(split, s)][local] = row
     for (split, s), block in rows.items():
         _write_slots(_row_file(state, split, s), block, job.first_slot[split])
-    return {"n": len(job.items), "failed": failed, "notes": dict(notes)}
+    return {"n": len(job.items), "failed": failed, "notes": notes}
 
 
 def _write_slots(path: Path, block: np.ndarray, first_slot: int) -> None:
@@ -510,7 +510,10 @@ def train_mean(path: Path, width: int, valid: np.ndarray) -> np.ndarray:
         for start in range(0, n_slots, rows_per_chunk):
             count = min(rows_per_chunk, n_slots - start)
             chunk = np.fromfile(f, dtype=np.uint8, count=count * width).reshape(count, width)
-            total += chunk[valid[start:start + count]].sum(axis=0, dtype=np.int64)
+            total += chunk.sum(axis=0, dtype=np.int64)
+            skipped = ~valid[start:start + count]
+            if skipped.any():  # zero-filled slots of broken files; subtract to be exact anyway
+                total -= chunk[skipped].sum(axis=0, dtype=np.int64)
     n = int(valid.sum())
     return total.astype(np.float64) / n
 
@@ -537,7 +540,7 @@ def write_batch(task: ShardTask) -> dict:
 # --------------------------------------------------------------------------- entry point
 
 
-def build_downsampled(
+def downsample_dataset(
     shards: Iterable[Iterable[Any]],
     out_root: Path,
     sizes: Sequence[int],
@@ -579,7 +582,7 @@ def build_downsampled(
     decoded = {task.shard_id: result for task, result in run_shards(
         tasks, decode_shard, state_dir=state / "done-decode", n_jobs=n_jobs, resume=resume,
         desc="downsample", total_weight=sum(t.weight for t in tasks), quiet=quiet)}
-    failed_slots, skipped, notes = _collect_failures(tasks, decoded)
+    failed_slots, skipped, repaired = _collect_failures(tasks, decoded)
 
     counts = _save_orders(state, plan, n_slots, failed_slots, seed)
     if not counts.get("train") and not counts.get("val"):
@@ -596,7 +599,7 @@ def build_downsampled(
                     resume=resume, desc="write", total_weight=len(write_tasks), quiet=quiet,
                     unit="file"))
 
-    summary = _finish(out_root, info, sizes_t, counts, fmt, batches, skipped, notes, settings,
+    summary = _finish(out_root, info, sizes_t, counts, fmt, batches, skipped, repaired, settings,
                       label_base)
     shutil.rmtree(state)
     with contextlib.suppress(OSError):
@@ -619,21 +622,21 @@ def _check_args(sizes: Sequence[int], fmt: str, batches: int) -> tuple[int, ...]
 
 
 def _collect_failures(tasks: list[ShardTask], decoded: dict[str, dict]
-                      ) -> tuple[dict[str, set[int]], list[dict], Counter]:
-    """Turn per-shard failure lists into global slot numbers per split."""
+                      ) -> tuple[dict[str, set[int]], list[dict], list[dict]]:
+    """Turn per-shard failure lists into global slot numbers per split; list conversions."""
     failed: dict[str, set[int]] = {}
     skipped: list[dict] = []
-    notes: Counter[str] = Counter()
+    repaired: list[dict] = []
     for task in tasks:
         result = decoded[task.shard_id]
         job: DecodeJob = task.payload
-        notes.update(result.get("notes", {}))
+        repaired.extend({"path": job.items[i].src, "what": note} for i, note in result["notes"])
         local_slot = _local_slots(job.items)
         for i, src, reason in result["failed"]:
             split = job.items[i].split
             failed.setdefault(split, set()).add(job.first_slot[split] + local_slot[i])
             skipped.append({"path": src, "split": split, "reason": reason})
-    return failed, skipped, notes
+    return failed, skipped, repaired
 
 
 def _local_slots(items: Sequence[DownsampleItem]) -> list[int]:
@@ -691,7 +694,7 @@ _STALE_OUTPUT = re.compile(r"^(train_data_batch_\d+|val_data|unsup_data)(\.npz)?
 
 
 def _finish(out_root: Path, info: DatasetInfo, sizes: tuple[int, ...], counts: dict[str, int],
-            fmt: str, batches: int, skipped: list[dict], notes: Counter, settings: dict,
+            fmt: str, batches: int, skipped: list[dict], repaired: list[dict], settings: dict,
             label_base: str | None) -> dict:
     """Remove files a previous run with other settings left, write metadata, summarise."""
     per_size = {}
@@ -709,8 +712,9 @@ def _finish(out_root: Path, info: DatasetInfo, sizes: tuple[int, ...], counts: d
         DatasetInfo(info.name, info.classes, info.label_order, extra).save(
             out_dir, {k: v for k, v in counts.items() if v}, fmt="pickle")
         per_size[s] = {"dir": str(out_dir), "files": sorted(expected)}
-    return {"counts": counts, "sizes": per_size, "skipped": skipped, "notes": dict(notes),
-            "format": fmt, "seed": settings["seed"], "batches": batches}
+    return {"counts": counts, "sizes": per_size, "format": fmt, "seed": settings["seed"],
+            "batches": batches, "skipped": sorted(skipped, key=lambda r: r["path"]),
+            "repaired": sorted(repaired, key=lambda r: r["path"])}
 
 
 def write_meta(out_dir: Path, info: DatasetInfo, size: int, counts: dict[str, int],
@@ -730,3 +734,72 @@ def write_meta(out_dir: Path, info: DatasetInfo, size: int, counts: dict[str, in
     }
     with atomic_open(out_dir / META_NAME, "wb") as f:
         pickle.dump(meta, f, protocol=3)
+
+
+# --------------------------------------------------------------------------- build glue
+
+
+def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
+    """``imgtools build ... --format pickle|npz``: run :func:`downsample_dataset` on a
+    :class:`imgtools.plan.BuildPlan` with :class:`imgtools.build.BuildOptions`, honouring
+    ``--overwrite`` / ``--resume`` like the other formats, and write ``build-info.json``
+    (the build report: counts, skipped files with reasons, conversions) in each output."""
+    import sys
+    import time
+
+    from imgtools import __version__
+    from imgtools.atomic import atomic_write_text
+
+    if any(s is None for s in opts.sizes):
+        raise UserError("pickle/npz need a square size such as --size 32, not 'full'",
+                        fix="pass --size 8, 16, 32 or 64 (or any side up to 512)")
+    name = plan.recipe.output_name or plan.recipe.name
+    sizes = sorted({int(s) for s in opts.sizes})
+    out_dirs = [Path(opts.out) / output_dir_name(name, s) for s in sizes]
+    state = Path(opts.out) / STATE_DIRNAME / f"downsample-{name}"
+    _claim_outputs(out_dirs, state, overwrite=opts.overwrite, resume=opts.resume)
+    info = DatasetInfo(name, plan.info.classes, plan.info.label_order, dict(plan.info.extra))
+    started = time.time()
+    summary = downsample_dataset(
+        (items for _shard_id, items in plan.shards(opts.shard_size, False)), opts.out, sizes,
+        info=info, fmt=opts.fmt, seed=plan.seed,
+        batches=int(opts.format_options.get("batches", 10)),
+        crop=bool(opts.format_options.get("crop", False)), fast=not opts.exact,
+        n_jobs=opts.n_jobs, resume=opts.resume, quiet=opts.quiet,
+        label_base=plan.info.label_order, state_dir=state)
+    seconds = time.time() - started
+    report = {
+        "tool": "imgtools", "tool_version": __version__,
+        "command": command or " ".join(sys.argv),
+        "recipe": plan.recipe.name, "source": str(plan.source.root),
+        "options": {"split": plan.split_mode, "seed": plan.seed, "sizes": sizes,
+                    "format": opts.fmt, "exact": opts.exact, **opts.format_options},
+        "label_order": plan.info.label_order, "labels": "1-based (label index + 1)",
+        "planned": {s: len(v) for s, v in plan.items.items()},
+        "totals": summary["counts"], "skipped": summary["skipped"],
+        "repaired": summary["repaired"], "missing_from_tree": plan.missing,
+        "seconds": round(seconds, 3),
+        "images_per_second": (round(sum(summary["counts"].values()) / seconds, 1)
+                              if seconds > 0 else None),
+    }
+    for s, out_dir in zip(sizes, out_dirs, strict=True):
+        per_size = dict(report, size=s, path=str(out_dir), files=summary["sizes"][s]["files"])
+        atomic_write_text(out_dir / "build-info.json", json.dumps(per_size, indent=2) + "\n")
+    report["outputs"] = [str(d) for d in out_dirs]
+    return report
+
+
+def _claim_outputs(out_dirs: list[Path], state: Path, *, overwrite: bool, resume: bool) -> None:
+    existing = [d for d in out_dirs if d.is_dir() and any(d.iterdir())]
+    if overwrite:
+        for d in existing:
+            shutil.rmtree(d)
+        shutil.rmtree(state, ignore_errors=True)
+    elif existing and not resume:
+        raise UserError("output already exists: " + ", ".join(map(str, existing)),
+                        path=existing[0],
+                        fix="pass --resume to finish an interrupted build, --overwrite to "
+                            "replace it, or choose another --out")
+    elif resume and existing and not state.is_dir():
+        raise UserError("--resume: this output is complete or was not made by an interrupted "
+                        "imgtools build", path=existing[0], fix="use --overwrite to build again")

@@ -24,6 +24,7 @@ from imgtools.splits import (
     official_csv_path,
     random_split,
     read_official_csv,
+    sha256_file,
     take_fraction,
 )
 
@@ -54,7 +55,7 @@ class BuildPlan:
     seed: int
     items: dict[str, list[PlanItem]]
     noisy: dict[tuple[str, str], tuple[str, ...]]  # (split, filename) -> noisy labels
-    split_sources: list[str] = field(default_factory=list)
+    split_sources: list[dict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # listed officially, absent in the tree
     unlisted: int = 0  # in the tree but not in the official list
 
@@ -135,8 +136,18 @@ def make_plan(recipe: Recipe, source: ImageNetSource, *, split_mode: str | None,
     for split in plan.items:
         plan.items[split].sort(key=lambda it: (it.label if it.label is not None else -1,
                                                it.wnid, it.out_name))
+    plan.items["unsup"] = _anonymise(plan.items["unsup"], seed)
     plan.items = {s: v for s, v in plan.items.items() if v}
     return plan
+
+
+def _anonymise(items: list[PlanItem], seed: int) -> list[PlanItem]:
+    """Unlabelled images must not carry their label: ImageNet train names start with the wnid
+    and a class-sorted numbering would leak class boundaries, so unsup images are numbered in
+    a seeded shuffled order (``unsup_000017.JPEG``)."""
+    order = list(items)
+    random.Random(f"{seed}:unsup").shuffle(order)
+    return [it._replace(out_name=f"unsup_{i:06d}.JPEG") for i, it in enumerate(order)]
 
 
 def _check_classes(recipe: Recipe, source: ImageNetSource) -> None:
@@ -160,9 +171,8 @@ def _assign(recipe: Recipe, source: ImageNetSource, split_mode: str, seed: int,
     out: dict[tuple[str, str], list[Candidate]] = {}
     if split_mode == "official":
         path, origin = official_csv_path(recipe, split_csvs)
-        plan.split_sources.append(origin)
         rows = read_official_csv(path)
-        _check_official_counts(recipe, rows, path)
+        plan.split_sources.append(_describe_list(recipe, rows, path, origin))
         listed = set()
         for cls in recipe.classes:
             present = {("train", f) for f in source.train_files(cls.wnid)}
@@ -196,14 +206,14 @@ def _assign(recipe: Recipe, source: ImageNetSource, split_mode: str, seed: int,
     return out
 
 
-def _check_official_counts(recipe: Recipe, rows: list[OfficialRow], path: Path) -> None:
-    if recipe.official is None or not recipe.official.counts:
-        return
-    got = {s: sum(r.split == s for r in rows) for s in recipe.official.counts}
-    if got != recipe.official.counts:
-        raise UserError(f"the list has {got} images per split, the published one "
-                        f"{recipe.official.counts}", path=path,
-                        fix=f"pass the unmodified {recipe.csv_name}")
+def _describe_list(recipe: Recipe, rows: list[OfficialRow], path: Path, origin: str) -> dict:
+    """Where the membership list came from, its digest, and whether it is the published one
+    (a user's own list is allowed; the report says it differs)."""
+    counts = {s: sum(r.split == s for r in rows) for s in ("train", "val")}
+    digest = sha256_file(path)
+    published = recipe.official is not None and digest == recipe.official.sha256
+    return {"recipe": recipe.name, "from": origin, "sha256": digest, "counts": counts,
+            "is_published_list": published}
 
 
 def _add(plan: BuildPlan, source: ImageNetSource, split: str, cands: list[Candidate], wnid: str,

@@ -447,6 +447,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 _REPO = r"(?P<repo_id>[^/]+/[^/]+)"
 _T = r"(?P<t>datasets|models|spaces)"
+_RESOLVE = re.compile(
+    rf"/(?P<prefix>datasets/|spaces/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)")
 _ROUTES = [
     ("GET", re.compile(r"/api/whoami-v2"), _Handler.whoami),
     ("POST", re.compile(r"/api/repos/create"), _Handler.create_repo),
@@ -461,10 +463,8 @@ _ROUTES = [
      _Handler.lfs_batch),
     ("PUT", re.compile(r"/_lfs/(?P<oid>[0-9a-f]{64})"), _Handler.lfs_put),
     ("POST", re.compile(r"/_lfs/(?P<oid>[0-9a-f]{64})/verify"), _Handler.lfs_verify),
-    ("GET", re.compile(rf"/(?P<prefix>datasets/|spaces/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"),
-     _Handler.resolve),
-    ("HEAD", re.compile(rf"/(?P<prefix>datasets/|spaces/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"),
-     _Handler.resolve),
+    ("GET", _RESOLVE, _Handler.resolve),
+    ("HEAD", _RESOLVE, _Handler.resolve),
 ]
 
 __all__ = ["FakeHub", "git_blob_sha1"]

@@ -257,3 +257,75 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path):
         make_imagenet_tree(tmp_path / "t")
     assert err.value.path == str(tmp_path / "t") and err.value.fix
     assert (tmp_path / "t" / "keep.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- benchmark helpers
+# scripts/make_corpus_tree.py and scripts/bench_build.py feed the README's speed table; a wrong
+# tree or a baseline doing less work than imgtools would make that table lie.
+
+
+def _scripts():
+    import importlib
+    import sys
+
+    scripts = str(Path(__file__).resolve().parent.parent / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    return importlib.import_module("make_corpus_tree"), importlib.import_module("bench_build")
+
+
+def _small_corpus(folder: Path, n: int = 7) -> list[Path]:
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(n):
+        size = (int(rng.integers(200, 500)), int(rng.integers(170, 400)))
+        if i == 1:
+            size = (150, 120)  # smaller than the target: must be kept, not upscaled
+        pixels = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).resize(size, Image.Resampling.BICUBIC)
+        if i == 0:
+            image = image.convert("L")  # like the corpus's one grayscale photo
+        paths.append(folder / f"n0000000{i}_photo.JPEG")
+        image.save(paths[-1], quality=90)
+    return paths
+
+
+@pytest.mark.parametrize("layout", ["kaggle", "devkit", "valprep"])
+def test_corpus_tree_is_read_as_imagenet(tmp_path, layout):
+    from imgtools.source import open_source
+
+    make_corpus_tree, _ = _scripts()
+    photos = _small_corpus(tmp_path / "corpus")
+    wnids = ["n01440764", "n02102040", "n03888257"]
+    counts = make_corpus_tree.make_corpus_tree(tmp_path / "tree", tmp_path / "corpus", 30, wnids,
+                                               layout, val_every=4)
+    assert counts == {"train": 23, "val": 7}
+    source = open_source(tmp_path / "tree")
+    assert source.layout == layout
+    train = {w: source.train_files(w) for w in wnids}
+    val = {w: source.val_files(w) for w in wnids}
+    assert sum(map(len, train.values())) == 23 and sum(map(len, val.values())) == 7
+    # Image 0 is corpus photo 0 in class 0's train folder, bytes unchanged.
+    first = source.path_of("train", wnids[0], f"{wnids[0]}_1.JPEG")
+    assert first.read_bytes() == photos[0].read_bytes()
+    # Image 3 (the first val image) is class 0's, photo 3.
+    assert val[wnids[0]][0] == "ILSVRC2012_val_00000001.JPEG"
+    assert source.path_of("val", wnids[0], val[wnids[0]][0]).read_bytes() == photos[3].read_bytes()
+
+
+def test_plain_loop_does_the_same_work_as_a_resize(tmp_path):
+    _, bench = _scripts()
+    photos = _small_corpus(tmp_path / "corpus")
+    result = bench.plain_loop(photos, 160, tmp_path / "out")
+    assert result.images == len(photos) and not result.failed
+    assert (tmp_path / "out" / photos[1].name).read_bytes() == photos[1].read_bytes()
+    for photo in photos:
+        out = tmp_path / "out" / photo.name
+        with Image.open(photo) as src, Image.open(out) as dst:
+            assert dst.mode == "RGB" and dst.format == "JPEG"
+            if min(src.size) <= 160 and src.mode == "RGB":
+                assert out.read_bytes() == photo.read_bytes()  # never upscaled, never re-encoded
+            else:
+                expected = min(src.size) if min(src.size) <= 160 else 160
+                assert min(dst.size) == expected

@@ -255,16 +255,14 @@ class TFRecordFormat(Format):
         for file in self.files(path):
             for offset, payload in iter_frames(file):
                 keys = set(parse_example(payload, file, offset))
-                schema = detect_schema(keys)
-                if schema is None:
-                    raise UserError(
-                        f"cannot tell which feature holds the image (keys: {sorted(keys)})",
-                        path=file, fix="name it with --image-key (and --label-key, "
-                                       "--filename-key)")
-                return {"schema": schema}
+                # Unknown keys: fall back to tfds; reading then names the keys it found
+                # and asks for --image-key, unless the user already named them.
+                return {"schema": detect_schema(keys) or DEFAULT_SCHEMA}
         return {"schema": DEFAULT_SCHEMA}
 
-    def input_shards(self, path: Path) -> list[InputShard]:
+    def input_shards(self, path: Path, **options) -> list[InputShard]:
+        """One shard per file; ``options`` (``image_key``, ``label_key``, ``filename_key``)
+        override the keys of the schema detected from the first record."""
         from imgtools.convert import split_from_name
 
         path = Path(path)
@@ -273,12 +271,12 @@ class TFRecordFormat(Format):
             raise UserError("no TFRecord files here", path=path,
                             fix="expected files named *.tfrecord*, *.tfrec or "
                                 "train-00000-of-00016")
-        options = self._schema_of(path)
+        options = {**self._schema_of(path), **options}
         base = path if path.is_dir() else path.parent
         return [InputShard(str(f), split_from_name(str(f.relative_to(base))), options)
                 for f in files]
 
-    def read_info(self, path: Path) -> DatasetInfo:
+    def read_info(self, path: Path, **options) -> DatasetInfo:
         from imgtools.convert import dataset_root, generic_classes
 
         path = Path(path)
@@ -290,7 +288,7 @@ class TFRecordFormat(Format):
         labels: set[int] = set()
         names: dict[int, str] = {}
         wnids: dict[int, str] = {}
-        for shard in self.input_shards(path):
+        for shard in self.input_shards(path, **options):
             keys = _keys_for(shard.options)
             for offset, payload in iter_frames(Path(shard.path)):
                 feats = parse_example(payload, Path(shard.path), offset)
@@ -421,13 +419,27 @@ def example_features(record: Record, schema: str) -> dict[str, tuple[object, str
     return datum
 
 
+def serialize_example(datum: dict[str, tuple[object, str]]) -> bytes:
+    """A ``tf.train.Example`` from the ``tfrecord`` package's ``datum`` convention, serialized
+    *deterministically*: protobuf writes map entries (the features) in an order that changes
+    between processes otherwise, and the tfrecord package's writer does not ask for sorting."""
+    pb = _example_pb2()
+    features = {}
+    for key, (value, kind) in datum.items():
+        if kind == "byte":
+            features[key] = pb.Feature(bytes_list=pb.BytesList(value=[value]))
+        elif kind == "int":
+            features[key] = pb.Feature(int64_list=pb.Int64List(value=[value]))
+        else:  # pragma: no cover - example_features only makes the two kinds above
+            raise ValueError(kind)
+    example = pb.Example(features=pb.Features(feature=features))
+    return example.SerializeToString(deterministic=True)
+
+
 class TFRecordShardWriter(ShardWriter):
     """Writes one ``.tfrecord`` shard (and its index) under temporary names, renamed on close."""
 
     def __init__(self, path: Path, schema: str, compression: str | None, index: bool):
-        from tfrecord.writer import TFRecordWriter
-
-        self._serialize = TFRecordWriter.serialize_tf_example
         self.path = path
         self.schema = schema
         self.index_path = path.with_name(path.name + ".index") if index else None
@@ -440,7 +452,7 @@ class TFRecordShardWriter(ShardWriter):
         self._offset = 0
 
     def write(self, record: Record) -> None:
-        data = frame(self._serialize(example_features(record, self.schema)))
+        data = frame(serialize_example(example_features(record, self.schema)))
         self._out.write(data)
         if self._index is not None:
             self._index.write(f"{self._offset} {len(data)}\n")

@@ -104,7 +104,7 @@ def _is_empty_tar(path: Path) -> bool:
 def _walk(path: Path) -> Iterator[tuple[tarfile.TarFile, str, list[tarfile.TarInfo]]]:
     """``(open tar, key, members)`` of every sample of a shard, then the end-of-archive check."""
     try:
-        tar = tarfile.open(path, "r:")
+        tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed by the with below
     except tarfile.ReadError as e:
         if _is_empty_tar(path):
             return

@@ -225,8 +225,8 @@ def render_header(desc: DatasetDescription, infos: list[dict], configs: list[dic
     return f"""# {desc.pretty_name}
 
 {desc.description}{homepage}
-- **Published with:** [imgtools](https://github.com/) {__version__}, which builds it from a copy
-  of ImageNet (ILSVRC 2012) and writes the layout `datasets.push_to_hub` writes.
+- **Published with:** imgtools {__version__}, which builds it from a copy of ImageNet
+  (ILSVRC 2012) and writes the layout `datasets.push_to_hub` writes.
 
 ## Configs
 
@@ -249,7 +249,9 @@ and `label` (a `ClassLabel`: an integer index into the class names listed below)
 
 
 def _size_line(summary: ConfigSummary) -> str:
-    size = (summary.build_info.get("options") or {}).get("size")
+    from imgtools.hub.layout import built_size
+
+    size = built_size(summary.build_info)
     if size:
         return f"shortest side resized to {size} pixels, aspect ratio kept"
     if summary.name == "full" or summary.build_info:
@@ -272,11 +274,11 @@ def _build_section(summary: ConfigSummary) -> str:
              ("source layout", b.get("source_layout")), ("seed", options.get("seed")),
              ("split", options.get("split")), ("size", _size_line(summary)),
              ("JPEG quality", options.get("quality")), ("filter", options.get("filter"))]
-    lines.append("\n".join(f"- **{k}:** {v}" for k, v in facts if v not in (None, "")))
     skipped = b.get("skipped") or []
     if skipped:
-        lines.append(f"- **skipped source images:** {len(skipped)} (unreadable or not images; "
-                     "listed in `build-info.json` of the build)")
+        facts.append(("skipped source files", f"{len(skipped)} (unreadable or not images; "
+                      "listed in the build's `build-info.json`)"))
+    lines.append("\n".join(f"- **{k}:** {v}" for k, v in facts if v not in (None, "")))
     return "\n\n".join(lines)
 
 
@@ -329,7 +331,8 @@ def render_config(summary: ConfigSummary, ctx: CardContext) -> str:
                   "(`train/<wnid>/<file>` or `val/<wnid>/<file>`), `noisy_labels_0`, "
                   "`noisy_labels_1`, `noisy_labels_5`, `noisy_labels_25`, `noisy_labels_50` (the "
                   "wnid after changing that percentage of training labels; validation labels "
-                  "never change) and `is_valid`."]
+                  "never change) and `is_valid`. Join it to the rows on the file name: `image` "
+                  "keeps the original file name in its `path` field."]
     return "\n\n".join(parts) + "\n"
 
 

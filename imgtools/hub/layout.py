@@ -74,6 +74,14 @@ def load_build_info(root: Path) -> dict:
     return obj
 
 
+def built_size(build_info: dict) -> int | None:
+    """The ``--size`` of a build (``"320"`` at the top of build-info.json); None for full size."""
+    size = build_info.get("size", (build_info.get("options") or {}).get("size"))
+    if isinstance(size, str) and size.isdigit():
+        size = int(size)
+    return int(size) if isinstance(size, int | float) and size > 0 else None
+
+
 def validate_config_name(name: str) -> str:
     if not _CONFIG_NAME.fullmatch(name) or name in {"data", ASSETS_DIR}:
         raise UserError(f"invalid config name {name!r}",
@@ -87,10 +95,9 @@ def default_config_name(path: Path, build_info: dict | None = None) -> str:
     anything else the size in the folder name (``imagenette2-160-wds`` -> ``160px``), else
     ``default`` (the name ``datasets`` gives a repository's only config)."""
     build_info = build_info if build_info is not None else load_build_info(path)
-    options = build_info.get("options") or {}
-    size = options.get("size")
-    if isinstance(size, int | float) and size > 0:
-        return f"{int(size)}px"
+    size = built_size(build_info)
+    if size:
+        return f"{size}px"
     if build_info:
         return "full"
     m = _SIZE_IN_NAME.search(path.name)
@@ -236,6 +243,7 @@ class ConfigSummary:
     build_info: dict = field(default_factory=dict)
     source_format: str = ""
     extra_files: list[tuple[Path, str]] = field(default_factory=list)  # noisy-label CSVs
+    asset_files: list[tuple[Path, str]] = field(default_factory=list)  # preview PNGs
     stats: dict | None = None
     assets: dict[str, str] = field(default_factory=dict)  # kind -> path in repo
 
@@ -321,4 +329,5 @@ def repo_files(summary: ConfigSummary) -> dict[str, Path]:
     """Every file of one config in the repository: path in repo -> local file."""
     files = {name: path for split in summary.splits.values() for path, name in split.files}
     files.update({name: path for path, name in summary.extra_files})
+    files.update({name: path for path, name in summary.asset_files})
     return files

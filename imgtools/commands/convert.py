@@ -1,0 +1,124 @@
+"""``imgtools convert``: move a dataset between folder, TFRecord, WebDataset and Parquet."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+from imgtools.errors import UserError
+
+WRITABLE = ("folder", "tfrecord", "webdataset", "parquet")
+READABLE = (*WRITABLE, "pickle")
+_DIRECTION = re.compile(r"^([a-z]+)-to-([a-z]+)$")
+
+
+def _direction(args: tuple[str, ...], to: str | None) -> tuple[str | None, str, str, str]:
+    """(input format or None to detect, output format, src, dst) from the positional args."""
+    from imgtools.formats import ALIASES
+
+    def canonical(name: str, allowed: tuple[str, ...]) -> str:
+        name = ALIASES.get(name, name)
+        if name not in allowed:
+            raise UserError(f"unknown format {name!r}", fix=f"use one of: {', '.join(allowed)}")
+        return name
+
+    if len(args) == 3 and (m := _DIRECTION.match(args[0])):
+        src_fmt, dst_fmt = canonical(m.group(1), READABLE), canonical(m.group(2), WRITABLE)
+        if to and canonical(to, WRITABLE) != dst_fmt:
+            raise UserError(f"{args[0]} contradicts --to {to}", fix="give one or the other")
+        return src_fmt, dst_fmt, args[1], args[2]
+    if len(args) == 2:
+        if not to:
+            raise UserError("which format should the output be?",
+                            fix=f"add --to {'|'.join(WRITABLE)}, or name the direction first: "
+                                "imgtools convert folder-to-parquet SRC DST")
+        return None, canonical(to, WRITABLE), args[0], args[1]
+    raise UserError(f"expected SRC DST (or A-to-B SRC DST), got {len(args)} arguments: "
+                    f"{' '.join(args)}", fix="see imgtools convert --help")
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("args", nargs=-1, metavar="[A-to-B] SRC DST")
+@click.option("--to", "to", metavar="FORMAT",
+              help=f"Output format: {', '.join(WRITABLE)} (or wds, tfrec, hf).")
+@click.option("--from", "src_format", metavar="FORMAT",
+              help="Input format, when detection should be skipped. [default: detected]")
+@click.option("--size", type=click.IntRange(1), default=None,
+              help="Resize so the shortest side is at most N pixels (as `build --size` does). "
+                   "Without it image bytes are copied untouched.")
+@click.option("--shard-records", type=click.IntRange(1), default=None,
+              help="At most N images per output file. [default: webdataset 10000, others "
+                   "unlimited]")
+@click.option("--shard-bytes", metavar="SIZE", default=None,
+              help="At most SIZE of image bytes per output file, e.g. 500MB, 1GB. "
+                   "[default: webdataset and parquet 500MB, tfrecord 200MB]")
+@click.option("--schema", type=click.Choice(["tfds", "slim", "flowers"]), default=None,
+              help="TFRecord output feature keys: tfds = image/label/file_name; slim = "
+                   "image/encoded, image/class/label, ...; flowers = image/class/id (Kaggle). "
+                   "[default: tfds]")
+@click.option("--compression", type=click.Choice(["none", "gzip"]), default=None,
+              help="TFRecord output compression. GZIP files get no index (offsets into a "
+                   "compressed stream cannot be seeked). [default: none]")
+@click.option("--image-key", default=None,
+              help="TFRecord input: feature holding the image. [default: detected]")
+@click.option("--label-key", default=None,
+              help="TFRecord input: feature holding the integer label. [default: detected]")
+@click.option("--filename-key", default=None,
+              help="TFRecord input: feature holding the file name or id. [default: detected]")
+@click.option("-j", "--jobs", "n_jobs", type=int, default=0,
+              help="Parallel workers (0 = all cores).")
+@click.option("--resume", is_flag=True,
+              help="Finish an interrupted conversion into the same DST (finished shards are "
+                   "kept).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace DST if it is an earlier imgtools output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size: int | None,
+            shard_records: int | None, shard_bytes: str | None, schema: str | None,
+            compression: str | None, image_key: str | None, label_key: str | None,
+            filename_key: str | None, n_jobs: int, resume: bool, overwrite: bool,
+            quiet: bool, as_json: bool) -> None:
+    """Convert a dataset to another format, losslessly.
+
+    The input format is detected; image bytes, labels, class names, splits (train, val,
+    unsup) and file names are carried over untouched unless --size asks for a resize.
+    Work runs in parallel by output shard; every file appears atomically, and --resume
+    finishes an interrupted run with the same bytes an uninterrupted one gives.
+
+    \b
+    imgtools convert out/imagenette2-320 out/imagenette2-320-wds --to webdataset
+    imgtools convert tfrecord-to-webdataset flowers/tfrecords-jpeg-224x224 flowers-wds
+    imgtools convert out/imagenette2-320-wds out/imagenette2-320-parquet --to parquet
+    imgtools convert folder-to-tfrecord out/imagewoof2-160 tfr --schema slim --compression gzip
+
+    Exit codes: 0 done, 2 bad input (unknown format, corrupt or empty input, existing DST).
+    """
+    from imgtools.convert import convert as run
+
+    given_from, dst_fmt, src, dst = _direction(args, to)
+    src_format = src_format or given_from
+    if dst_fmt != "tfrecord" and (schema or compression):
+        raise UserError("--schema and --compression apply to TFRecord output only",
+                        fix="drop them, or use --to tfrecord")
+    read_options = {k: v for k, v in (("image_key", image_key), ("label_key", label_key),
+                                      ("filename_key", filename_key)) if v}
+    writer_options = {}
+    if schema:
+        writer_options["schema"] = schema
+    if compression and compression != "none":
+        writer_options["compression"] = compression
+    summary = run(src, dst, dst_fmt, n_jobs=n_jobs, size=size, resume=resume,
+                  overwrite=overwrite, quiet=quiet or as_json, src_format=src_format,
+                  read_options=read_options, shard_records=shard_records,
+                  shard_bytes=shard_bytes, **writer_options)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        splits = ", ".join(f"{n} {s}" for s, n in summary["splits"].items())
+        click.echo(f"{summary['from']} -> {summary['to']}: {summary['records']} images "
+                   f"({splits}) in {summary['shards']} shards, {summary['seconds']:.1f} s "
+                   f"({summary['records_per_s']:.0f} img/s, {summary['mb_per_s']} MB/s) -> "
+                   f"{summary['dst']}")

@@ -1,0 +1,571 @@
+"""Look inside any dataset imgtools reads: describe it, check it, measure it, show it.
+
+Every function works through the format registry (``detect_format`` -> ``read_info`` ->
+``input_shards`` -> ``read_shard``), so a new format gets inspection for free. Work is split by
+input shard and run in parallel with joblib; workers return small summaries (counters, integer
+sums, capped problem lists), so memory does not grow with the number of images. Pixel sums are
+exact integers, so ``stats`` gives the same digits however many workers run it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import math
+import struct
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgtools.errors import UserError
+from imgtools.formats.base import Format, InputShard
+from imgtools.records import DatasetInfo, Record
+
+MAX_PROBLEMS_PER_SHARD = 50
+MAX_DISTINCT_SIZES = 2000
+SHA256SUMS = "SHA256SUMS"
+"""Checksum file the build writes beside build-info.json (``sha256sum -c`` format)."""
+SHORT_SIDE_EDGES = (32, 64, 128, 160, 224, 256, 320, 400, 500, 640, 1000, 2000)
+
+
+@dataclass
+class Dataset:
+    path: Path
+    fmt: Format
+    info: DatasetInfo
+    shards: list[InputShard]
+
+
+def open_dataset(path: str | Path) -> Dataset:
+    from imgtools.formats import detect_format
+
+    path = Path(path)
+    fmt = detect_format(path)
+    shards = fmt.input_shards(path)
+    if not shards:
+        raise UserError(f"no {fmt.name} files found", path=path,
+                        fix="check the path; the dataset seems empty")
+    return Dataset(path, fmt, fmt.read_info(path), shards)
+
+
+def map_shards(worker: Callable, shards: list[InputShard], args: tuple, *,
+               n_jobs: int | None, desc: str, quiet: bool) -> Iterator[dict]:
+    """``worker(fmt_name, shard, *args)`` on every shard in parallel; summaries as they come."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    from imgtools.runner import resolve_jobs
+
+    jobs = min(resolve_jobs(n_jobs), max(1, len(shards)))
+    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+        delayed(worker)(*args[:1], shard, *args[1:]) for shard in shards)
+    yield from tqdm(results, total=len(shards), desc=desc, unit="shard", disable=quiet)
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - any undecodable header is just "unknown size" for info
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# info
+# ----------------------------------------------------------------------------------------------
+
+
+def _info_shard(fmt_name: str, shard: InputShard, info: DatasetInfo) -> dict:
+    from imgtools.formats import get_format
+
+    counts: Counter = Counter()
+    sizes: Counter = Counter()
+    short_hist = [0] * (len(SHORT_SIDE_EDGES) + 1)
+    dims = {"min_w": None, "max_w": 0, "min_h": None, "max_h": 0, "sum_w": 0, "sum_h": 0, "n": 0}
+    image_bytes = unreadable = 0
+    for record in get_format(fmt_name).read_shard(shard, info):
+        counts[(record.split, -1 if record.label is None else record.label)] += 1
+        image_bytes += len(record.image)
+        size = _image_size(record.image)
+        if size is None:
+            unreadable += 1
+            continue
+        w, h = size
+        if (w, h) in sizes or len(sizes) < MAX_DISTINCT_SIZES:
+            sizes[(w, h)] += 1
+        short_hist[sum(1 for e in SHORT_SIDE_EDGES if min(w, h) >= e)] += 1
+        dims["min_w"] = w if dims["min_w"] is None else min(dims["min_w"], w)
+        dims["min_h"] = h if dims["min_h"] is None else min(dims["min_h"], h)
+        dims["max_w"], dims["max_h"] = max(dims["max_w"], w), max(dims["max_h"], h)
+        dims["sum_w"] += w
+        dims["sum_h"] += h
+        dims["n"] += 1
+    return {"counts": counts, "sizes": sizes, "short_hist": short_hist, "dims": dims,
+            "image_bytes": image_bytes, "unreadable": unreadable}
+
+
+def _disk_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def describe(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True) -> dict:
+    """Format, splits, classes with counts, image size distribution and bytes of a dataset."""
+    ds = open_dataset(path)
+    counts: Counter = Counter()
+    sizes: Counter = Counter()
+    short_hist = [0] * (len(SHORT_SIDE_EDGES) + 1)
+    dims = {"min_w": None, "max_w": 0, "min_h": None, "max_h": 0, "sum_w": 0, "sum_h": 0, "n": 0}
+    image_bytes = unreadable = 0
+    for part in map_shards(_info_shard, ds.shards, (ds.fmt.name, ds.info), n_jobs=n_jobs,
+                           desc="info", quiet=quiet):
+        counts.update(part["counts"])
+        for key, n in part["sizes"].items():
+            if key in sizes or len(sizes) < MAX_DISTINCT_SIZES:
+                sizes[key] += n
+        short_hist = [a + b for a, b in zip(short_hist, part["short_hist"], strict=True)]
+        d = part["dims"]
+        for k, pick in (("min_w", min), ("min_h", min)):
+            if d[k] is not None:
+                dims[k] = d[k] if dims[k] is None else pick(dims[k], d[k])
+        for k in ("max_w", "max_h"):
+            dims[k] = max(dims[k], d[k])
+        for k in ("sum_w", "sum_h", "n"):
+            dims[k] += d[k]
+        image_bytes += part["image_bytes"]
+        unreadable += part["unreadable"]
+    return _info_report(ds, counts, sizes, short_hist, dims, image_bytes, unreadable)
+
+
+def _split_order(splits: Iterable[str]) -> list[str]:
+    from imgtools.records import SPLITS
+
+    return sorted(set(splits), key=lambda s: (SPLITS.index(s) if s in SPLITS else 9, s))
+
+
+def _info_report(ds: Dataset, counts: Counter, sizes: Counter, short_hist: list[int],
+                 dims: dict, image_bytes: int, unreadable: int) -> dict:
+    splits = _split_order(s for s, _ in counts)
+    per_split = {s: sum(n for (sp, _), n in counts.items() if sp == s) for s in splits}
+    classes = [{"label": i, "wnid": c.wnid, "name": c.name,
+                "counts": {s: counts.get((s, i), 0) for s in splits}}
+               for i, c in enumerate(ds.info.classes)]
+    unlabelled = {s: counts.get((s, -1), 0) for s in splits if counts.get((s, -1), 0)}
+    n = dims["n"]
+    labels = [f"<{SHORT_SIDE_EDGES[0]}"] + [f">={e}" for e in SHORT_SIDE_EDGES]
+    return {
+        "path": str(ds.path), "format": ds.fmt.name, "name": ds.info.name,
+        "label_order": ds.info.label_order, "num_classes": len(ds.info.classes),
+        "splits": per_split, "total": sum(per_split.values()), "unlabelled": unlabelled,
+        "classes": classes,
+        "image_sizes": {
+            "decoded_headers": n, "unreadable": unreadable,
+            "width": {"min": dims["min_w"], "max": dims["max_w"],
+                      "mean": round(dims["sum_w"] / n, 1) if n else None},
+            "height": {"min": dims["min_h"], "max": dims["max_h"],
+                       "mean": round(dims["sum_h"] / n, 1) if n else None},
+            "shorter_side": {lab: c for lab, c in zip(labels, short_hist, strict=True) if c},
+            "most_common": [[w, h, c] for (w, h), c in sizes.most_common(5)],
+        },
+        "bytes": {"images": image_bytes, "on_disk": _disk_bytes(ds.path)},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# verify
+# ----------------------------------------------------------------------------------------------
+
+
+def _tfrecord_problems(path: Path) -> list[dict]:
+    """Check both masked CRC-32C of every TFRecord record (the tfrecord reader checks none)."""
+    import crc32c
+
+    def masked(data: bytes) -> int:
+        crc = crc32c.crc32c(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    problems = []
+    offset = 0
+    with opener(path, "rb") as f:
+        while True:
+            head = f.read(12)
+            if not head:
+                break
+            if len(head) < 12:
+                problems.append({"path": str(path), "offset": offset,
+                                 "what": "truncated record header"})
+                break
+            length, length_crc = struct.unpack("<QI", head)
+            if masked(head[:8]) != length_crc:
+                problems.append({"path": str(path), "offset": offset,
+                                 "what": "length CRC mismatch (corrupted record)"})
+                break
+            data = f.read(length)
+            tail = f.read(4)
+            if len(data) < length or len(tail) < 4:
+                problems.append({"path": str(path), "offset": offset,
+                                 "what": "truncated record"})
+                break
+            if masked(data) != struct.unpack("<I", tail)[0]:
+                problems.append({"path": str(path), "offset": offset,
+                                 "what": "data CRC mismatch (corrupted record)"})
+            offset += 16 + length
+    return problems
+
+
+def _container_problems(fmt_name: str, path: Path) -> list[dict]:
+    """Integrity checks of the container itself, beyond what decoding the records shows."""
+    try:
+        if fmt_name == "tfrecord" and path.is_file():
+            return _tfrecord_problems(path)
+        if fmt_name == "webdataset" and path.is_file():
+            with tarfile.open(path) as tar:  # header checksums, truncation
+                for _member in tar:
+                    pass
+        if fmt_name == "parquet" and path.is_file():
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path, page_checksum_verification=True)
+            for _batch in pf.iter_batches(batch_size=256):
+                pass
+    except Exception as e:  # noqa: BLE001 - any failure here is a finding, reported with its path
+        return [{"path": str(path), "what": f"{type(e).__name__}: {e}"}]
+    return []
+
+
+def _decode_problem(record: Record, n_classes: int) -> str | None:
+    from PIL import Image
+
+    if record.label is None:
+        if record.split != "unsup":
+            return f"no label in split {record.split!r}"
+    elif not 0 <= record.label < n_classes:
+        return f"label {record.label} outside 0..{n_classes - 1}"
+    try:
+        with Image.open(io.BytesIO(record.image)) as img:
+            img.load()
+    except Exception as e:  # noqa: BLE001 - every decode failure is a finding
+        return f"image does not decode: {type(e).__name__}: {e}"
+    return None
+
+
+def _verify_shard(fmt_name: str, shard: InputShard, info: DatasetInfo) -> dict:
+    from imgtools.formats import get_format
+
+    problems = _container_problems(fmt_name, Path(shard.path))
+    counts: Counter = Counter()
+    decoded = 0
+    try:
+        for record in get_format(fmt_name).read_shard(shard, info):
+            counts[(record.split, -1 if record.label is None else record.label)] += 1
+            what = _decode_problem(record, len(info.classes))
+            if what is None:
+                decoded += 1
+            else:
+                problems.append({"path": shard.path, "key": record.key, "what": what})
+    except Exception as e:  # noqa: BLE001 - a reader failure ends this shard, as a finding
+        problems.append({"path": shard.path, "what": f"read failed: {type(e).__name__}: {e}"})
+    return {"counts": counts, "decoded": decoded, "problems": problems[:MAX_PROBLEMS_PER_SHARD],
+            "problem_count": len(problems)}
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_sha256sums(path: Path) -> dict[str, str]:
+    """``sha256sum`` lines (``<hex>  <relative path>``) -> {path: hex}; {} when absent."""
+    if not path.is_file():
+        return {}
+    sums = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, sep, rel = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise UserError(f"line {n} is not `<sha256>  <path>`", path=path,
+                            fix="restore the file from the build (or delete it to skip checks)")
+        sums[rel.lstrip("*")] = digest.lower()
+    return sums
+
+
+def _checksum_chunk(root: str, items: list[tuple[str, str]]) -> list[dict]:
+    problems = []
+    for rel, expected in items:
+        path = Path(root) / rel
+        if not path.is_file():
+            problems.append({"path": str(path),
+                             "what": "listed in the build checksums but missing"})
+        elif _sha256_file(path) != expected:
+            problems.append({"path": str(path),
+                             "what": "sha256 differs from the one recorded at build time"})
+    return problems
+
+
+def _check_checksums(root: Path, n_jobs: int | None) -> tuple[int, list[dict]]:
+    from joblib import Parallel, delayed
+
+    from imgtools.hub.layout import load_build_info
+    from imgtools.runner import resolve_jobs
+
+    checksums = dict(load_build_info(root).get("checksums") or {})
+    checksums.update(read_sha256sums(root / SHA256SUMS))
+    items = sorted(checksums.items())
+    chunks = [items[i:i + 256] for i in range(0, len(items), 256)]
+    jobs = min(resolve_jobs(n_jobs), max(1, len(chunks)))
+    problems: list[dict] = []
+    for part in Parallel(n_jobs=jobs)(delayed(_checksum_chunk)(str(root), c) for c in chunks):
+        problems.extend(part)
+    return len(items), problems
+
+
+def _expected_counts(ds: Dataset) -> tuple[dict, dict]:
+    """Per-split totals from the sidecar and per-class counts from build-info.json."""
+    from imgtools.convert import dataset_root
+    from imgtools.hub.layout import load_build_info
+    from imgtools.records import DATASET_META
+
+    root = dataset_root(ds.path)
+    sidecar = root / DATASET_META
+    splits = {}
+    if sidecar.is_file():
+        splits = json.loads(sidecar.read_text()).get("splits") or {}
+    return splits, load_build_info(root).get("counts") or {}
+
+
+def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True) -> dict:
+    """Decode every image, check container CRCs, counts and build-time checksums."""
+    from imgtools.convert import dataset_root
+
+    ds = open_dataset(path)
+    counts: Counter = Counter()
+    decoded = problem_count = 0
+    problems: list[dict] = []
+    for part in map_shards(_verify_shard, ds.shards, (ds.fmt.name, ds.info), n_jobs=n_jobs,
+                           desc="verify", quiet=quiet):
+        counts.update(part["counts"])
+        decoded += part["decoded"]
+        problem_count += part["problem_count"]
+        problems.extend(part["problems"])
+    shard_listed = len(problems)  # shard problems are capped; count the rest separately
+    expected_splits, expected_classes = _expected_counts(ds)
+    read_splits = {s: sum(n for (sp, _), n in counts.items() if sp == s)
+                   for s in _split_order(s for s, _ in counts)}
+    for split in _split_order([*expected_splits, *read_splits]):
+        want, got = expected_splits.get(split), read_splits.get(split, 0)
+        if want is not None and want != got:
+            problems.append({"path": str(ds.path),
+                             "what": f"split {split}: {got} records, the metadata says {want}"})
+    wnid_label = {c.wnid: i for i, c in enumerate(ds.info.classes)}
+    for split, per_class in expected_classes.items():
+        for wnid, want in (per_class or {}).items():
+            got = counts.get((split, wnid_label.get(wnid, -2)), 0)
+            if got != want:
+                problems.append({"path": str(ds.path), "what": f"split {split}, class {wnid}: "
+                                 f"{got} records, build-info.json says {want}"})
+    checked, checksum_problems = _check_checksums(dataset_root(ds.path), n_jobs)
+    problems.extend(checksum_problems)
+    problem_count += len(problems) - shard_listed
+    total = sum(read_splits.values())
+    return {"path": str(ds.path), "format": ds.fmt.name, "records": total, "decoded": decoded,
+            "splits": read_splits, "checksums_checked": checked, "ok": not problems,
+            "problem_count": problem_count, "problems": problems}
+
+
+# ----------------------------------------------------------------------------------------------
+# stats
+# ----------------------------------------------------------------------------------------------
+
+
+def _stats_shard(fmt_name: str, shard: InputShard, info: DatasetInfo, split: str) -> dict:
+    import numpy as np
+    from PIL import Image
+
+    from imgtools.formats import get_format
+
+    total = np.zeros(3, dtype=np.uint64)
+    squares = np.zeros(3, dtype=np.uint64)
+    images = pixels = skipped = 0
+    if shard.split not in (None, split):
+        return {"sum": [0, 0, 0], "sq": [0, 0, 0], "images": 0, "pixels": 0, "skipped": 0}
+    for record in get_format(fmt_name).read_shard(shard, info):
+        if record.split != split:
+            continue
+        try:
+            with Image.open(io.BytesIO(record.image)) as img:
+                arr = np.asarray(img.convert("RGB")).reshape(-1, 3)
+        except Exception:  # noqa: BLE001 - counted and reported; `verify` says which
+            skipped += 1
+            continue
+        total += arr.sum(axis=0, dtype=np.uint64)
+        wide = arr.astype(np.uint32)
+        squares += (wide * wide).sum(axis=0, dtype=np.uint64)
+        images += 1
+        pixels += arr.shape[0]
+    return {"sum": [int(v) for v in total], "sq": [int(v) for v in squares], "images": images,
+            "pixels": pixels, "skipped": skipped}
+
+
+def channel_stats(path: str | Path, *, split: str = "train", n_jobs: int | None = None,
+                  quiet: bool = True) -> dict:
+    """Per-channel mean and std (0-1 scale) over every pixel of ``split``, streamed."""
+    ds = open_dataset(path)
+    shards = [s for s in ds.shards if s.split in (None, split)]
+    sums, squares = [0, 0, 0], [0, 0, 0]
+    images = pixels = skipped = 0
+    for part in map_shards(_stats_shard, shards, (ds.fmt.name, ds.info, split), n_jobs=n_jobs,
+                           desc=f"stats {split}", quiet=quiet):
+        sums = [a + b for a, b in zip(sums, part["sum"], strict=True)]
+        squares = [a + b for a, b in zip(squares, part["sq"], strict=True)]
+        images += part["images"]
+        pixels += part["pixels"]
+        skipped += part["skipped"]
+    if not pixels:
+        raise UserError(f"no decodable image in split {split!r}", path=ds.path,
+                        fix="choose a split the dataset has (--split val), or run "
+                            "`imgtools verify`")
+    mean = [s / pixels / 255 for s in sums]
+    std = [math.sqrt(max(q / pixels / 255**2 - m * m, 0.0)) for q, m in
+           zip(squares, mean, strict=True)]
+    return {"path": str(ds.path), "split": split, "images": images, "pixels": pixels,
+            "skipped": skipped, "mean": [round(m, 6) for m in mean],
+            "std": [round(s, 6) for s in std],
+            "mean_255": [round(m * 255, 3) for m in mean],
+            "std_255": [round(s * 255, 3) for s in std]}
+
+
+# ----------------------------------------------------------------------------------------------
+# preview
+# ----------------------------------------------------------------------------------------------
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _thumbnail(data: bytes, side: int):
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return ImageOps.fit(img.convert("RGB"), (side, side), Image.Resampling.BICUBIC)
+    except Exception:  # noqa: BLE001 - an undecodable sample is shown as a grey tile
+        return Image.new("RGB", (side, side), (128, 128, 128))
+
+
+def collect_samples(ds: Dataset, per_class: int, max_classes: int, side: int) -> dict[int, list]:
+    """The first ``per_class`` thumbnails of the first ``max_classes`` classes, in stored
+    order (deterministic); reading stops as soon as every row is full."""
+    wanted = min(max_classes, len(ds.info.classes))
+    samples: dict[int, list] = {i: [] for i in range(wanted)}
+    missing = wanted * per_class
+    for shard in ds.shards:
+        if shard.split == "unsup":
+            continue
+        for record in ds.fmt.read_shard(shard, ds.info):
+            if record.label is None or record.label not in samples:
+                continue
+            row = samples[record.label]
+            if len(row) < per_class:
+                row.append(_thumbnail(record.image, side))
+                missing -= 1
+                if missing == 0:
+                    return samples
+    return samples
+
+
+def contact_sheet(samples: dict[int, list], info: DatasetInfo, per_class: int, side: int):
+    from PIL import Image, ImageDraw
+
+    label_w, pad = 190, 4
+    rows = sorted(samples)
+    sheet = Image.new("RGB", (label_w + per_class * (side + pad) + pad,
+                              max(1, len(rows)) * (side + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = _font(13)
+    for r, label in enumerate(rows):
+        y = pad + r * (side + pad)
+        c = info.classes[label]
+        draw.text((pad, y + side // 2 - 14), f"{label}: {c.name}"[:26], fill=(0, 0, 0), font=font)
+        draw.text((pad, y + side // 2 + 2), c.wnid, fill=(90, 90, 90), font=font)
+        for k, thumb in enumerate(samples[label]):
+            sheet.paste(thumb, (label_w + pad + k * (side + pad), y))
+    return sheet
+
+
+def class_histogram(counts: dict[str, list[int]], info: DatasetInfo, max_classes: int = 100):
+    """Horizontal bars: images per class, one bar per split (train dark, others light)."""
+    from PIL import Image, ImageDraw
+
+    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189)]
+    splits = list(counts)
+    n = min(len(info.classes), max_classes)
+    bar_h, label_w, width, pad = 12, 200, 420, 6
+    height = pad * 3 + 16 + n * (bar_h * len(splits) + 4)
+    img = Image.new("RGB", (label_w + width + 90, max(height, 40)), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = _font(11)
+    top = max((max(v[:n], default=0) for v in counts.values()), default=0) or 1
+    for k, split in enumerate(splits):
+        x = label_w + k * 110
+        draw.rectangle([x, pad, x + 10, pad + 10], fill=palette[k % len(palette)])
+        draw.text((x + 14, pad - 1), split, fill=(0, 0, 0), font=font)
+    y = pad * 2 + 16
+    for i in range(n):
+        draw.text((pad, y), f"{info.classes[i].name}"[:30], fill=(0, 0, 0), font=font)
+        for k, split in enumerate(splits):
+            value = counts[split][i] if i < len(counts[split]) else 0
+            length = round(width * value / top)
+            yy = y + k * bar_h
+            draw.rectangle([label_w, yy, label_w + length, yy + bar_h - 2],
+                           fill=palette[k % len(palette)])
+            draw.text((label_w + length + 4, yy), str(value), fill=(0, 0, 0), font=font)
+        y += bar_h * len(splits) + 4
+    return img
+
+
+def class_counts(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True
+                 ) -> dict[str, list[int]]:
+    """Images per class per split (labelled splits only), from a scan of the dataset."""
+    report = describe(path, n_jobs=n_jobs, quiet=quiet)
+    splits = [s for s in report["splits"] if s != "unsup"]
+    return {s: [c["counts"].get(s, 0) for c in report["classes"]] for s in splits}
+
+
+def preview(path: str | Path, out_dir: str | Path, *, per_class: int = 8,
+            max_classes: int = 50, side: int = 96, counts: dict[str, list[int]] | None = None,
+            n_jobs: int | None = None, quiet: bool = True, prefix: str = "") -> dict:
+    """Write ``<prefix>preview.png`` (samples per class) and ``<prefix>histogram.png``."""
+    from imgtools.atomic import atomic_open
+
+    ds = open_dataset(path)
+    out_dir = Path(out_dir)
+    samples = collect_samples(ds, per_class, max_classes, side)
+    sheet = contact_sheet(samples, ds.info, per_class, side)
+    counts = counts if counts is not None else class_counts(path, n_jobs=n_jobs, quiet=quiet)
+    hist = class_histogram(counts, ds.info)
+    written = {}
+    for kind, image in (("preview", sheet), ("histogram", hist)):
+        target = out_dir / f"{prefix}{kind}.png"
+        with atomic_open(target, "wb") as f:
+            image.save(f, "PNG", optimize=False)
+        written[kind] = str(target)
+    return {"path": str(ds.path), "classes_shown": len(samples), "per_class": per_class,
+            **written}
