@@ -10,6 +10,7 @@ When every shard is done, the metadata is written: the fastai CSV, ``SHA256SUMS`
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -286,7 +287,5 @@ def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float
 
 
 def _remove_if_empty(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         path.rmdir()
-    except OSError:
-        pass

@@ -11,15 +11,16 @@ Recipe keys (all optional except ``name`` and ``classes`` or ``parts``)::
     pretty_name   display name (dataset card)
     output_name   output folder stem: "imagenette2" gives imagenette2-320/
     description, homepage, license
-    classes       a manifest file (wnid<TAB>name lines; looked up beside the recipe, then in
-                  manifests/), or an inline list of wnids or of {wnid=, name=} tables
+    classes       a manifest file (wnid<TAB>name lines; looked up beside the recipe, then
+                  in manifests/), or an inline list of wnids or of {wnid=, name=} tables
     pool          ImageNet splits to draw images from: ["train", "val"] (default ["train"])
     default_split "official" (needs [official]), "random", or "source" (keep ImageNet's split)
     csv_name      name of the fastai-style label CSV written beside the output
     [official]    url, sha256, counts: the published membership list (fastai CSV)
     [random]      valid_pct: fraction of each class sent to val by --split random
     [[parts]]     composite recipes (Imagewang): recipe=, take={from_split = to_split},
-                  fraction= (share of each class kept in the mapped split), rest= (split for the rest)
+                  fraction= (share of each class kept in the mapped split),
+                  rest= (the split that gets the others)
 """
 
 from __future__ import annotations

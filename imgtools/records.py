@@ -72,7 +72,8 @@ class DatasetInfo:
             extra=obj.get("extra", {}),
         )
 
-    def save(self, root: Path, splits: dict[str, int] | None = None, fmt: str | None = None) -> Path:
+    def save(self, root: Path, splits: dict[str, int] | None = None,
+             fmt: str | None = None) -> Path:
         """Write the sidecar atomically; ``splits`` maps split name to number of records."""
         from imgtools.atomic import atomic_write_text
 

@@ -376,6 +376,20 @@ def demo_tree(path: Path, images: int) -> Path:
     return path
 
 
+STARTUP_IMAGES = 20
+
+
+def startup_seconds(work: Path, corpus: Path, recipe: str, extra: list[str]) -> float:
+    """Wall time of a build of a few images: the per-run cost no image count amortises away
+    (interpreter start, imports, planning, starting workers). Median of three."""
+    tree = work / "tree-startup"
+    if not tree.exists():
+        make_corpus_tree(tree, corpus, STARTUP_IMAGES, recipe_wnids(recipe), "valprep")
+    return statistics.median(
+        run_build(recipe, tree, [320], work / "out-startup", False, extra).seconds
+        for _ in range(3))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -403,11 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     exact_available = "--exact" in build_help()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-build-"))
     work.mkdir(parents=True, exist_ok=True)
+    fixed_cost = startup_seconds(work, args.corpus, args.recipe, args.build_arg)
     report = {"machine": machine_info(), "load_before": load_average(),
               "settings": {"images": args.images, "recipe": args.recipe,
                            "repeats": args.repeats, "filter": transform.DEFAULT_FILTER,
                            "quality": transform.DEFAULT_QUALITY, "build_args": args.build_arg,
                            "exact_available": exact_available},
+              "fixed_cost_seconds": fixed_cost,
               "results": []}
     try:
         for source in [s.strip() for s in args.sources.split(",") if s.strip()]:
@@ -437,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
           f"Pillow {m['pillow']} (libjpeg-turbo {m['libjpeg_turbo']}); load average "
           f"{report['load_before']} before, {report['load_after']} after.\n")
     print(table)
+    print(f"\nFixed cost of one imgtools build (start-up, planning, workers; "
+          f"{STARTUP_IMAGES} images): {fixed_cost:.2f} s - included in every imgtools time above.")
     for res in report["results"]:
         for key in ("plain_vs_exact", "fast_vs_exact"):
             for size, cmp in res.get(key, {}).items():

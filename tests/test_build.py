@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import WNIDS, run_cli
 from PIL import Image
 
-from conftest import WNIDS, run_cli
 from imgtools.build import BuildOptions, build
 from imgtools.errors import UserError
 from imgtools.plan import make_plan
@@ -198,7 +198,8 @@ def test_official_split_from_csv_reproduces_membership(trees, tmp_path):
     src_info = report["options"]["split_sources"][0]
     assert src_info["from"].startswith("--split-csv") and not src_info["is_published_list"]
     # the CSV beside the output carries the list's noisy columns
-    out_rows = list(csv.reader(open(root / "noisy_imagenette.csv")))
+    with open(root / "noisy_imagenette.csv") as f:
+        out_rows = list(csv.reader(f))
     assert out_rows[1][5] == WNIDS[0] and len(out_rows) == len(rows) + 1
 
 
@@ -210,7 +211,8 @@ def test_official_list_names_missing_files(trees, tmp_path):
     proc = run_cli("build", "imagenette", "--src", trees["kaggle"].src, "--split-csv", csv_path,
                    "--out", tmp_path / "o", check=False)
     assert proc.returncode == 2
-    assert "train/n01440764/n01440764_99999.JPEG" in proc.stderr and "--allow-missing" in proc.stderr
+    assert "train/n01440764/n01440764_99999.JPEG" in proc.stderr
+    assert "--allow-missing" in proc.stderr
     report = do_build("imagenette", trees["kaggle"].src, tmp_path / "o2", split="official",
                       split_csvs=[csv_path], allow_missing=True)
     assert report["missing_from_tree"] == ["train/n01440764/n01440764_99999.JPEG"]

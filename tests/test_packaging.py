@@ -10,8 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, WNIDS
+
 from imgtools.demo_tree import make_imagenet_tree
 
 

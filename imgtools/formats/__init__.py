@@ -39,7 +39,7 @@ def detect_format(path: str | Path) -> Format:
     path = Path(path)
     if not path.exists():
         raise UserError("no such file or directory", path=path,
-                        fix="check the path; it should be a dataset imgtools or a common tool wrote")
+                        fix="check the path: it should hold a dataset in a format imgtools reads")
     # pickle before folder: a folder of train_data_batch_* files is not a JPEG folder.
     for name in ("pickle", "tfrecord", "webdataset", "parquet", "folder"):
         try:
