@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,12 +104,13 @@ print(n)
 
 def test_tensorflow_reads_our_tfrecords(folder, tmp_path):
     """In a subprocess: TensorFlow's example_pb2 clashes with the tfrecord package's."""
-    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True)
+    python = os.environ.get("IMGTOOLS_TF_PYTHON", sys.executable)  # e.g. a venv with TF
+    probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True)
     if probe.returncode:
-        pytest.skip("tensorflow is not installed")
+        pytest.skip("tensorflow is not installed (set IMGTOOLS_TF_PYTHON to a Python that has it)")
     convert(folder, tmp_path / "t", "tfrecord", quiet=True, n_jobs=1)
     files = sorted(str(p) for p in (tmp_path / "t").glob("*.tfrecord-*-of-?????"))
-    out = subprocess.run([sys.executable, "-c", _TF_SCRIPT, *files], capture_output=True,
+    out = subprocess.run([python, "-c", _TF_SCRIPT, *files], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "22"
 
@@ -216,3 +218,27 @@ def test_cli_help_explains_formats():
     assert out.returncode == 0
     for word in ("--to", "--schema", "--shard-bytes", "--resume", "folder-to-tfrecord"):
         assert word in out.stdout
+
+
+def test_our_tar_bytes_equal_webdatasets_own_tarwriter(folder, tmp_path):
+    """The shard writer builds headers itself for speed; it must stay TarWriter's format."""
+    import webdataset as wds
+
+    from imgtools.formats import get_format
+
+    convert(folder, tmp_path / "w", "webdataset", quiet=True, n_jobs=1)
+    fmt = get_format("folder")
+    info = fmt.read_info(folder)
+    with open(tmp_path / "theirs.tar", "wb") as f, \
+            wds.TarWriter(f, encoder=False, mtime=0) as sink:
+        for shard in fmt.input_shards(folder):
+            if shard.split != "train":
+                continue
+            for r in fmt.read_shard(shard, info):
+                ext = "png" if r.image.startswith(b"\x89PNG") else "jpg"
+                meta = {"label": r.label, "class_name": r.class_name, "wnid": r.wnid,
+                        "split": r.split, "filename": r.filename}
+                sink.write({"__key__": r.key, ext: r.image, "cls": str(r.label).encode(),
+                            "json": json.dumps(meta, sort_keys=True).encode()})
+    assert (tmp_path / "w" / "train-000000.tar").read_bytes() == \
+        (tmp_path / "theirs.tar").read_bytes()

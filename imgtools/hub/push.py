@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from imgtools.errors import RemoteError, UserError
 from imgtools.hub.card import CardContext, build_card, preview_asset_paths, split_front_matter
@@ -275,7 +276,6 @@ def write_local_tree(local_dir: Path, files: dict[str, Path], card: str,
 
 
 def remote_state(api, repo_id: str, revision: str) -> RemoteState:
-    from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     state = RemoteState()
@@ -288,8 +288,8 @@ def remote_state(api, repo_id: str, revision: str) -> RemoteState:
         else:
             state.files[entry.path] = ("git", entry.blob_id)
     if "README.md" in state.files:
-        url = hf_hub_url(repo_id, "README.md", repo_type="dataset", revision=revision,
-                         endpoint=api.endpoint)
+        # the resolve URL built from api.endpoint (hf_hub_url's template is fixed at import)
+        url = f"{api.endpoint}/datasets/{repo_id}/resolve/{quote(revision, safe='')}/README.md"
         response = get_session().get(url, headers=build_hf_headers(token=api.token),
                                      follow_redirects=True)
         hf_raise_for_status(response)
