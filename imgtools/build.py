@@ -138,8 +138,8 @@ def run_build_shard(task: ShardTask) -> dict:
         for w in writers:
             w.abort()
         raise
-    checksums = [{str(p.relative_to(r)): _sha256(p) for p in paths}
-                 for r, paths in zip(job.roots, written)]
+    checksums = [{str(p.relative_to(r)): getattr(w, "known_digests", {}).get(p) or _sha256(p)
+                  for p in paths} for w, r, paths in zip(writers, job.roots, written)]
     return {"split": job.split, "n": len(job.items), "counts": counts, "skipped": skipped,
             "repaired": repaired, "checksums": checksums}
 

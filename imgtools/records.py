@@ -52,6 +52,16 @@ class DatasetInfo:
         return [c.name for c in self.classes]
 
     @property
+    def unique_class_names(self) -> list[str]:
+        """Class names that are distinct, as ``datasets``' ClassLabel demands: ImageNet-1k
+        has two "crane" and two "maillot" classes, so a repeated name gets its wnid appended
+        (``crane (n03126707)``)."""
+        seen: dict[str, int] = {}
+        for c in self.classes:
+            seen[c.name] = seen.get(c.name, 0) + 1
+        return [c.name if seen[c.name] == 1 else f"{c.name} ({c.wnid})" for c in self.classes]
+
+    @property
     def wnids(self) -> list[str]:
         return [c.wnid for c in self.classes]
 

@@ -91,36 +91,84 @@ def test_tfrecord_package_reads_our_tfrecords_with_index(folder, tmp_path):
 
 
 _TF_SCRIPT = """
-import sys, tensorflow as tf
-n = 0
-for raw in tf.data.TFRecordDataset(sys.argv[1:], compression_type=None):
+import json, sys, tensorflow as tf
+compression, files = sys.argv[1] or None, sys.argv[2:]
+labels = []
+for raw in tf.data.TFRecordDataset(files, compression_type=compression):
     ex = tf.train.Example.FromString(raw.numpy())
     img = tf.io.decode_image(ex.features.feature["image"].bytes_list.value[0])
     assert img.shape[-1] in (1, 3)
-    n += 1
-print(n)
+    labels.append(int(ex.features.feature["label"].int64_list.value[0]))
+print(json.dumps(labels))
 """
 
 
-def test_tensorflow_reads_our_tfrecords(folder, tmp_path):
-    """In a subprocess: TensorFlow's example_pb2 clashes with the tfrecord package's."""
-    python = os.environ.get("IMGTOOLS_TF_PYTHON", sys.executable)  # e.g. a venv with TF
-    probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True)
-    if probe.returncode:
-        pytest.skip("tensorflow is not installed (set IMGTOOLS_TF_PYTHON to a Python that has it)")
-    convert(folder, tmp_path / "t", "tfrecord", quiet=True, n_jobs=1)
-    files = sorted(str(p) for p in (tmp_path / "t").glob("*.tfrecord-*-of-?????"))
-    out = subprocess.run([python, "-c", _TF_SCRIPT, *files], capture_output=True,
-                         text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "22"
+def clients_python(module: str) -> str:
+    """A Python that can import ``module``: IMGTOOLS_CLIENTS_PYTHON (CI installs TensorFlow,
+    torch and wids there, apart from the project's process) or this one; skip if neither."""
+    python = os.environ.get("IMGTOOLS_CLIENTS_PYTHON", sys.executable)
+    if subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode:
+        pytest.skip(f"{module} is not installed (set IMGTOOLS_CLIENTS_PYTHON to a Python that "
+                    "has it; .ci/run does)")
+    return python
+
+
+def _tf_labels(python: str, files: list[str], compression: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([python, "-c", _TF_SCRIPT, compression, *files], capture_output=True,
+                          text=True)
+
+
+@pytest.mark.parametrize("compression", ["", "gzip"])
+def test_tensorflow_reads_our_tfrecords(folder, tmp_path, compression):
+    """TensorFlow's own reader, in a subprocess (its example_pb2 clashes with tfrecord's):
+    every record, its label, and a flipped byte reported as data loss."""
+    python = clients_python("tensorflow")
+    opts = {"compression": "gzip"} if compression else {}
+    convert(folder, tmp_path / "t", "tfrecord", quiet=True, n_jobs=1, **opts)
+    files = sorted(str(p) for p in (tmp_path / "t").glob("train.tfrecord-*"))
+    files = [f for f in files if not f.endswith(".index")]
+    out = _tf_labels(python, files, compression.upper())
+    assert out.returncode == 0, out.stderr
+    ours = [r.label for f in files for r in read_tfrecord_labels(f)]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ours
+    if not compression:
+        data = bytearray(Path(files[0]).read_bytes())
+        data[40] ^= 0xFF
+        Path(files[0]).write_bytes(bytes(data))
+        bad = _tf_labels(python, files[:1])
+        assert bad.returncode != 0 and ("corrupted record" in bad.stderr
+                                        or "DataLoss" in bad.stderr), bad.stderr[-2000:]
+
+
+def read_tfrecord_labels(path: str):
+    from imgtools.formats import get_format
+    from imgtools.formats.base import InputShard
+
+    fmt = get_format("tfrecord")
+    root = Path(path).parent
+    return list(fmt.read_shard(InputShard(path, "train"), fmt.read_info(root)))
+
+
+_WIDS_SCRIPT = """
+import json, sys, wids
+ds = wids.ShardListDataset(sys.argv[1])
+sample = ds[5]  # wids decodes: .json to a dict, images to PIL
+print(json.dumps({"n": len(ds), "keys": sorted(sample), "json": sample[".json"],
+                  "size": list(sample[".jpg"].size)}))
+"""
 
 
 def test_wids_reads_our_index(folder, tmp_path):
-    wids = pytest.importorskip("wids", exc_type=ImportError)  # imports torch
+    """wids (it imports torch, so it runs in the clients' Python) opens our shard index."""
+    python = clients_python("wids")
     convert(folder, tmp_path / "w", "webdataset", quiet=True, shard_records=4, n_jobs=1)
-    ds = wids.ShardListDataset(str(tmp_path / "w" / "train.wids.json"))
-    assert len(ds) == 13
-    assert ds[5][".json"] is not None
+    out = subprocess.run([python, "-c", _WIDS_SCRIPT, str(tmp_path / "w" / "train.wids.json")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["n"] == 13
+    assert {".jpg", ".cls", ".json"} <= set(got["keys"])
+    assert got["json"]["split"] == "train" and min(got["size"]) > 0
 
 
 # ------------------------------------------------------------------- their files, our reader

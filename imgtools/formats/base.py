@@ -27,7 +27,13 @@ class InputShard:
 
 
 class ShardWriter(ABC):
-    """Writes the records of one output shard; nothing is visible until :meth:`close`."""
+    """Writes the records of one output shard; nothing is visible until :meth:`close`.
+
+    ``known_digests`` maps files a writer has already hashed (sha256) while writing them, so
+    the build's SHA256SUMS need not read those files back.
+    """
+
+    known_digests: dict[Path, str]
 
     @abstractmethod
     def write(self, record: Record) -> None: ...

@@ -9,6 +9,7 @@ ImageNet class table when they are wnids.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,13 @@ def _split_dirs(root: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def _shard_files(shard: InputShard) -> list[str]:
+    """The image files of an input shard, in read order (listed now unless the shard says)."""
+    folder = Path(shard.path)
+    return shard.options.get("files") or sorted(
+        p.name for p in folder.iterdir() if p.is_file() and _is_image(p.name))
+
+
 class FolderWriter(ShardWriter):
     """Writes each image as its own file, atomically, as soon as it arrives."""
 
@@ -44,6 +52,7 @@ class FolderWriter(ShardWriter):
         self.root = root
         self.split = split
         self.written: list[Path] = []
+        self.known_digests: dict[Path, str] = {}
 
     def path_for(self, record: Record) -> Path:
         if self.split == "unsup" or record.label is None:
@@ -54,6 +63,7 @@ class FolderWriter(ShardWriter):
         path = self.path_for(record)
         atomic_write_bytes(path, record.image)
         self.written.append(path)
+        self.known_digests[path] = hashlib.sha256(record.image).hexdigest()
 
     def close(self) -> list[Path]:
         return self.written
@@ -108,16 +118,13 @@ class FolderFormat(Format):
         """File sizes of the shard's images, in read order, from stat alone: lets
         ``imgtools convert`` plan output shards by bytes without reading every image twice."""
         folder = Path(shard.path)
-        files = shard.options.get("files") or sorted(
-            p.name for p in folder.iterdir() if p.is_file() and _is_image(p.name))
-        return [os.path.getsize(folder / fname) for fname in files]
+        return [os.path.getsize(folder / fname) for fname in _shard_files(shard)]
 
     def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
         folder = Path(shard.path)
         label_of = {c.wnid: i for i, c in enumerate(info.classes)}
         wnid = shard.options.get("wnid")
-        files = shard.options.get("files") or sorted(
-            p.name for p in folder.iterdir() if p.is_file() and _is_image(p.name))
+        files = _shard_files(shard)
         label = label_of.get(wnid) if wnid else None
         if wnid and label is None:
             raise UserError(f"class folder {wnid!r} is not in the dataset's class list",

@@ -45,7 +45,7 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
 
 def hf_features(info: DatasetInfo) -> dict:
     """The ``datasets`` features of our columns, as ``push_to_hub`` would store them."""
-    label = ({"names": info.class_names, "_type": "ClassLabel"} if info.classes
+    label = ({"names": info.unique_class_names, "_type": "ClassLabel"} if info.classes
              else {"dtype": "int64", "_type": "Value"})
     return {"image": {"_type": "Image"}, "label": label}
 
