@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -17,8 +18,9 @@ TMP_PREFIX = ".tmp-"
 
 
 def tmp_path_for(path: Path) -> Path:
-    """The temporary sibling of ``path`` (unique per process, so parallel workers never clash)."""
-    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    """The temporary sibling of ``path``, unique per process and thread, so parallel workers of
+    either kind never clash."""
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{path.name}")
 
 
 @contextlib.contextmanager

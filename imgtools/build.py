@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from imgtools import __version__
 from imgtools.atomic import atomic_write_text, remove_stale_tmp
+from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.formats import get_format
 from imgtools.plan import BuildPlan, PlanItem
@@ -138,7 +138,7 @@ def run_build_shard(task: ShardTask) -> dict:
         for w in writers:
             w.abort()
         raise
-    checksums = [{str(p.relative_to(r)): getattr(w, "known_digests", {}).get(p) or _sha256(p)
+    checksums = [{str(p.relative_to(r)): getattr(w, "known_digests", {}).get(p) or sha256_file(p)
                   for p in paths} for w, r, paths in zip(writers, job.roots, written)]
     return {"split": job.split, "n": len(job.items), "counts": counts, "skipped": skipped,
             "repaired": repaired, "checksums": checksums}
@@ -148,14 +148,6 @@ def _jpeg_name(name: str) -> str:
     """A re-encoded PNG keeps its (ImageNet) name, which already ends in .JPEG."""
     stem, dot, ext = name.rpartition(".")
     return name if dot and ext.lower() in ("jpeg", "jpg") else f"{name}.JPEG"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> dict:

@@ -7,7 +7,9 @@ files in bounded memory:
 1. **Decode** (parallel, resumable shards via :func:`imgtools.runner.run_shards`): each image is
    decoded once and resized to every requested size; each shard writes its rows with ``pwrite``
    into one preallocated row file per (split, size) in the state folder, at slots fixed by the
-   plan order. Broken files leave an all-zero slot and are listed, never fatal.
+   plan order. Broken files leave an all-zero slot and are listed, never fatal. Workers are
+   threads (Pillow's decode and resize release the GIL): one process, so the peak memory is one
+   interpreter, not one per core.
 2. **Mean**: one sequential pass over each train row file sums the valid rows in int64. Sums of
    uint8 values are exact in float64, so ``sum / n`` is bit-for-bit ``np.mean(x, axis=0)``.
 3. **Write** (parallel, resumable per output file): each output batch gathers its rows in the
@@ -581,7 +583,8 @@ def downsample_dataset(
             _prepare_row_file(_row_file(state, split, s), n, 3 * s * s)
     decoded = {task.shard_id: result for task, result in run_shards(
         tasks, decode_shard, state_dir=state / "done-decode", n_jobs=n_jobs, resume=resume,
-        desc="downsample", total_weight=sum(t.weight for t in tasks), quiet=quiet)}
+        desc="downsample", total_weight=sum(t.weight for t in tasks), quiet=quiet,
+        prefer="threads")}
     failed_slots, skipped, repaired = _collect_failures(tasks, decoded)
 
     counts = _save_orders(state, plan, n_slots, failed_slots, seed)
@@ -597,7 +600,7 @@ def downsample_dataset(
     write_tasks = list(_write_tasks(state, out_root, info.name, sizes_t, counts, fmt, batches))
     list(run_shards(write_tasks, write_batch, state_dir=state / "done-write", n_jobs=n_jobs,
                     resume=resume, desc="write", total_weight=len(write_tasks), quiet=quiet,
-                    unit="file"))
+                    unit="file", prefer="threads"))
 
     summary = _finish(out_root, info, sizes_t, counts, fmt, batches, skipped, repaired, settings,
                       label_base)

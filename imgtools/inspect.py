@@ -10,7 +10,6 @@ exact integers, so ``stats`` gives the same digits however many workers run it.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import math
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.formats.base import Format, InputShard
 from imgtools.records import DatasetInfo, Record
@@ -277,14 +277,6 @@ def _verify_shard(fmt_name: str, shard: InputShard, info: DatasetInfo) -> dict:
             "problem_count": len(problems)}
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_sha256sums(path: Path) -> dict[str, str]:
     """``sha256sum`` lines (``<hex>  <relative path>``) -> {path: hex}; {} when absent."""
     if not path.is_file():
@@ -308,7 +300,7 @@ def _checksum_chunk(root: str, items: list[tuple[str, str]]) -> list[dict]:
         if not path.is_file():
             problems.append({"path": str(path),
                              "what": "listed in the build checksums but missing"})
-        elif _sha256_file(path) != expected:
+        elif sha256_file(path) != expected:
             problems.append({"path": str(path),
                              "what": "sha256 differs from the one recorded at build time"})
     return problems

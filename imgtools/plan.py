@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.recipes import Part, Recipe
 from imgtools.records import SPLITS, DatasetInfo
@@ -24,7 +25,6 @@ from imgtools.splits import (
     official_csv_path,
     random_split,
     read_official_csv,
-    sha256_file,
     take_fraction,
 )
 

@@ -69,18 +69,21 @@ def run_shards(
     total_weight: int | None = None,
     quiet: bool = False,
     unit: str = "img",
+    prefer: str | None = None,
 ) -> Iterator[tuple[ShardTask, dict]]:
     """Run ``worker`` on every task not already done; yield ``(task, summary)`` as shards finish.
 
     Finished shards come back in completion order (not task order): callers that need a stable
     order sort by ``shard_id``. Memory stays flat: tasks are consumed lazily by joblib's
-    dispatcher and only summaries travel back.
+    dispatcher and only summaries travel back. ``prefer="threads"`` suits workers whose time
+    goes to Pillow/numpy calls that release the GIL: one process, no worker start-up, no
+    per-process memory. It is joblib's soft hint, so a backend chosen with
+    ``joblib.parallel_config`` (Dask, Ray) still wins.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     jobs = resolve_jobs(n_jobs)
     bar = tqdm(total=total_weight, desc=desc, unit=unit, disable=quiet, dynamic_ncols=True,
                smoothing=0.05)
-    pending: list[ShardTask] = []
 
     def todo() -> Iterator[ShardTask]:
         for task in tasks:
@@ -89,7 +92,6 @@ def run_shards(
                 bar.update(task.weight)
                 finished.append((task, done))
                 continue
-            pending.append(task)
             yield task
 
     finished: list[tuple[ShardTask, dict]] = []
@@ -98,7 +100,7 @@ def run_shards(
             results: Iterable = ((t, worker(t)) for t in todo())
         else:
             results = Parallel(n_jobs=jobs, return_as="generator_unordered",
-                               pre_dispatch="2*n_jobs")(
+                               pre_dispatch="2*n_jobs", prefer=prefer)(
                 delayed(_run_one)(worker, t) for t in todo())
         for task, summary in results:
             atomic_write_text(_marker(state_dir, task.shard_id), json.dumps(summary))

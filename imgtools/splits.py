@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtools.atomic import atomic_write_bytes
+from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.recipes import Recipe
 
@@ -41,14 +42,6 @@ def cache_dir() -> Path:
     base = os.environ.get("IMGTOOLS_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "imgtools")
     return Path(base)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def official_csv_path(recipe: Recipe, given: list[Path]) -> tuple[Path, str]:

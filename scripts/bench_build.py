@@ -101,6 +101,7 @@ def plain_loop(paths: list[Path], size: int, out_dir: Path,
     """Resize every image to ``size`` into ``out_dir/<name>`` in one process; timed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = []
+    os.sync()  # no contender pays for another's write-back
     start = time.perf_counter()
     for path in paths:
         try:
@@ -146,6 +147,7 @@ def run_build(recipe: str, tree: Path, sizes: list[int], out: Path, exact: bool,
     if exact:
         cmd.append("--exact")
     cmd += extra
+    os.sync()
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start

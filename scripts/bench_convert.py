@@ -63,6 +63,9 @@ def timed(fn: Callable[[], object], repeat: int, cleanup: Callable[[], None]) ->
     best = float("inf")
     for _ in range(repeat):
         cleanup()
+        # Flush what earlier runs left dirty in the page cache, so no contender pays for
+        # another's write-back (2 GB per direction is enough to throttle the next writer).
+        os.sync()
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)

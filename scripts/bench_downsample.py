@@ -202,6 +202,7 @@ def _tree_rss(pid: int) -> int:
 
 def measure(argv: list[str]) -> dict:
     """Run a child; wall seconds and peak process-tree RSS, polled every 20 ms."""
+    os.sync()  # no contender pays for another's write-back
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, __file__, *argv])
     peak = 0

@@ -272,7 +272,8 @@ def test_download_checks_pinned_sha256(tmp_path, monkeypatch):
 def test_published_lists_reproduced_exactly(tmp_path, name, train, val):
     """A tree holding exactly the files fastai lists: the official build takes every one of
     them, in the published split, and the downloaded-list pin matches the published file."""
-    from imgtools.splits import read_official_csv, sha256_file
+    from imgtools.checksums import sha256_file
+    from imgtools.splits import read_official_csv
 
     csv_path = SHARED / f"noisy_{name}.csv"
     recipe = load_recipe(name)

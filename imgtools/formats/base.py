@@ -17,6 +17,18 @@ from pathlib import Path
 from imgtools.records import DatasetInfo, Record
 
 
+def files_with_suffix(path: Path, suffix: str) -> list[Path]:
+    """``path`` itself if it is such a file, else every such file below it (sorted), leaving
+    out temporaries of an unfinished write and hidden files."""
+    from imgtools.atomic import TMP_PREFIX
+
+    path = Path(path)
+    if path.is_file():
+        return [path] if path.suffix == suffix else []
+    return [p for p in sorted(path.rglob(f"*{suffix}"))
+            if p.is_file() and not p.name.startswith((TMP_PREFIX, "."))]
+
+
 @dataclass(frozen=True)
 class InputShard:
     """A self-contained unit of reading: a file (or folder) and which split it holds."""

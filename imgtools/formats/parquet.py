@@ -26,9 +26,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX, tmp_path_for
+from imgtools.atomic import tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
-from imgtools.formats.base import Format, InputShard, ShardWriter
+from imgtools.formats.base import Format, InputShard, ShardWriter, files_with_suffix
 from imgtools.records import DatasetInfo, Record, safe_key
 
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "unsup": "unsup", "test": "test"}
@@ -109,11 +109,7 @@ class ParquetFormat(Format):
 
     # ------------------------------------------------------------------ reading
     def files(self, path: Path) -> list[Path]:
-        path = Path(path)
-        if path.is_file():
-            return [path] if path.suffix == ".parquet" else []
-        return [p for p in sorted(path.rglob("*.parquet"))
-                if p.is_file() and not p.name.startswith((TMP_PREFIX, "."))]
+        return files_with_suffix(path, ".parquet")
 
     def detect(self, path: Path) -> bool:
         return bool(self.files(Path(path)))

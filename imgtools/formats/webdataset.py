@@ -27,9 +27,9 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX, atomic_write_text, tmp_path_for
+from imgtools.atomic import atomic_write_text, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
-from imgtools.formats.base import Format, InputShard, ShardWriter
+from imgtools.formats.base import Format, InputShard, ShardWriter, files_with_suffix
 from imgtools.records import DatasetInfo, Record
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "img",
@@ -166,11 +166,7 @@ class WebDatasetFormat(Format):
 
     # ------------------------------------------------------------------ reading
     def files(self, path: Path) -> list[Path]:
-        path = Path(path)
-        if path.is_file():
-            return [path] if path.suffix == ".tar" else []
-        return [p for p in sorted(path.rglob("*.tar"))
-                if p.is_file() and not p.name.startswith((TMP_PREFIX, "."))]
+        return files_with_suffix(path, ".tar")
 
     def detect(self, path: Path) -> bool:
         return bool(self.files(Path(path)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from imgtools.checksums import sha256_file
 from imgtools.errors import RemoteError, UserError
 from imgtools.hub.card import CardContext, build_card, preview_asset_paths, split_front_matter
 from imgtools.hub.layout import (
@@ -109,13 +111,25 @@ def _http_error(exc: BaseException):
     return None
 
 
-def _network_error(exc: BaseException) -> bool:
-    import httpx2
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's "could not reach the server" errors: huggingface_hub 2.x uses httpx2,
+    1.x httpx, older releases requests; whichever is installed."""
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module, attr in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests", "ConnectionError")):
+        try:
+            kinds.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(kinds)
 
+
+def _network_error(exc: BaseException) -> bool:
+    kinds = _transport_errors()
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, httpx2.TransportError | ConnectionError | TimeoutError):
+        if isinstance(exc, kinds):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -305,19 +319,11 @@ def _git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def already_there(path: Path, remote: tuple[str, str] | None) -> bool:
     if remote is None:
         return False
     kind, oid = remote
-    return oid == (_sha256(path) if kind == "sha256" else _git_blob_sha1(path))
+    return oid == (sha256_file(path) if kind == "sha256" else _git_blob_sha1(path))
 
 
 def plan_commits(todo: dict[str, Path], last: set[str]) -> list[tuple[str, list[str]]]:
