@@ -47,6 +47,7 @@ from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.errors import UserError
 from imgtools.records import DatasetInfo
 from imgtools.runner import ShardTask, run_shards
+from imgtools.transform import BadImage, open_image, read_bytes
 
 FORMATS = ("pickle", "npz")
 OUTPUT_SPLITS = ("train", "val", "unsup")
@@ -70,10 +71,6 @@ class DownsampleItem(NamedTuple):
     split: str
     label: int | None
     wnid: str | None = None
-
-
-class BadImageError(Exception):
-    """A source file that yields no pixels (truncated, zero-byte, not an image, unreadable)."""
 
 
 def output_dir_name(name: str, size: int) -> str:
@@ -105,19 +102,19 @@ def open_rgb(path: str | Path, draft_size: int | None = None) -> tuple[Image.Ima
     """Decode ``path`` to an RGB image the way the published resizer does; returns
     ``(image, note)`` where ``note`` names a conversion (``"CMYK->RGB"``) or is None.
 
-    Deliberately *not* the build's general loader: the published script ignores EXIF rotation
-    and ICC profiles and converts any non-RGB mode with Pillow's plain ``convert("RGB")``;
-    doing anything else would change pixels. ``draft_size`` enables JPEG DCT scaling (--fast).
+    Deliberately *not* the build's RGB repair (which flattens transparency on white): the
+    published script ignores EXIF rotation and ICC profiles and converts any non-RGB mode with
+    Pillow's plain ``convert("RGB")``; anything else would change pixels. Unusable files raise
+    the build's :class:`BadImage`, with the same reasons as every other report.
+    ``draft_size`` enables JPEG DCT scaling (--fast).
     """
+    im = open_image(read_bytes(str(path)))
     try:
-        im = Image.open(path)
         if draft_size:
             im.draft("RGB", (draft_size, draft_size))
         im.load()
-    except Image.DecompressionBombError as e:
-        raise BadImageError(f"image too large to decode safely: {e}") from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(_describe_decode_error(path, e)) from e
+        raise BadImage(f"corrupt or truncated image data: {e}") from e
     note = None
     if im.mode != "RGB":
         note = f"{im.format or '?'} {im.mode}->RGB"
@@ -125,22 +122,6 @@ def open_rgb(path: str | Path, draft_size: int | None = None) -> tuple[Image.Ima
     elif im.format not in ("JPEG", "MPO"):
         note = f"{im.format} RGB"
     return im, note
-
-
-def _describe_decode_error(path: str | Path, e: Exception) -> str:
-    try:
-        size = os.path.getsize(path)
-    except OSError as stat_error:
-        return f"cannot read file: {stat_error.strerror or stat_error}"
-    if size == 0:
-        return "zero-byte file"
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    if "truncated" in str(e):
-        return f"truncated image ({size} bytes): {e}"
-    if isinstance(e, Image.UnidentifiedImageError):
-        return "not an image (Pillow cannot identify it)"
-    return f"cannot decode: {e}"
 
 
 def center_square(width: int, height: int) -> tuple[int, int, int, int]:
@@ -459,8 +440,8 @@ def decode_shard(task: ShardTask) -> dict:
             try:
                 resized, note = downsample_file(job.items[i].src, job.sizes, crop=job.crop,
                                                 fast=job.fast)
-            except BadImageError as e:
-                failed.append([i, job.items[i].src, str(e)])
+            except BadImage as e:
+                failed.append([i, job.items[i].src, e.reason])
                 continue
             if note:
                 notes.append([i, note])

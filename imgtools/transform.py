@@ -77,7 +77,7 @@ def read_bytes(path: str) -> bytes:
     except OSError as e:
         raise BadImage(f"unreadable: {e.strerror or e}") from e
     if not data:
-        raise BadImage("empty file (0 bytes)")
+        raise BadImage("empty (zero-byte) file")
     return data
 
 
