@@ -132,7 +132,8 @@ def run_build_shard(task: ShardTask) -> dict:
             for writer, data in zip(writers, outputs):
                 writer.write(Record(safe_key(name), item.split, item.label, data, name,
                                     item.wnid if cls else None, cls.name if cls else None))
-            counts[item.wnid] = counts.get(item.wnid, 0) + 1
+            key = item.wnid if cls else "unlabelled"
+            counts[key] = counts.get(key, 0) + 1
         written = [w.close() for w in writers]
     except BaseException:
         for w in writers:
@@ -248,7 +249,10 @@ def _write_csv(path: Path, plan: BuildPlan, totals: _Totals) -> None:
 
 def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float,
             command: str | None) -> dict:
-    counts = {s: dict(sorted(totals.counts[s].items())) for s in SPLITS if s in totals.counts}
+    # Unlabelled images are counted, not attributed to classes: their classes must not leak.
+    counts = {s: dict(sorted(totals.counts[s].items())) for s in SPLITS
+              if s in totals.counts and s != "unsup"}
+    split_totals = {s: sum(totals.counts[s].values()) for s in SPLITS if s in totals.counts}
     return {
         "tool": "imgtools",
         "tool_version": __version__,
@@ -267,7 +271,7 @@ def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float
         "label_order": plan.info.label_order,
         "planned": {s: len(v) for s, v in plan.items.items()},
         "counts": counts,
-        "totals": {s: sum(c.values()) for s, c in counts.items()},
+        "totals": split_totals,
         "skipped": sorted(totals.skipped, key=lambda s: s["path"]),
         "repaired": sorted(totals.repaired, key=lambda s: s["path"]),
         "missing_from_tree": plan.missing,

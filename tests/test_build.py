@@ -478,3 +478,12 @@ def test_demo_runs_end_to_end(tmp_path):
     root = tmp_path / "demo" / "imagewang-160"
     assert {p.name for p in root.iterdir()} >= {"train", "val", "unsup", "build-info.json",
                                                  "noisy_imagewang.csv"}
+
+
+def test_verify_agrees_with_an_imagewang_build(kaggle_tree, tmp_path):
+    """The build's own report must satisfy `imgtools verify` (unsup counted, not by class)."""
+    report = do_build("imagewang", kaggle_tree.src, tmp_path, sizes=(160,))
+    root = Path(report["outputs"][0])
+    assert "unsup" not in report["counts"] and report["totals"]["unsup"] > 0
+    proc = run_cli("verify", root, "-q", "--json", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

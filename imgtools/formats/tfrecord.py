@@ -106,6 +106,28 @@ def _read_exact(f: BinaryIO, n: int, path: Path, offset: int, what: str) -> byte
     return data
 
 
+def _read_length(f: BinaryIO, path: Path, offset: int, check_crc: bool,
+                 what: str = "") -> int | None:
+    """The payload length from the 12-byte record header at ``offset``; None at a clean end
+    of file. A short header or (when asked) a bad length CRC is a :class:`CorruptDataError`."""
+    try:
+        head = f.read(_HEADER.size)
+    except (EOFError, OSError) as e:
+        raise CorruptDataError(f"damaged GZIP stream: {e}", path=path, offset=offset,
+                               fix="copy the file again") from e
+    if not head:
+        return None
+    if len(head) != _HEADER.size:
+        raise CorruptDataError("truncated record header", path=path, offset=offset,
+                               fix="the file was cut short; copy it again")
+    length, length_crc = _HEADER.unpack(head)
+    if check_crc and masked_crc(head[:8]) != length_crc:
+        raise CorruptDataError(
+            f"{what}length CRC mismatch (not a TFRecord file, or damaged)",
+            path=path, offset=offset, fix="copy the file again or regenerate it")
+    return length
+
+
 def iter_frames(path: Path, skip: int = 0, check_crc: bool = True) -> Iterator[tuple[int, bytes]]:
     """Yield ``(offset, payload)`` of every record after the first ``skip`` (which are stepped
     over by seeking, without reading their payloads), checking both CRCs."""
@@ -113,21 +135,9 @@ def iter_frames(path: Path, skip: int = 0, check_crc: bool = True) -> Iterator[t
         offset = 0
         index = 0
         while True:
-            try:
-                head = f.read(_HEADER.size)
-            except (EOFError, OSError) as e:
-                raise CorruptDataError(f"damaged GZIP stream: {e}", path=path, offset=offset,
-                                       fix="copy the file again") from e
-            if not head:
+            length = _read_length(f, path, offset, check_crc, f"record {index}: ")
+            if length is None:
                 return
-            if len(head) != _HEADER.size:
-                raise CorruptDataError("truncated record header", path=path, offset=offset,
-                                       fix="the file was cut short; copy it again")
-            length, length_crc = _HEADER.unpack(head)
-            if check_crc and masked_crc(head[:8]) != length_crc:
-                raise CorruptDataError(
-                    f"record {index}: length CRC mismatch (not a TFRecord file, or damaged)",
-                    path=path, offset=offset, fix="copy the file again or regenerate it")
             if index < skip:
                 _skip(f, length + 4, path, offset)
             else:
@@ -161,17 +171,9 @@ def scan_lengths(path: Path) -> Iterator[tuple[int, int]]:
         gz = isinstance(f, gzip.GzipFile)
         offset = 0
         while True:
-            head = f.read(_HEADER.size)
-            if not head:
+            length = _read_length(f, path, offset, check_crc=True)
+            if length is None:
                 return
-            if len(head) != _HEADER.size:
-                raise CorruptDataError("truncated record header", path=path, offset=offset,
-                                       fix="the file was cut short; copy it again")
-            length, length_crc = _HEADER.unpack(head)
-            if masked_crc(head[:8]) != length_crc:
-                raise CorruptDataError("length CRC mismatch (not a TFRecord file, or damaged)",
-                                       path=path, offset=offset,
-                                       fix="copy the file again or regenerate it")
             end = offset + _HEADER.size + length + 4
             if gz:
                 _read_exact(f, length + 4, path, offset, "a record")
