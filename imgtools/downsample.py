@@ -371,8 +371,12 @@ class WriteJob:
 
 
 def normalise_shards(shards: Iterable[Iterable[Any]]) -> list[tuple[DownsampleItem, ...]]:
-    """Plain tuples from whatever items the planner uses (anything with ``src``, ``split``,
-    ``label`` and ``wnid`` attributes); checks splits and labels once, up front."""
+    """Items as the workers need them (anything with ``src``, ``split``, ``label`` and ``wnid``
+    attributes); checks splits and labels once, up front. The build planner's own items already
+    have that shape and are kept as they are rather than copied: for all of ImageNet a copy
+    would be hundreds of MB."""
+    from imgtools.plan import PlanItem
+
     out = []
     for shard in shards:
         items = []
@@ -383,6 +387,9 @@ def normalise_shards(shards: Iterable[Iterable[Any]]) -> list[tuple[DownsampleIt
             label = None if split == "unsup" else item.label
             if split != "unsup" and label is None:
                 raise UserError(f"{item.src}: a {split} image needs a label")
+            if isinstance(item, PlanItem) and (split != "unsup" or item.label is None):
+                items.append(item)
+                continue
             items.append(DownsampleItem(str(item.src), split,
                                         None if label is None else int(label),
                                         getattr(item, "wnid", None)))
