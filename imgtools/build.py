@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from imgtools import __version__
-from imgtools.atomic import atomic_write_text, remove_stale_tmp
+from imgtools.atomic import atomic_open, atomic_write_text, remove_stale_tmp
 from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.formats import get_format
@@ -174,7 +174,7 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
     report = _report(plan, opts, totals, seconds, command)
     for i, root in enumerate(roots):
         root.mkdir(parents=True, exist_ok=True)
-        _write_checksums(root, state, plan, opts, i, shuffle)
+        _write_checksums(root, state, plan, opts, i)
         _write_csv(root / plan.recipe.csv_name, plan, totals)
         fmt.finalize(root, plan.info, report["totals"])
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
@@ -219,32 +219,34 @@ class _Totals:
         self.images += summary["n"]
 
 
-def _write_checksums(root: Path, state: Path, plan: BuildPlan, opts: BuildOptions, i: int,
-                     shuffle: bool) -> None:
+def _write_checksums(root: Path, state: Path, plan: BuildPlan, opts: BuildOptions,
+                     i: int) -> None:
     """``sha256sum -c`` compatible, streamed from the shard markers in a stable order."""
-    buf = io.StringIO()
-    for shard_id, _items in plan.shards(opts.shard_size, shuffle):
-        done = load_done(state, shard_id)
-        if done is None:
-            raise RuntimeError(f"shard {shard_id} has no summary after the run")
-        for rel, digest in done["checksums"][i].items():  # plan order
-            buf.write(f"{digest}  {rel}\n")
-    atomic_write_text(root / CHECKSUMS, buf.getvalue())
+    with atomic_open(root / CHECKSUMS, "w") as f:
+        for shard_id in _shard_ids(plan, opts.shard_size):
+            done = load_done(state, shard_id)
+            if done is None:
+                raise RuntimeError(f"shard {shard_id} has no summary after the run")
+            for rel, digest in done["checksums"][i].items():  # plan order
+                f.write(f"{digest}  {rel}\n")
+
+
+def _shard_ids(plan: BuildPlan, shard_size: int) -> Iterator[str]:
+    """The ids :meth:`BuildPlan.shards` gives, without materialising any shard."""
+    for split in SPLITS:
+        for k in range(plan.num_shards(split, shard_size)):
+            yield f"{split}-{k:05d}"
 
 
 def _write_csv(path: Path, plan: BuildPlan, totals: _Totals) -> None:
-    """The fastai CSV, for the images that made it into the output."""
+    """The fastai CSV, for the images that made it into the output (streamed)."""
     dropped = {s["path"] for s in totals.skipped}
-    kept_names = {(it.split, it.out_name) for split in ("train", "val")
-                  for it in plan.items.get(split, []) if it.src not in dropped}
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for row in plan.csv_rows():
-        split, _wnid, name = row[0].split("/")
-        if (split, name) in kept_names:
-            w.writerow(row)
-    atomic_write_text(path, buf.getvalue())
+    with atomic_open(path, "w") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(CSV_COLUMNS)
+        for item, row in plan.csv_rows():
+            if item.src not in dropped:
+                w.writerow(row)
 
 
 def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float,

@@ -4,15 +4,22 @@ Planning only lists folders and reads label files; no image is opened. The resul
 small :class:`PlanItem` tuples per split (paths and labels), from which shards (self-contained
 tasks for :mod:`imgtools.runner`) are cut. Every decision is a pure function of the tree, the
 recipe, the split mode and the seed, which is what makes builds reproducible.
+
+The plan is the one structure that grows with the dataset, so it is stored in columns
+(:class:`PlanTable`: numpy arrays of a few bytes per image plus the file name) rather than as
+Python objects: about 40 bytes an image, 50 MB for all of ImageNet-1k instead of 400 MB, and
+planning walks the tree one class at a time.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+
+import numpy as np
 
 from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
@@ -46,6 +53,112 @@ class Candidate(NamedTuple):
     filename: str
 
 
+POOLS = ("train", "val")  # ImageNet's own splits, coded 0 and 1 in a PlanTable
+
+
+def _encode(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")  # any name os.listdir can return
+
+
+class PlanTable(Sequence):
+    """The images of one split, in columns; indexing materialises a :class:`PlanItem`.
+
+    ``cls`` indexes ``wnids`` (the recipe's classes), ``label`` is the 0-based label or -1 for
+    unlabelled images, ``pool`` the ImageNet split the file lives in, ``alias`` the number of an
+    anonymised unsup name (``unsup_000017.JPEG``) or -1 to keep the file's own name.
+    """
+
+    def __init__(self, split: str, source: ImageNetSource, wnids: Sequence[str],
+                 pool: np.ndarray, cls: np.ndarray, label: np.ndarray, name: np.ndarray,
+                 alias: np.ndarray | None = None):
+        self.split, self.source, self.wnids = split, source, wnids
+        self.pool, self.cls, self.label, self.name = pool, cls, label, name
+        self.alias = np.full(len(cls), -1, np.int32) if alias is None else alias
+
+    def __len__(self) -> int:
+        return len(self.cls)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.item(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.item(index)
+
+    def __iter__(self) -> Iterator[PlanItem]:
+        return (self.item(i) for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PlanTable):
+            return NotImplemented
+        return self.split == other.split and list(self.wnids) == list(other.wnids) and all(
+            np.array_equal(a, b) for a, b in zip(self._columns(), other._columns()))
+
+    __hash__ = None  # mutable-looking container: not hashable, like a list
+
+    def _columns(self) -> tuple[np.ndarray, ...]:
+        return self.pool, self.cls, self.label, self.name, self.alias
+
+    def item(self, i: int) -> PlanItem:
+        wnid = self.wnids[self.cls[i]]
+        name = self.name[i].decode("utf-8", "surrogateescape")
+        src = str(self.source.path_of(POOLS[self.pool[i]], wnid, name))
+        alias = int(self.alias[i])
+        out_name = name if alias < 0 else f"unsup_{alias:06d}.JPEG"
+        label = int(self.label[i])
+        return PlanItem(src, self.split, None if label < 0 else label, wnid, out_name)
+
+    def take(self, order: np.ndarray | list[int]) -> PlanTable:
+        """The same images in ``order`` (indices)."""
+        idx = np.asarray(order, dtype=np.int64)
+        return PlanTable(self.split, self.source, self.wnids,
+                         *(column[idx] for column in self._columns()))
+
+    def sorted(self) -> PlanTable:
+        """Canonical order: by label (unlabelled first), class, file name."""
+        return self.take(np.lexsort((self.name, self.cls, self.label)))
+
+    def anonymised(self, seed: int) -> PlanTable:
+        """Unlabelled images must not carry their label: ImageNet train names start with the
+        wnid and a class-sorted numbering would leak class boundaries, so they are numbered in
+        a seeded shuffled order (``unsup_000017.JPEG``)."""
+        order = list(range(len(self)))
+        random.Random(f"{seed}:unsup").shuffle(order)
+        table = self.take(order)
+        table.alias = np.arange(len(table), dtype=np.int32)
+        return table
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.cls, minlength=len(self.wnids))
+
+
+class _TableBuilder:
+    """Collects one split's images class by class, as small column chunks."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, cands: list[Candidate], cls: int, label: int | None) -> None:
+        if not cands:
+            return
+        n = len(cands)
+        self.chunks.append((
+            np.array([POOLS.index(c.pool) for c in cands], dtype=np.uint8),
+            np.full(n, cls, dtype=np.int32),
+            np.full(n, -1 if label is None else label, dtype=np.int32),
+            np.array([_encode(c.filename) for c in cands], dtype=np.bytes_)))
+
+    def build(self, split: str, source: ImageNetSource, wnids: list[str]) -> PlanTable:
+        if not self.chunks:
+            empty = np.zeros(0, np.int32)
+            return PlanTable(split, source, wnids, np.zeros(0, np.uint8), empty, empty,
+                             np.zeros(0, "S1"))
+        columns = [np.concatenate(col) for col in zip(*self.chunks)]
+        return PlanTable(split, source, wnids, *columns)
+
+
 @dataclass
 class BuildPlan:
     recipe: Recipe
@@ -53,20 +166,16 @@ class BuildPlan:
     source: ImageNetSource
     split_mode: str
     seed: int
-    items: dict[str, list[PlanItem]]
+    items: dict[str, PlanTable]
     noisy: dict[tuple[str, str], tuple[str, ...]]  # (split, filename) -> noisy labels
     split_sources: list[dict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # listed officially, absent in the tree
     unlisted: int = 0  # in the tree but not in the official list
 
     def counts(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for split, items in self.items.items():
-            per = {c.wnid: 0 for c in self.info.classes} if split != "unsup" else {}
-            for it in items:
-                per[it.wnid] = per.get(it.wnid, 0) + 1
-            out[split] = per
-        return out
+        """Planned images per class of each labelled split."""
+        return {split: dict(zip(self.info.wnids, map(int, table.class_counts())))
+                for split, table in self.items.items() if split != "unsup"}
 
     def total(self) -> int:
         return sum(len(v) for v in self.items.values())
@@ -75,30 +184,35 @@ class BuildPlan:
         """``(shard_id, items)`` per shard; ``shuffle`` mixes classes (seeded) for record formats,
         where a shard of one class would starve a training stream of variety."""
         for split in SPLITS:
-            items = self.items.get(split, [])
+            table = self.items.get(split)
+            if table is None:
+                continue
+            order = list(range(len(table)))
             if shuffle:
-                items = list(items)
-                random.Random(f"{self.seed}:shuffle:{split}").shuffle(items)
-            for i in range(0, len(items), shard_size):
-                yield f"{split}-{i // shard_size:05d}", items[i:i + shard_size]
+                random.Random(f"{self.seed}:shuffle:{split}").shuffle(order)
+            for i in range(0, len(order), shard_size):
+                yield (f"{split}-{i // shard_size:05d}",
+                       [table.item(j) for j in order[i:i + shard_size]])
 
     def num_shards(self, split: str, shard_size: int) -> int:
-        return -(-len(self.items.get(split, [])) // shard_size)
+        return -(-len(self.items.get(split, ())) // shard_size)
 
-    def csv_rows(self) -> Iterator[list[str]]:
-        """Rows of the fastai CSV for the labelled images (unsup has no labels to give)."""
+    def csv_rows(self) -> Iterator[tuple[PlanItem, list[str]]]:
+        """``(item, row)`` of the fastai CSV for the labelled images (unsup has no labels to
+        give): the published noisy columns where the list had them, else seeded ones."""
         for split in ("train", "val"):
-            items = self.items.get(split, [])
-            generated = {}
+            table = self.items.get(split)
+            if table is None:
+                continue
+            generated: Iterator[tuple[str, ...]] = iter(())
             if split == "train":
-                todo = [it for it in items if (split, it.out_name) not in self.noisy]
-                wnids = self.info.wnids
-                rows = noisy_labels([it.wnid for it in todo], wnids, self.seed)
-                generated = {it.out_name: row for it, row in zip(todo, rows)}
-            for it in items:
-                noisy = self.noisy.get((split, it.out_name)) or generated.get(it.out_name) or (
-                    (it.wnid,) * 5)
-                yield [f"{split}/{it.wnid}/{it.out_name}", *noisy, str(split == "val")]
+                todo = [it.wnid for it in table if (split, it.out_name) not in self.noisy]
+                generated = iter(noisy_labels(todo, self.info.wnids, self.seed))
+            for it in table:
+                noisy = self.noisy.get((split, it.out_name))
+                if noisy is None:
+                    noisy = next(generated) if split == "train" else (it.wnid,) * 5
+                yield it, [f"{split}/{it.wnid}/{it.out_name}", *noisy, str(split == "val")]
 
 
 def make_plan(recipe: Recipe, source: ImageNetSource, *, split_mode: str | None, seed: int,
@@ -107,23 +221,24 @@ def make_plan(recipe: Recipe, source: ImageNetSource, *, split_mode: str | None,
     split_mode = split_mode or recipe.default_split
     _check_classes(recipe, source)
     info = DatasetInfo(recipe.name, list(recipe.classes), label_order=recipe.label_order)
-    label_of = {c.wnid: i for i, c in enumerate(recipe.classes)}
-    plan = BuildPlan(recipe, info, source, split_mode, seed, {s: [] for s in SPLITS}, {})
+    class_of = {c.wnid: i for i, c in enumerate(recipe.classes)}
+    plan = BuildPlan(recipe, info, source, split_mode, seed, {}, {})
+    builders = {s: _TableBuilder() for s in SPLITS}
     parts = recipe.parts or [Part(recipe, {"train": "train", "val": "val"})]
     for part in parts:
-        assigned = _assign(part.recipe, source, split_mode, seed, valid_pct, split_csvs or [],
-                           plan)
-        for (part_split, wnid), cands in assigned.items():
+        for part_split, wnid, cands in _assign(part.recipe, source, split_mode, seed, valid_pct,
+                                               split_csvs or [], plan):
             target = part.take.get(part_split)
             if target is None:
                 continue
+            cls = class_of[wnid]
             if part.fraction is not None:
                 kept, rest = take_fraction(cands, part.fraction, seed, wnid)
-                _add(plan, source, target, kept, wnid, label_of)
+                builders[target].add(kept, cls, cls)
                 if part.rest:
-                    _add(plan, source, part.rest, rest, wnid, None)
+                    builders[part.rest].add(rest, cls, None)
             else:
-                _add(plan, source, target, cands, wnid, label_of)
+                builders[target].add(cands, cls, cls)
     if plan.missing and not allow_missing:
         shown = "\n    ".join(plan.missing[:20])
         more = f"\n    ... and {len(plan.missing) - 20} more" if len(plan.missing) > 20 else ""
@@ -133,21 +248,11 @@ def make_plan(recipe: Recipe, source: ImageNetSource, *, split_mode: str | None,
             path=source.root,
             fix="point --src at a complete ImageNet copy, or pass --allow-missing to build "
                 "without them (they are listed in build-info.json)")
-    for split in plan.items:
-        plan.items[split].sort(key=lambda it: (it.label if it.label is not None else -1,
-                                               it.wnid, it.out_name))
-    plan.items["unsup"] = _anonymise(plan.items["unsup"], seed)
-    plan.items = {s: v for s, v in plan.items.items() if v}
+    for split, builder in builders.items():
+        table = builder.build(split, source, info.wnids).sorted()
+        if len(table):
+            plan.items[split] = table.anonymised(seed) if split == "unsup" else table
     return plan
-
-
-def _anonymise(items: list[PlanItem], seed: int) -> list[PlanItem]:
-    """Unlabelled images must not carry their label: ImageNet train names start with the wnid
-    and a class-sorted numbering would leak class boundaries, so unsup images are numbered in
-    a seeded shuffled order (``unsup_000017.JPEG``)."""
-    order = list(items)
-    random.Random(f"{seed}:unsup").shuffle(order)
-    return [it._replace(out_name=f"unsup_{i:06d}.JPEG") for i, it in enumerate(order)]
 
 
 def _check_classes(recipe: Recipe, source: ImageNetSource) -> None:
@@ -166,44 +271,49 @@ def _check_classes(recipe: Recipe, source: ImageNetSource) -> None:
 
 def _assign(recipe: Recipe, source: ImageNetSource, split_mode: str, seed: int,
             valid_pct: float | None, split_csvs: list[Path],
-            plan: BuildPlan) -> dict[tuple[str, str], list[Candidate]]:
-    """(split, wnid) -> candidates, for a non-composite recipe."""
-    out: dict[tuple[str, str], list[Candidate]] = {}
+            plan: BuildPlan) -> Iterator[tuple[str, str, list[Candidate]]]:
+    """``(split, wnid, candidates)`` for a non-composite recipe, one class at a time (so only
+    one class's file list is ever held as Python objects)."""
     if split_mode == "official":
         path, origin = official_csv_path(recipe, split_csvs)
         rows = read_official_csv(path)
         plan.split_sources.append(_describe_list(recipe, rows, path, origin))
-        listed = set()
+        by_class: dict[str, list[OfficialRow]] = {}
+        for r in rows:
+            by_class.setdefault(r.wnid, []).append(r)
         for cls in recipe.classes:
             present = {("train", f) for f in source.train_files(cls.wnid)}
             if "val" in recipe.pool:
                 present |= {("val", f) for f in source.val_files(cls.wnid)}
-            for row in (r for r in rows if r.wnid == cls.wnid):
+            listed = set()
+            out: dict[str, list[Candidate]] = {"train": [], "val": []}
+            for row in by_class.get(cls.wnid, []):
                 pool = "val" if row.filename.startswith("ILSVRC2012_val_") else "train"
                 listed.add((pool, row.filename))
                 if (pool, row.filename) not in present:
                     plan.missing.append(f"{row.split}/{row.wnid}/{row.filename}")
                     continue
-                out.setdefault((row.split, cls.wnid), []).append(Candidate(pool, row.filename))
+                out[row.split].append(Candidate(pool, row.filename))
                 plan.noisy[(row.split, row.filename)] = row.noisy
             plan.unlisted += len(present - listed)
-        return out
+            for split, cands in out.items():
+                yield split, cls.wnid, cands
+        return
     for cls in recipe.classes:
         cands = [Candidate("train", f) for f in source.train_files(cls.wnid)]
         val = [Candidate("val", f) for f in source.val_files(cls.wnid)] if "val" in recipe.pool \
             else []
         if split_mode == "source":
-            out[("train", cls.wnid)] = cands
-            out[("val", cls.wnid)] = val
+            yield "train", cls.wnid, cands
+            yield "val", cls.wnid, val
         elif split_mode == "random":
             pct = recipe.valid_pct if valid_pct is None else valid_pct
             train, valid = random_split(cands + val, pct, seed, cls.wnid)
-            out[("train", cls.wnid)] = train
-            out[("val", cls.wnid)] = valid
+            yield "train", cls.wnid, train
+            yield "val", cls.wnid, valid
         else:
             raise UserError(f"unknown split mode {split_mode!r}",
                             fix="use official, random or source")
-    return out
 
 
 def _describe_list(recipe: Recipe, rows: list[OfficialRow], path: Path, origin: str) -> dict:
@@ -214,11 +324,3 @@ def _describe_list(recipe: Recipe, rows: list[OfficialRow], path: Path, origin: 
     published = recipe.official is not None and digest == recipe.official.sha256
     return {"recipe": recipe.name, "from": origin, "sha256": digest, "counts": counts,
             "is_published_list": published}
-
-
-def _add(plan: BuildPlan, source: ImageNetSource, split: str, cands: list[Candidate], wnid: str,
-         label_of: dict[str, int] | None) -> None:
-    label = None if label_of is None else label_of[wnid]
-    for c in cands:
-        src = str(source.path_of(c.pool, wnid, c.filename))
-        plan.items[split].append(PlanItem(src, split, label, wnid, c.filename))
