@@ -159,43 +159,48 @@ def decode(data: bytes, draft_to: tuple[int, int] | None = None) -> tuple[Image.
     """Fully decode ``data`` (optionally DCT-scaled to at least ``draft_to``) to RGB.
 
     Returns the RGB image, the repair note (None for a clean RGB JPEG) and the original size.
-    A truncated or corrupt file raises :class:`BadImage` rather than yielding grey padding.
     """
     im = open_image(data)
-    note = repair_note(im)
-    original = im.size
+    note, original = repair_note(im), im.size
+    return load_rgb(im, draft_to), note, original
+
+
+def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an opened image to RGB. A truncated or corrupt file raises :class:`BadImage`
+    rather than yielding grey padding (the whole stream is read even when DCT-scaled)."""
     try:
         if draft_to is not None and im.format == "JPEG":
             im.draft(im.mode, draft_to)
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data: {e}") from e
-    return to_rgb(im), note, original
+    return to_rgb(im)
 
 
 def render(data: bytes, opts: RenderOptions) -> tuple[list[bytes], str | None]:
-    """Encoded output for each of ``opts.sizes`` and the repair note (None if untouched)."""
-    probe = open_image(data)
-    w, h = probe.size
+    """Encoded output for each of ``opts.sizes`` and the repair note (None if untouched).
+
+    The file is opened and decoded once for all sizes. Sizes at or above the image's shortest
+    side are copies: the original bytes for a clean RGB JPEG, else the repaired full image.
+    """
+    im = open_image(data)
+    w, h = im.size
     if w < 1 or h < 1:
         raise BadImage(f"degenerate image size {w}x{h}")
-    wanted = [s for s in opts.sizes if s is not None and min(w, h) > s]
+    note = repair_note(im)
+    shrunk = [s for s in opts.sizes if s is not None and min(w, h) > s]
+    full_reencode = note is not None and len(shrunk) < len(opts.sizes)
     draft_to = None
-    if wanted and not opts.exact and None not in opts.sizes:
-        draft_to = target_size(w, h, DRAFT_MARGIN * max(wanted))
-    orientation = _orientation(probe)
-    rgb, note, _ = decode(data, draft_to)
+    if shrunk and not opts.exact and not full_reencode:
+        draft_to = target_size(w, h, DRAFT_MARGIN * max(shrunk))
+    orientation = _orientation(im)
+    rgb = load_rgb(im, draft_to)
     outputs: list[bytes] = []
     for size in opts.sizes:
         if size is None or min(w, h) <= size:
             # Never upscale: keep the original bytes when they already are an RGB JPEG.
-            outputs.append(data if note is None else encode_jpeg(_full(rgb, (w, h)), opts.quality))
+            outputs.append(data if note is None else encode_jpeg(rgb, opts.quality))
             continue
         resized = rgb.resize(target_size(w, h, size), FILTERS[opts.filter])
         outputs.append(encode_jpeg(resized, opts.quality, orientation))
     return outputs, note
-
-
-def _full(rgb: Image.Image, size: tuple[int, int]) -> Image.Image:
-    # When drafted for another size, a full-size copy must not come out smaller.
-    return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BICUBIC)
