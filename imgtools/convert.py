@@ -98,6 +98,26 @@ def dataset_root(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
+def info_from_labels(path: Path, seen: Iterable[tuple[object, str | None, str | None]]
+                     ) -> DatasetInfo:
+    """The class list of foreign data from what its records say: ``seen`` yields ``(label,
+    class name or None, wnid or None)`` per record; the first name and wnid met for a label
+    win. Used by the record formats that carry labels inline (TFRecord, WebDataset)."""
+    labels: set[int] = set()
+    names: dict[int, str] = {}
+    wnids: dict[int, str] = {}
+    for label, name, wnid in seen:
+        if isinstance(label, int) and label >= 0:
+            labels.add(label)
+            if name:
+                names.setdefault(label, str(name))
+            if wnid:
+                wnids.setdefault(label, str(wnid))
+    return DatasetInfo(name=dataset_root(path).name,
+                       classes=generic_classes(labels, names, wnids),
+                       label_order="as stored (integer labels)")
+
+
 def generic_classes(labels: Iterable[int], names: dict[int, str] | None = None,
                     wnids: dict[int, str] | None = None) -> list:
     """A class list for foreign data that carries only integer labels (0..max seen).

@@ -279,32 +279,26 @@ class TFRecordFormat(Format):
                 for f in files]
 
     def read_info(self, path: Path, **options) -> DatasetInfo:
-        from imgtools.convert import dataset_root, generic_classes
+        from imgtools.convert import dataset_root, info_from_labels
 
         path = Path(path)
         info = DatasetInfo.load(dataset_root(path))
         if info is not None:
             return info
-        # Foreign TFRecords carry only integer labels: one pass over the records finds them
-        # (and TF-slim's class texts/synsets, when written).
-        labels: set[int] = set()
-        names: dict[int, str] = {}
-        wnids: dict[int, str] = {}
+        return info_from_labels(path, self._labels_seen(path, **options))
+
+    def _labels_seen(self, path: Path, **options) -> Iterator[tuple[object, str | None,
+                                                                    str | None]]:
+        """Foreign TFRecords carry only integer labels: one pass over the records finds them
+        (and TF-slim's class texts/synsets, when written)."""
         for shard in self.input_shards(path, **options):
             keys = _keys_for(shard.options)
             for offset, payload in iter_frames(Path(shard.path)):
                 feats = parse_example(payload, Path(shard.path), offset)
-                label = feats.get(keys["label"])
-                if isinstance(label, int) and label >= 0:
-                    labels.add(label)
-                    if label not in names and isinstance(feats.get("image/class/text"), bytes):
-                        names[label] = feats["image/class/text"].decode()
-                    if label not in wnids and isinstance(feats.get("image/class/synset"),
-                                                         bytes):
-                        wnids[label] = feats["image/class/synset"].decode()
-        root = dataset_root(path)
-        return DatasetInfo(name=root.name, classes=generic_classes(labels, names, wnids),
-                           label_order="as stored (integer labels)")
+                text, synset = feats.get("image/class/text"), feats.get("image/class/synset")
+                yield (feats.get(keys["label"]),
+                       text.decode() if isinstance(text, bytes) else None,
+                       synset.decode() if isinstance(synset, bytes) else None)
 
     def scan_shard(self, shard: InputShard, info: DatasetInfo) -> list[int]:
         """Approximate image size per record: the Example's length (a few dozen bytes of keys

@@ -182,30 +182,21 @@ class WebDatasetFormat(Format):
         return [InputShard(str(f), split_from_name(str(f.relative_to(base)))) for f in files]
 
     def read_info(self, path: Path) -> DatasetInfo:
-        from imgtools.convert import dataset_root, generic_classes
+        from imgtools.convert import dataset_root, info_from_labels
 
         path = Path(path)
         info = DatasetInfo.load(dataset_root(path))
         if info is not None:
             return info
-        # Foreign shards: labels from .cls/.json members (small; images are not read).
-        labels: set[int] = set()
-        names: dict[int, str] = {}
-        wnids: dict[int, str] = {}
+        return info_from_labels(path, self._labels_seen(path))
+
+    def _labels_seen(self, path: Path) -> Iterator[tuple[object, str | None, str | None]]:
+        """Foreign shards: labels from .cls/.json members (small; images are not read)."""
         for shard in self.input_shards(path):
             file = Path(shard.path)
             for tar, key, members in _walk(file):
                 meta = self._meta(file, tar, key, members)
-                label = meta.get("label")
-                if isinstance(label, int) and label >= 0:
-                    labels.add(label)
-                    if meta.get("class_name"):
-                        names.setdefault(label, str(meta["class_name"]))
-                    if meta.get("wnid"):
-                        wnids.setdefault(label, str(meta["wnid"]))
-        root = dataset_root(path)
-        return DatasetInfo(name=root.name, classes=generic_classes(labels, names, wnids),
-                           label_order="as stored (integer labels)")
+                yield meta.get("label"), meta.get("class_name"), meta.get("wnid")
 
     @staticmethod
     def _meta(path: Path, tar: tarfile.TarFile, key: str, members: list[tarfile.TarInfo]) -> dict:
