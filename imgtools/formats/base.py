@@ -29,6 +29,18 @@ def files_with_suffix(path: Path, suffix: str) -> list[Path]:
             if p.is_file() and not p.name.startswith((TMP_PREFIX, "."))]
 
 
+def listed_files(fmt: Format, path: Path, what: str, example: str) -> tuple[list[Path], Path]:
+    """``fmt.files(path)`` and the folder their split names are relative to; a clear error
+    when there are none."""
+    from imgtools.errors import UserError
+
+    path = Path(path)
+    files = fmt.files(path)
+    if not files:
+        raise UserError(f"no {what} here", path=path, fix=f"expected {example}")
+    return files, (path if path.is_dir() else path.parent)
+
+
 @dataclass(frozen=True)
 class InputShard:
     """A self-contained unit of reading: a file (or folder) and which split it holds."""

@@ -28,7 +28,13 @@ from pathlib import Path
 
 from imgtools.atomic import tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
-from imgtools.formats.base import Format, InputShard, ShardWriter, files_with_suffix
+from imgtools.formats.base import (
+    Format,
+    InputShard,
+    ShardWriter,
+    files_with_suffix,
+    listed_files,
+)
 from imgtools.records import DatasetInfo, Record, safe_key
 
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "unsup": "unsup", "test": "test"}
@@ -120,12 +126,8 @@ class ParquetFormat(Format):
 
         from imgtools.convert import split_from_name
 
-        path = Path(path)
-        files = self.files(path)
-        if not files:
-            raise UserError("no .parquet files here", path=path,
-                            fix="expected train-00000-of-00001.parquet …")
-        base = path if path.is_dir() else path.parent
+        files, base = listed_files(self, path, ".parquet files",
+                                   "train-00000-of-00001.parquet …")
         shards = []
         first: tuple[Path, list[str]] | None = None
         for file in files:

@@ -29,7 +29,13 @@ from pathlib import Path
 
 from imgtools.atomic import atomic_write_text, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
-from imgtools.formats.base import Format, InputShard, ShardWriter, files_with_suffix
+from imgtools.formats.base import (
+    Format,
+    InputShard,
+    ShardWriter,
+    files_with_suffix,
+    listed_files,
+)
 from imgtools.records import DatasetInfo, Record
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "img",
@@ -174,11 +180,7 @@ class WebDatasetFormat(Format):
     def input_shards(self, path: Path) -> list[InputShard]:
         from imgtools.convert import split_from_name
 
-        path = Path(path)
-        files = self.files(path)
-        if not files:
-            raise UserError("no .tar shards here", path=path, fix="expected train-000000.tar …")
-        base = path if path.is_dir() else path.parent
+        files, base = listed_files(self, path, ".tar shards", "train-000000.tar …")
         return [InputShard(str(f), split_from_name(str(f.relative_to(base)))) for f in files]
 
     def read_info(self, path: Path) -> DatasetInfo:

@@ -99,16 +99,21 @@ def hub_endpoint() -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _http_error(exc: BaseException):
-    from huggingface_hub.errors import HfHubHTTPError
-
+def _in_chain(exc: BaseException | None, kinds) -> BaseException | None:
+    """The first exception of type ``kinds`` in ``exc``'s cause/context chain, or None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, HfHubHTTPError):
+        if isinstance(exc, kinds):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _http_error(exc: BaseException):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return _in_chain(exc, HfHubHTTPError)
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -125,14 +130,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 def _network_error(exc: BaseException) -> bool:
-    kinds = _transport_errors()
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, kinds):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return _in_chain(exc, _transport_errors()) is not None
 
 
 RERUN = "run the same command again: files already on the Hub are skipped, nothing is sent twice"
