@@ -114,8 +114,10 @@ def run_build_shard(task: ShardTask) -> dict:
     """Worker: render and write one shard. Returns its summary (the done marker)."""
     job: ShardJob = task.payload
     fmt = get_format(job.fmt)
+    # digests: a writer that can hash images while they are in memory (folder) does, so that
+    # SHA256SUMS below need not read its files back; the other writers ignore the option.
     writers = [fmt.open_writer(Path(r), job.info, job.split, job.shard_index, job.num_shards,
-                               **job.format_options) for r in job.roots]
+                               digests=True, **job.format_options) for r in job.roots]
     skipped, repaired = [], []
     counts: dict[str, int] = {}
     try:

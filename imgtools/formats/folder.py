@@ -9,12 +9,13 @@ ImageNet class table when they are wnids.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX, atomic_write_bytes
+from imgtools.atomic import TMP_PREFIX, tmp_path_for
 from imgtools.errors import UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter
 from imgtools.records import SPLITS, ClassInfo, DatasetInfo, Record, safe_key
@@ -39,20 +40,29 @@ def _split_dirs(root: Path) -> list[tuple[str, Path]]:
 
 
 def _shard_files(shard: InputShard) -> list[str]:
-    """The image files of an input shard, in read order (listed now unless the shard says)."""
-    folder = Path(shard.path)
-    return shard.options.get("files") or sorted(
-        p.name for p in folder.iterdir() if p.is_file() and _is_image(p.name))
+    """The image files of an input shard, in read order (listed now unless the shard says).
+
+    ``scandir`` knows a directory entry's type without a ``stat`` per file."""
+    if "files" in shard.options:
+        return shard.options["files"]
+    with os.scandir(shard.path) as entries:
+        return sorted(e.name for e in entries if _is_image(e.name) and e.is_file())
 
 
 class FolderWriter(ShardWriter):
-    """Writes each image as its own file, atomically, as soon as it arrives."""
+    """Writes each image as its own file, atomically, as soon as it arrives.
 
-    def __init__(self, root: Path, split: str):
+    With ``digests`` it also hashes each image while it is in memory (a build's SHA256SUMS then
+    need not read the files back); a conversion has no use for the hashes and skips the cost.
+    """
+
+    def __init__(self, root: Path, split: str, digests: bool = False):
         self.root = root
         self.split = split
+        self.digests = digests
         self.written: list[Path] = []
         self.known_digests: dict[Path, str] = {}
+        self._made: set[Path] = set()
 
     def path_for(self, record: Record) -> Path:
         if self.split == "unsup" or record.label is None:
@@ -61,9 +71,21 @@ class FolderWriter(ShardWriter):
 
     def write(self, record: Record) -> None:
         path = self.path_for(record)
-        atomic_write_bytes(path, record.image)
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
+        tmp = tmp_path_for(path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(record.image)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
         self.written.append(path)
-        self.known_digests[path] = hashlib.sha256(record.image).hexdigest()
+        if self.digests:
+            self.known_digests[path] = hashlib.sha256(record.image).hexdigest()
 
     def close(self) -> list[Path]:
         return self.written
@@ -117,8 +139,12 @@ class FolderFormat(Format):
     def scan_shard(self, shard: InputShard, info: DatasetInfo) -> list[int]:
         """File sizes of the shard's images, in read order, from stat alone: lets
         ``imgtools convert`` plan output shards by bytes without reading every image twice."""
-        folder = Path(shard.path)
-        return [os.path.getsize(folder / fname) for fname in _shard_files(shard)]
+        if "files" in shard.options:
+            return [os.path.getsize(os.path.join(shard.path, f)) for f in shard.options["files"]]
+        with os.scandir(shard.path) as entries:
+            sizes = sorted((e.name, e.stat().st_size) for e in entries
+                           if _is_image(e.name) and e.is_file())
+        return [size for _name, size in sizes]
 
     def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
         folder = Path(shard.path)
@@ -130,15 +156,16 @@ class FolderFormat(Format):
             raise UserError(f"class folder {wnid!r} is not in the dataset's class list",
                             path=folder, fix="update imgtools-dataset.json or remove the folder")
         name = info.classes[label].name if label is not None else None
+        base = str(folder)
         for fname in files:
-            with open(folder / fname, "rb") as f:
+            with open(os.path.join(base, fname), "rb") as f:
                 data = f.read()
             yield Record(safe_key(fname), shard.split or "train", label, data, fname,
                          wnid if label is not None else None, name)
 
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
-                    num_shards: int, **options) -> ShardWriter:
-        return FolderWriter(Path(root), split)
+                    num_shards: int, *, digests: bool = False, **_options) -> ShardWriter:
+        return FolderWriter(Path(root), split, digests)
 
 
 FORMAT = FolderFormat()

@@ -25,7 +25,9 @@ import os
 import re
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from imgtools.atomic import atomic_write_text, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
@@ -55,33 +57,169 @@ def _tar_error(path: Path, offset: int | None, what: str) -> CorruptDataError:
                                 "again or regenerate it")
 
 
-def _groups(path: Path, tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A tar member as the reader needs it (``tarfile.TarInfo`` without the parsing cost)."""
+
+    name: str
+    size: int
+    offset: int
+    offset_data: int
+
+
+class _NeedsTarfile(Exception):
+    """A header the direct parser leaves to ``tarfile`` (sparse, base-256, global PAX...)."""
+
+
+_FILE_TYPES = (b"0", b"\0", b"7")
+_ENCODING = "utf-8"
+
+
+def _nts(field: bytes) -> str:
+    """A NUL-terminated header string, decoded as tarfile decodes names."""
+    return field.split(b"\0", 1)[0].decode(_ENCODING, "surrogateescape")
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # base-256 (GNU, sizes of 8 GiB and more)
+        raise _NeedsTarfile
+    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+
+
+def _checksum_ok(header: bytes) -> bool:
+    """The header's stored checksum equals the sum of its bytes (checksum field as spaces)."""
+    stored = header[148:156].split(b"\0", 1)[0].strip()
+    try:
+        return bool(stored) and int(stored, 8) == 256 + sum(header[:148]) + sum(header[156:])
+    except ValueError:  # not octal digits: not a tar header at all
+        return False
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """``<length> <key>=<value>\\n`` records of a PAX extended header."""
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        if length <= 0:
+            raise ValueError("zero-length PAX record")
+        key, _eq, value = data[space + 1:pos + length - 1].partition(b"=")
+        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+def _members(path: Path, f, file_size: int) -> Iterator[Member]:
+    """The file members of an uncompressed tar, parsed straight from the headers: ``tarfile``
+    builds a full ``TarInfo`` per header (about 30 us; three members a sample). Handles what
+    tar writers produce for datasets (ustar, GNU, PAX ``path``/``size`` records, GNU long
+    names) and raises :class:`_NeedsTarfile` for anything else, or for a damaged first header,
+    so that ``tarfile`` reads (and reports on) those files as it always did.
+
+    The end of the archive must be an end-of-archive block: a tar cut between two members has
+    none, and a member whose data runs past the end of the file is cut short. Both are errors
+    with the byte offset, where ``tarfile`` would quietly stop.
+    """
+    offset = 0
+    pending: dict[str, str] = {}
+    start: int | None = None  # where a member's first header (PAX, long name...) begins
+    while True:
+        f.seek(offset)
+        header = f.read(tarfile.BLOCKSIZE)
+        if len(header) < tarfile.BLOCKSIZE:
+            if offset == 0:
+                raise _NeedsTarfile
+            raise _tar_error(path, min(offset, file_size), "truncated tar: no end-of-archive "
+                                                           "marker after the last member")
+        if not header.strip(b"\0"):
+            return
+        if not _checksum_ok(header):
+            if offset == 0:
+                raise _NeedsTarfile
+            raise _tar_error(path, offset, "bad tar header (its checksum does not match): "
+                                           "damaged data where a member should start")
+        if start is None:
+            start = offset
+        kind = header[156:157]
+        size = _octal(header[124:136])
+        if "size" in pending and kind not in (b"x", b"L"):
+            size = int(pending["size"])
+        data_start = offset + tarfile.BLOCKSIZE
+        if data_start + size > file_size:
+            name = pending.get("path") or _nts(header[:100])
+            raise _tar_error(path, offset, f"member {name!r} is cut short "
+                                           f"({max(0, file_size - data_start)} of {size} bytes)")
+        offset = data_start + size + (-size % tarfile.BLOCKSIZE)
+        if kind == b"x":  # PAX header: its records apply to the next member
+            f.seek(data_start)
+            try:
+                records = _pax_records(f.read(size))
+            except ValueError as e:
+                raise _tar_error(path, data_start - tarfile.BLOCKSIZE,
+                                 f"bad PAX header: {e}") from e
+            if any(k.startswith("GNU.sparse") for k in records):
+                raise _NeedsTarfile
+            pending = {k: v for k, v in records.items() if k in ("path", "size")}
+            continue
+        if kind == b"L":  # GNU long name for the next member
+            f.seek(data_start)
+            pending = {**pending, "path": _nts(f.read(size))}
+            continue
+        if kind not in _FILE_TYPES and kind != b"5":
+            raise _NeedsTarfile
+        name = pending.get("path")
+        if name is None:
+            name = _nts(header[:100])
+            prefix = _nts(header[345:500]) if header[257:262] == b"ustar" else ""
+            if prefix:
+                name = f"{prefix}/{name}"
+        pending, member_start, start = {}, start, None
+        if kind == b"5" or (kind == b"\0" and name.endswith("/")):
+            continue  # a directory
+        yield Member(name, size, member_start, data_start)
+
+
+def _tarfile_members(path: Path) -> Iterator[Member]:
+    """The same members through ``tarfile`` (headers the direct parser does not handle)."""
+    try:
+        tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed by the with below
+    except tarfile.ReadError as e:
+        if _is_empty_tar(path):
+            return
+        raise UserError(f"not an uncompressed tar file: {e}", path=path,
+                        fix="imgtools reads plain .tar shards (decompress .tar.gz first)") from e
+    with tar:
+        while True:
+            offset = tar.offset
+            try:
+                member = tar.next()
+            except tarfile.TarError as e:
+                raise _tar_error(path, offset, f"bad tar header: {e}") from e
+            if member is None:
+                break
+            if member.isfile():
+                yield Member(member.name, member.size, member.offset, member.offset_data)
+        _check_end(path, tar)
+
+
+def _groups(path: Path, members: Iterator[Member]) -> Iterator[tuple[str, list[Member]]]:
     """Consecutive file members sharing a key, as ``webdataset`` groups them."""
     key: str | None = None
-    members: list[tarfile.TarInfo] = []
-    while True:
-        offset = tar.offset
-        try:
-            member = tar.next()
-        except tarfile.TarError as e:
-            raise _tar_error(path, offset, f"bad tar header: {e}") from e
-        if member is None:
-            break
-        if not member.isfile():
-            continue
+    group: list[Member] = []
+    for member in members:
         m = _MEMBER.match(member.name)
         if not m:
             raise CorruptDataError(f"member {member.name!r} is not named <key>.<extension>",
                                    path=path, offset=member.offset,
                                    fix="WebDataset members must be named like key.jpg, key.cls")
-        if m.group(1) != key and members:
-            yield key, members  # type: ignore[misc]
-            members = []
+        if m.group(1) != key and group:
+            yield key, group  # type: ignore[misc]
+            group = []
         key = m.group(1)
-        members.append(member)
-    if members:
-        yield key, members  # type: ignore[misc]
-    _check_end(path, tar)
+        group.append(member)
+    if group:
+        yield key, group  # type: ignore[misc]
 
 
 def _check_end(path: Path, tar: tarfile.TarFile) -> None:
@@ -107,22 +245,28 @@ def _is_empty_tar(path: Path) -> bool:
         return not f.read(2 * tarfile.BLOCKSIZE).strip(b"\0")
 
 
-def _walk(path: Path) -> Iterator[tuple[tarfile.TarFile, str, list[tarfile.TarInfo]]]:
-    """``(open tar, key, members)`` of every sample of a shard, then the end-of-archive check."""
-    try:
-        tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed by the with below
-    except tarfile.ReadError as e:
-        if _is_empty_tar(path):
+def _walk(path: Path) -> Iterator[tuple[BinaryIO, str, list[Member]]]:
+    """``(open file, key, members)`` of every sample of a shard, then the end-of-archive check.
+
+    Headers are parsed directly (:func:`_members`); at the first header that needs
+    ``tarfile``, the shard is read again through ``tarfile`` from the sample after the last
+    one already given."""
+    given = 0
+    with open(path, "rb") as f:
+        try:
+            for key, members in _groups(path, _members(path, f, os.fstat(f.fileno()).st_size)):
+                yield f, key, members
+                given += 1
             return
-        raise UserError(f"not an uncompressed tar file: {e}", path=path,
-                        fix="imgtools reads plain .tar shards (decompress .tar.gz first)") from e
-    with tar:
-        for key, members in _groups(path, tar):
-            yield tar, key, members
+        except _NeedsTarfile:
+            pass
+    with open(path, "rb") as f:
+        for index, (key, members) in enumerate(_groups(path, _tarfile_members(path))):
+            if index >= given:
+                yield f, key, members
 
 
-def _read_member(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    f = tar.fileobj
+def _read_member(path: Path, f: BinaryIO, member: Member) -> bytes:
     f.seek(member.offset_data)
     data = f.read(member.size)
     if len(data) != member.size:
@@ -131,7 +275,7 @@ def _read_member(path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo) -> b
     return data
 
 
-def _image_member(path: Path, key: str, members: list[tarfile.TarInfo]) -> tarfile.TarInfo:
+def _image_member(path: Path, key: str, members: list[Member]) -> Member:
     by_field = {_MEMBER.match(m.name).group(2).lower(): m for m in members}  # type: ignore
     for field in IMAGE_FIELDS:
         if field in by_field:
@@ -196,18 +340,18 @@ class WebDatasetFormat(Format):
         """Foreign shards: labels from .cls/.json members (small; images are not read)."""
         for shard in self.input_shards(path):
             file = Path(shard.path)
-            for tar, key, members in _walk(file):
-                meta = self._meta(file, tar, key, members)
+            for f, key, members in _walk(file):
+                meta = self._meta(file, f, key, members)
                 yield meta.get("label"), meta.get("class_name"), meta.get("wnid")
 
     @staticmethod
-    def _meta(path: Path, tar: tarfile.TarFile, key: str, members: list[tarfile.TarInfo]) -> dict:
+    def _meta(path: Path, f: BinaryIO, key: str, members: list[Member]) -> dict:
         """``label`` (from ``.cls``, else the JSON), plus the JSON's fields."""
         meta: dict = {}
         by_field = {_MEMBER.match(m.name).group(2).lower(): m for m in members}  # type: ignore
         if "json" in by_field:
             try:
-                loaded = json.loads(_read_member(path, tar, by_field["json"]))
+                loaded = json.loads(_read_member(path, f, by_field["json"]))
             except (ValueError, UnicodeDecodeError) as e:
                 raise CorruptDataError(f"sample {key!r}: .json is not valid JSON: {e}",
                                        path=path, offset=by_field["json"].offset) from e
@@ -215,7 +359,7 @@ class WebDatasetFormat(Format):
                 meta.update(loaded)
         for field in ("cls", "label", "class", "cls2"):
             if field in by_field:
-                text = _read_member(path, tar, by_field[field]).decode("ascii", "replace")
+                text = _read_member(path, f, by_field[field]).decode("ascii", "replace")
                 try:
                     meta["label"] = int(text.strip())
                 except ValueError as e:
@@ -239,13 +383,13 @@ class WebDatasetFormat(Format):
 
         path = Path(shard.path)
         split = shard.split or "train"
-        for index, (tar, key, members) in enumerate(_walk(path)):
+        for index, (f, key, members) in enumerate(_walk(path)):
             if index < start:
                 continue
             if stop is not None and index >= stop:
                 return
-            image = _read_member(path, tar, _image_member(path, key, members))
-            meta = self._meta(path, tar, key, members)
+            image = _read_member(path, f, _image_member(path, key, members))
+            meta = self._meta(path, f, key, members)
             label = meta.get("label")
             label = label if isinstance(label, int) and label >= 0 else None
             if label is not None and label >= len(info.classes):
