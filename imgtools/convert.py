@@ -198,11 +198,13 @@ amortise joblib's per-task overhead, small enough to spread over the workers."""
 
 @dataclass(frozen=True)
 class Slice:
-    """Records ``start:stop`` of input shard ``shard``."""
+    """Records ``start:stop`` of input shard ``shard``; ``offset``, when the scan knew it, is
+    the byte offset of record ``start``, so a reader can seek there instead of walking."""
 
     shard: InputShard
     start: int
     stop: int
+    offset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -215,50 +217,65 @@ class OutputShard:
     nbytes: int
 
 
-def scan_sizes(fmt: Format, shard: InputShard, info: DatasetInfo) -> list[int]:
-    """Byte size of every record of ``shard``, in order; cheap when the format can scan."""
+def scan_sizes(fmt: Format, shard: InputShard, info: DatasetInfo
+               ) -> tuple[list[int], list[int] | None]:
+    """Byte size of every record of ``shard``, in order, and where each starts in the file when
+    the format can say (``scan_records``); cheap when the format can scan."""
+    scan_records = getattr(fmt, "scan_records", None)
+    if scan_records is not None:
+        return scan_records(shard, info)
     scan = getattr(fmt, "scan_shard", None)
     if scan is not None:
-        return list(scan(shard, info))
-    return [len(r.image) for r in fmt.read_shard(shard, info)]
+        return list(scan(shard, info)), None
+    return [len(r.image) for r in fmt.read_shard(shard, info)], None
 
 
 def read_slice(fmt: Format, piece: Slice, info: DatasetInfo) -> Iterator[Record]:
-    """Records ``start:stop`` of a shard; formats that can seek implement ``read_range``."""
+    """Records ``start:stop`` of a shard; formats that can seek implement ``read_range`` (and
+    take the slice's byte ``offset`` when the scan recorded one)."""
     read_range = getattr(fmt, "read_range", None)
     if read_range is not None:
+        if piece.offset is not None:
+            return read_range(piece.shard, info, piece.start, piece.stop, offset=piece.offset)
         return read_range(piece.shard, info, piece.start, piece.stop)
     return itertools.islice(fmt.read_shard(piece.shard, info), piece.start, piece.stop)
 
 
-def cut_shards(scans: Iterable[tuple[InputShard, list[int]]], max_records: int | None,
-               max_bytes: int | None) -> list[tuple[list[Slice], int, int]]:
+def cut_shards(scans: Iterable[tuple], max_records: int | None, max_bytes: int | None
+               ) -> list[tuple[list[Slice], int, int]]:
     """Cut one split's records, in order, into output shards of at most ``max_records`` records
-    and ``max_bytes`` image bytes (a single bigger image still gets a shard). Returns
+    and ``max_bytes`` image bytes (a single bigger image still gets a shard). ``scans`` holds
+    ``(shard, sizes)`` or ``(shard, sizes, offsets)`` per input shard. Returns
     ``(slices, records, bytes)`` per output shard."""
     shards: list[tuple[list[Slice], int, int]] = []
     slices: list[Slice] = []
     count = nbytes = 0
-    for shard, sizes in scans:
+    for shard, sizes, *rest in scans:
+        offsets = rest[0] if rest else None
+
+        def piece(start: int, stop: int, shard=shard, offsets=offsets) -> Slice:
+            return Slice(shard, start, stop, offsets[start] if offsets else None)
+
         start = 0
         for i, size in enumerate(sizes):
             full = (max_records and count >= max_records) or (
                 max_bytes and nbytes + size > max_bytes)
             if count and full:
                 if i > start:
-                    slices.append(Slice(shard, start, i))
+                    slices.append(piece(start, i))
                 shards.append((slices, count, nbytes))
                 slices, count, nbytes, start = [], 0, 0, i
             count += 1
             nbytes += size
         if len(sizes) > start:
-            slices.append(Slice(shard, start, len(sizes)))
+            slices.append(piece(start, len(sizes)))
     if count:
         shards.append((slices, count, nbytes))
     return shards
 
 
-def _scan_one(fmt_name: str, shard: InputShard, info: DatasetInfo) -> list[int]:
+def _scan_one(fmt_name: str, shard: InputShard, info: DatasetInfo
+              ) -> tuple[list[int], list[int] | None]:
     return scan_sizes(get_format(fmt_name), shard, info)
 
 
@@ -281,8 +298,9 @@ def plan_conversion(src_fmt: Format, shards: list[InputShard], info: DatasetInfo
     for split in sorted(by_split, key=split_sort_key):
         group = by_split[split]
         sizes = parallel(delayed(_scan_one)(src_fmt.name, s, info) for s in group)
-        scans = zip(group, tqdm(sizes, total=len(group), desc=f"scan {split}", unit="file",
-                                disable=quiet), strict=True)
+        scans = ((shard, *scan) for shard, scan in zip(
+            group, tqdm(sizes, total=len(group), desc=f"scan {split}", unit="file",
+                        disable=quiet), strict=True))
         cuts = cut_shards(scans, max_records, max_bytes)
         plan.extend(OutputShard(split, i, len(cuts), tuple(sl), n, b)
                     for i, (sl, n, b) in enumerate(cuts))

@@ -86,3 +86,27 @@ def test_damaged_header_is_reported_with_its_offset(tmp_path):
     with pytest.raises(CorruptDataError, match="checksum") as e:
         list(_walk(path))
     assert e.value.offset == second and e.value.path == str(path)
+
+
+def test_reading_from_a_scanned_offset_equals_walking_there(tmp_path):
+    import webdataset as wds
+
+    from imgtools.formats.base import InputShard
+    from imgtools.formats.webdataset import FORMAT
+    from imgtools.records import ClassInfo, DatasetInfo
+
+    path = tmp_path / "train-000000.tar"
+    with wds.TarWriter(str(path)) as sink:  # PAX headers: a sample starts at its PAX header
+        for i in range(9):
+            sink.write({"__key__": f"s{i:03d}", "jpg": b"\xff\xd8\xff" + bytes(700 * i),
+                        "cls": i % 3})
+    info = DatasetInfo("t", [ClassInfo(f"c{i}", f"c{i}") for i in range(3)])
+    shard = InputShard(str(path), "train")
+    sizes, offsets = FORMAT.scan_records(shard, info)
+    assert sizes == [3 + 700 * i for i in range(9)]
+    for start in range(9):
+        for stop in (start + 1, 9):
+            walked = list(FORMAT.read_range(shard, info, start, stop))
+            sought = list(FORMAT.read_range(shard, info, start, stop, offset=offsets[start]))
+            assert sought == walked and [r.key for r in sought] == \
+                [f"s{i:03d}" for i in range(start, stop)]

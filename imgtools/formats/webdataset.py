@@ -110,7 +110,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return out
 
 
-def _members(path: Path, f, file_size: int) -> Iterator[Member]:
+def _members(path: Path, f, file_size: int, begin: int = 0) -> Iterator[Member]:
     """The file members of an uncompressed tar, parsed straight from the headers: ``tarfile``
     builds a full ``TarInfo`` per header (about 30 us; three members a sample). Handles what
     tar writers produce for datasets (ustar, GNU, PAX ``path``/``size`` records, GNU long
@@ -121,21 +121,21 @@ def _members(path: Path, f, file_size: int) -> Iterator[Member]:
     none, and a member whose data runs past the end of the file is cut short. Both are errors
     with the byte offset, where ``tarfile`` would quietly stop.
     """
-    offset = 0
+    offset = begin
     pending: dict[str, str] = {}
     start: int | None = None  # where a member's first header (PAX, long name...) begins
     while True:
         f.seek(offset)
         header = f.read(tarfile.BLOCKSIZE)
         if len(header) < tarfile.BLOCKSIZE:
-            if offset == 0:
+            if offset == begin:
                 raise _NeedsTarfile
             raise _tar_error(path, min(offset, file_size), "truncated tar: no end-of-archive "
                                                            "marker after the last member")
         if not header.strip(b"\0"):
             return
         if not _checksum_ok(header):
-            if offset == 0:
+            if offset == begin:
                 raise _NeedsTarfile
             raise _tar_error(path, offset, "bad tar header (its checksum does not match): "
                                            "damaged data where a member should start")
@@ -245,8 +245,9 @@ def _is_empty_tar(path: Path) -> bool:
         return not f.read(2 * tarfile.BLOCKSIZE).strip(b"\0")
 
 
-def _walk(path: Path) -> Iterator[tuple[BinaryIO, str, list[Member]]]:
-    """``(open file, key, members)`` of every sample of a shard, then the end-of-archive check.
+def _walk(path: Path, begin: int = 0) -> Iterator[tuple[BinaryIO, str, list[Member]]]:
+    """``(open file, key, members)`` of every sample of a shard from the one whose first header
+    is at byte ``begin`` (a sample boundary the scan recorded), then the end-of-archive check.
 
     Headers are parsed directly (:func:`_members`); at the first header that needs
     ``tarfile``, the shard is read again through ``tarfile`` from the sample after the last
@@ -254,16 +255,21 @@ def _walk(path: Path) -> Iterator[tuple[BinaryIO, str, list[Member]]]:
     given = 0
     with open(path, "rb") as f:
         try:
-            for key, members in _groups(path, _members(path, f, os.fstat(f.fileno()).st_size)):
+            size = os.fstat(f.fileno()).st_size
+            for key, members in _groups(path, _members(path, f, size, begin)):
                 yield f, key, members
                 given += 1
             return
         except _NeedsTarfile:
             pass
     with open(path, "rb") as f:
-        for index, (key, members) in enumerate(_groups(path, _tarfile_members(path))):
+        index = 0
+        for key, members in _groups(path, _tarfile_members(path)):
+            if members[0].offset < begin:
+                continue
             if index >= given:
                 yield f, key, members
+            index += 1
 
 
 def _read_member(path: Path, f: BinaryIO, member: Member) -> bytes:
@@ -369,21 +375,35 @@ class WebDatasetFormat(Format):
                 break
         return meta
 
+    def scan_records(self, shard: InputShard, info: DatasetInfo
+                     ) -> tuple[list[int], list[int]]:
+        """Image size and first-header offset of every sample, from the tar headers alone (no
+        image is read): the offsets let each worker seek to its slice of a shard."""
+        path = Path(shard.path)
+        sizes, offsets = [], []
+        for _f, key, members in _walk(path):
+            sizes.append(_image_member(path, key, members).size)
+            offsets.append(members[0].offset)
+        return sizes, offsets
+
     def scan_shard(self, shard: InputShard, info: DatasetInfo) -> list[int]:
         """Image size of every sample from the tar headers alone (no image is read)."""
-        path = Path(shard.path)
-        return [_image_member(path, key, members).size for _tar, key, members in _walk(path)]
+        return self.scan_records(shard, info)[0]
 
     def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
         return self.read_range(shard, info, 0, None)
 
     def read_range(self, shard: InputShard, info: DatasetInfo, start: int,
-                   stop: int | None) -> Iterator[Record]:
+                   stop: int | None, offset: int | None = None) -> Iterator[Record]:
+        """Samples ``start:stop``; with ``offset`` (where sample ``start`` begins, from
+        :meth:`scan_records`) reading seeks there instead of walking the headers before it."""
         from imgtools.convert import image_ext
 
         path = Path(shard.path)
         split = shard.split or "train"
-        for index, (f, key, members) in enumerate(_walk(path)):
+        walk = enumerate(_walk(path, offset), start) if offset is not None else \
+            enumerate(_walk(path))
+        for index, (f, key, members) in walk:
             if index < start:
                 continue
             if stop is not None and index >= stop:
