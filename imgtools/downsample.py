@@ -98,9 +98,12 @@ def batch_bounds(n: int, batches: int) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------- pixels
 
 
-def open_rgb(path: str | Path, draft_size: int | None = None) -> tuple[Image.Image, str | None]:
+def open_rgb(path: str | Path, draft_size: int | None = None
+             ) -> tuple[Image.Image, str | None, tuple[float, float, float, float] | None]:
     """Decode ``path`` to an RGB image the way the published resizer does; returns
-    ``(image, note)`` where ``note`` names a conversion (``"CMYK->RGB"``) or is None.
+    ``(image, note, box)`` where ``note`` names a conversion (``"CMYK->RGB"``) or is None, and
+    ``box`` is the region of a DCT-scaled decode that holds the original picture (None when
+    the image was not scaled).
 
     Deliberately *not* the build's RGB repair (which flattens transparency on white): the
     published script ignores EXIF rotation and ICC profiles and converts any non-RGB mode with
@@ -109,9 +112,13 @@ def open_rgb(path: str | Path, draft_size: int | None = None) -> tuple[Image.Ima
     ``draft_size`` enables JPEG DCT scaling (--fast).
     """
     im = open_image(read_bytes(str(path)))
+    box = None
     try:
         if draft_size:
-            im.draft("RGB", (draft_size, draft_size))
+            original = im.size
+            drafted = im.draft("RGB", (draft_size, draft_size))
+            if drafted is not None and im.size != original:
+                box = drafted[1]
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data: {e}") from e
@@ -121,7 +128,7 @@ def open_rgb(path: str | Path, draft_size: int | None = None) -> tuple[Image.Ima
         im = im.convert("RGB")
     elif im.format not in ("JPEG", "MPO"):
         note = f"{im.format} RGB"
-    return im, note
+    return im, note, box
 
 
 def center_square(width: int, height: int) -> tuple[int, int, int, int]:
@@ -132,9 +139,23 @@ def center_square(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
-def resize_square(im: Image.Image, size: int, crop: bool) -> Image.Image:
-    """BOX-resize to ``size`` x ``size``: the whole image (published), or its centre square."""
-    box = center_square(*im.size) if crop else None
+def resize_square(im: Image.Image, size: int, crop: bool,
+                  scaled: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """BOX-resize to ``size`` x ``size``: the whole image (published), or its centre square.
+
+    ``scaled`` is the region a DCT-scaled decode covers (``--fast``): the whole picture is then
+    resized from exactly that region (a scaled decode is rounded up to whole pixels), or the
+    centre square of it (the full-resolution square to within half an original pixel)."""
+    if scaled is None:
+        box = center_square(*im.size) if crop else None
+        return im.resize((size, size), Image.Resampling.BOX, box=box)
+    width, height = scaled[2], scaled[3]
+    if crop:
+        side = min(width, height)
+        left, top = (width - side) / 2, (height - side) / 2
+        box = (left, top, left + side, top + side)
+    else:
+        box = scaled
     return im.resize((size, size), Image.Resampling.BOX, box=box)
 
 
@@ -147,8 +168,8 @@ def downsample_file(path: str | Path, sizes: Sequence[int], *, crop: bool = Fals
                     fast: bool = False) -> tuple[dict[int, np.ndarray], str | None]:
     """Rows for every size in ``sizes`` from a single decode of ``path``."""
     draft = FAST_DRAFT_MARGIN * max(sizes) if fast else None
-    im, note = open_rgb(path, draft)
-    return {s: planar_row(resize_square(im, s, crop)) for s in sizes}, note
+    im, note, scaled = open_rgb(path, draft)
+    return {s: planar_row(resize_square(im, s, crop, scaled)) for s in sizes}, note
 
 
 # --------------------------------------------------------------------------- pickle writer

@@ -15,12 +15,14 @@ and half of Lanczos on ImageNet-size photos (scripts/bench_build.py). Default JP
 4:2:0 chroma subsampling: the common choice for training data (visually lossless, small files).
 
 Fast mode (default): a JPEG at least twice as large as the largest requested size is decoded
-with libjpeg's DCT scaling (``Image.draft``) to the smallest scale that keeps at least twice the
-target size, then resized exactly as in exact mode; this is the margin Pillow's own
-``thumbnail()`` uses. Output dimensions never change and the pixels stay within about 50 dB
-PSNR of ``--exact`` (scripts/psnr_fast_vs_exact.py; a margin of 1 would be faster but measurably
-blurrier, about 33 dB against an ideal resize where exact gets 37). ``--exact`` always decodes
-at full resolution: bit for bit what a plain Pillow loop gives.
+with libjpeg's DCT scaling (``Image.draft``, 1/2, 1/4 or 1/8) to the smallest scale that still
+covers the target size. The DCT scaling is itself a good anti-aliased downscale; what remains is
+a resize by less than 2x, done on the exact region the scaled decode covers (the ``box`` that
+``draft`` returns: a scaled JPEG is rounded up to whole pixels) and with bicubic rather than a
+softer requested filter (bilinear, hamming, box), as Pillow's ``thumbnail()`` does after its own
+draft. Measured against an ideal resize (full decode, Lanczos), fast and exact outputs are
+equally close (scripts/psnr_fast_vs_exact.py). Output dimensions never change. ``--exact`` always
+decodes at full resolution: bit for bit what a plain Pillow loop gives.
 
 EXIF orientation: pixels are never rotated (ImageNet loaders ignore the tag), and a resized
 image keeps the Orientation tag of its source, so a copied and a resized output of the same
@@ -45,7 +47,11 @@ FILTERS = {
 }
 DEFAULT_FILTER = "bilinear"
 DEFAULT_QUALITY = 90
-DRAFT_MARGIN = 2
+DRAFT_MARGIN = 1
+"""DCT-scale a JPEG only while it stays at least ``DRAFT_MARGIN`` times the target size."""
+AFTER_DCT_FILTER = {"bilinear": "bicubic", "hamming": "bicubic", "box": "bicubic"}
+"""The filter for the (less than 2x) resize left after a DCT-scaled decode: a soft filter at a
+ratio near 1 mostly blurs, so those are replaced by bicubic; the others are kept."""
 ORIENTATION_TAG = 0x0112
 
 # ImageNet has a few huge images; refuse decompression bombs far beyond them, not them.
@@ -154,27 +160,51 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def decode(data: bytes, draft_to: tuple[int, int] | None = None) -> tuple[Image.Image, str | None,
-                                                                         tuple[int, int]]:
+Box = tuple[float, float, float, float]
+
+
+def decode(data: bytes, draft_to: tuple[int, int] | None = None
+           ) -> tuple[Image.Image, Box | None, str | None, tuple[int, int]]:
     """Fully decode ``data`` (optionally DCT-scaled to at least ``draft_to``) to RGB.
 
-    Returns the RGB image, the repair note (None for a clean RGB JPEG) and the original size.
+    Returns the RGB image, the region of it that holds the original picture (None unless
+    DCT-scaled, see :func:`load_rgb`), the repair note (None for a clean RGB JPEG) and the
+    original size.
     """
     im = open_image(data)
     note, original = repair_note(im), im.size
-    return load_rgb(im, draft_to), note, original
+    rgb, box = load_rgb(im, draft_to)
+    return rgb, box, note, original
 
 
-def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None) -> Image.Image:
+def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None
+             ) -> tuple[Image.Image, Box | None]:
     """Decode an opened image to RGB. A truncated or corrupt file raises :class:`BadImage`
-    rather than yielding grey padding (the whole stream is read even when DCT-scaled)."""
+    rather than yielding grey padding (the whole stream is read even when DCT-scaled).
+
+    With ``draft_to``, a JPEG may be DCT-scaled; the second value is then the region of the
+    scaled image that the original covers (scaled sizes are rounded up to whole pixels, so the
+    last row and column are partly outside it), else None."""
+    box = None
     try:
         if draft_to is not None and im.format == "JPEG":
-            im.draft(im.mode, draft_to)
+            original = im.size
+            drafted = im.draft(im.mode, draft_to)
+            if drafted is not None and im.size != original:
+                box = drafted[1]
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data: {e}") from e
-    return to_rgb(im)
+    return to_rgb(im), box
+
+
+def resize_decoded(rgb: Image.Image, box: Box | None, dims: tuple[int, int],
+                   filter_name: str) -> Image.Image:
+    """Resize a decoded image to ``dims``: with the requested filter from a full decode; after
+    a DCT-scaled decode, over its ``box`` and with :data:`AFTER_DCT_FILTER`."""
+    if box is None:
+        return rgb.resize(dims, FILTERS[filter_name])
+    return rgb.resize(dims, FILTERS[AFTER_DCT_FILTER.get(filter_name, filter_name)], box=box)
 
 
 def render(data: bytes, opts: RenderOptions) -> tuple[list[bytes], str | None]:
@@ -194,13 +224,13 @@ def render(data: bytes, opts: RenderOptions) -> tuple[list[bytes], str | None]:
     if shrunk and not opts.exact and not full_reencode:
         draft_to = target_size(w, h, DRAFT_MARGIN * max(shrunk))
     orientation = _orientation(im)
-    rgb = load_rgb(im, draft_to)
+    rgb, box = load_rgb(im, draft_to)
     outputs: list[bytes] = []
     for size in opts.sizes:
         if size is None or min(w, h) <= size:
             # Never upscale: keep the original bytes when they already are an RGB JPEG.
             outputs.append(data if note is None else encode_jpeg(rgb, opts.quality))
             continue
-        resized = rgb.resize(target_size(w, h, size), FILTERS[opts.filter])
+        resized = resize_decoded(rgb, box, target_size(w, h, size), opts.filter)
         outputs.append(encode_jpeg(resized, opts.quality, orientation))
     return outputs, note
