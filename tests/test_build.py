@@ -316,10 +316,11 @@ def test_sizes_follow_the_tarball_rules(kaggle_tree, tmp_path):
         rel = f.relative_to(full)
         src = open_source(kaggle_tree.src).path_of(
             "val" if f.name.startswith("ILSVRC") else "train", f.parent.name, f.name)
-        orig = Image.open(src)
-        w, h = orig.size
+        with Image.open(src) as orig:
+            w, h = orig.size
         for root, n in ((r160, 160), (r320, 320)):
-            im = Image.open(root / rel)
+            with Image.open(root / rel) as im:
+                im.load()
             assert im.format == "JPEG" and im.mode == "RGB"
             if min(w, h) <= n:  # never upscale: the same bytes when nothing needed repair
                 if f.name not in repaired:
@@ -352,8 +353,8 @@ def test_bad_input_is_repaired_or_listed_never_fatal(kaggle_tree, tmp_path):
     built = {p.name: p for p in root.rglob("*.JPEG")}
     assert not set(skipped) & set(built)
     for name in repaired:
-        im = Image.open(built[name])
-        assert (im.format, im.mode) == ("JPEG", "RGB")
+        with Image.open(built[name]) as im:
+            assert (im.format, im.mode) == ("JPEG", "RGB")
     info = json.loads((root / "build-info.json").read_text())
     assert info["skipped"] == report["skipped"]
     assert sum(info["totals"].values()) == len(built)

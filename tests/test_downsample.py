@@ -527,4 +527,5 @@ def test_preview_writes_contact_sheet_and_histogram(built, tmp_path):
     pngs = sorted(dest.rglob("*.png"))
     assert len(pngs) >= 2
     for p in pngs:
-        assert Image.open(p).format == "PNG"
+        with Image.open(p) as im:
+            assert im.format == "PNG"
