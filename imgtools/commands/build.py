@@ -54,8 +54,10 @@ def parse_size(value: str) -> int | None:
               help="Build even if images of the official list are missing from the tree "
                    "(they are listed in build-info.json).")
 @click.option("--filter", "resample", type=click.Choice(sorted(FILTERS)), default=DEFAULT_FILTER,
-              help="Resampling filter (antialiased when shrinking). Ignored by pickle/npz, "
-                   "which use BOX like the published downsampled ImageNet.")
+              help="Resampling filter (antialiased when shrinking). With --fast, the short "
+                   "resize left after a DCT-scaled JPEG decode uses bicubic instead of bilinear, "
+                   "hamming or box. Ignored by pickle/npz, which use BOX like the published "
+                   "downsampled ImageNet.")
 @click.option("--quality", type=click.IntRange(1, 100), default=DEFAULT_QUALITY,
               help="JPEG quality of re-encoded images.")
 @click.option("--exact/--fast", "exact", default=None,
