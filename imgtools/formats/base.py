@@ -100,7 +100,17 @@ class ShardWriter(ABC):
 
 
 class Format(ABC):
-    """A dataset format: how to recognise it, read it shard by shard, and write it."""
+    """A dataset format: how to recognise it, read it shard by shard, and write it.
+
+    Optional methods that make a conversion cheaper (``imgtools.convert`` looks them up):
+
+    * ``scan_shard(shard, info) -> list[int]``: the image byte size of every record, without
+      reading the images (tar headers, TFRecord framing, Parquet footers, ``stat``);
+    * ``scan_records(shard, info) -> (sizes, offsets)``: the same plus the byte offset where
+      each record starts;
+    * ``read_range(shard, info, start, stop[, offset])``: records ``start:stop`` without
+      reading the ones before (seeking to ``offset`` when the scan gave one).
+    """
 
     name: str  # "folder", "tfrecord", "webdataset", "parquet", "pickle"
 
