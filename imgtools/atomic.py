@@ -24,10 +24,13 @@ def tmp_path_for(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open ``path`` for writing through a temporary file renamed into place on success."""
+def atomic_open(path: str | Path, mode: str = "wb", make_parent: bool = True) -> Iterator[IO]:
+    """Open ``path`` for writing through a temporary file renamed into place on success.
+    ``make_parent=False`` skips creating the folder, for a caller writing many files into one
+    folder it has already made."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path_for(path)
     try:
         with open(tmp, mode) as f:
@@ -40,8 +43,8 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as f:
+def atomic_write_bytes(path: str | Path, data: bytes, make_parent: bool = True) -> None:
+    with atomic_open(path, "wb", make_parent) as f:
         f.write(data)
 
 

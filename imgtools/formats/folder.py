@@ -9,13 +9,12 @@ ImageNet class table when they are wnids.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX, tmp_path_for
+from imgtools.atomic import TMP_PREFIX, atomic_write_bytes
 from imgtools.errors import UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter
 from imgtools.records import SPLITS, ClassInfo, DatasetInfo, Record, safe_key
@@ -74,15 +73,7 @@ class FolderWriter(ShardWriter):
         if path.parent not in self._made:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(path.parent)
-        tmp = tmp_path_for(path)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(record.image)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        atomic_write_bytes(path, record.image, make_parent=False)
         self.written.append(path)
         if self.digests:
             self.known_digests[path] = hashlib.sha256(record.image).hexdigest()
