@@ -16,9 +16,25 @@ from imgtools.formats.tfrecord import (
     example_features,
     frame_parts,
     masked_crc,
-    serialize_example,
 )
 from imgtools.records import Record
+
+
+def serialize_example(datum: dict[str, tuple[object, str]]) -> bytes:
+    """The reference: protobuf itself builds the ``tf.train.Example`` from the ``tfrecord``
+    package's ``datum`` convention and serializes it *deterministically* (map entries sorted)."""
+    from tfrecord import example_pb2 as pb
+
+    features = {}
+    for key, (value, kind) in datum.items():
+        if kind == "byte":
+            features[key] = pb.Feature(bytes_list=pb.BytesList(value=[value]))
+        elif kind == "int":
+            features[key] = pb.Feature(int64_list=pb.Int64List(value=[value]))
+        else:
+            raise ValueError(kind)
+    example = pb.Example(features=pb.Features(feature=features))
+    return example.SerializeToString(deterministic=True)
 
 
 def _jpeg(width: int, height: int, noise: bool) -> bytes:

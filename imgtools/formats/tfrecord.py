@@ -434,23 +434,6 @@ def example_features(record: Record, schema: str) -> dict[str, tuple[object, str
     return datum
 
 
-def serialize_example(datum: dict[str, tuple[object, str]]) -> bytes:
-    """A ``tf.train.Example`` from the ``tfrecord`` package's ``datum`` convention, serialized
-    *deterministically*: protobuf writes map entries (the features) in an order that changes
-    between processes otherwise, and the tfrecord package's writer does not ask for sorting."""
-    pb = _example_pb2()
-    features = {}
-    for key, (value, kind) in datum.items():
-        if kind == "byte":
-            features[key] = pb.Feature(bytes_list=pb.BytesList(value=[value]))
-        elif kind == "int":
-            features[key] = pb.Feature(int64_list=pb.Int64List(value=[value]))
-        else:  # pragma: no cover - example_features only makes the two kinds above
-            raise ValueError(kind)
-    example = pb.Example(features=pb.Features(feature=features))
-    return example.SerializeToString(deterministic=True)
-
-
 def _varint(n: int) -> bytes:
     """Protobuf's base-128 varint; a negative int64 is encoded as its 64-bit two's complement."""
     if n < 0:
@@ -474,9 +457,9 @@ ones are joined with the framing around them."""
 
 
 def encode_example(datum: dict[str, tuple[object, str]]) -> list[bytes]:
-    """The bytes of :func:`serialize_example` (a ``tf.train.Example``, map entries sorted by
-    key as deterministic serialization sorts them), as pieces in which each long value (the
-    image) is the caller's own ``bytes`` object.
+    """The bytes of a ``tf.train.Example`` holding ``datum``, as protobuf's deterministic
+    serialization writes them (map entries sorted by key), in pieces in which each long value
+    (the image) is the caller's own ``bytes`` object.
 
     Why not protobuf itself: building the message copies the image into protobuf's arena and
     serializing copies it again, about a third of the CPU time of a passthrough conversion;
