@@ -93,7 +93,7 @@ def _checksum_ok(header: bytes) -> bool:
     """The header's stored checksum equals the sum of its bytes (checksum field as spaces)."""
     stored = header[148:156].split(b"\0", 1)[0].strip()
     try:
-        return bool(stored) and int(stored, 8) == 256 + sum(header[:148]) + sum(header[156:])
+        return bool(stored) and int(stored, 8) == 256 + sum(header) - sum(header[148:156])
     except ValueError:  # not octal digits: not a tar header at all
         return False
 
@@ -297,8 +297,10 @@ def _image_member(path: Path, key: str, members: list[Member]) -> Member:
 
 
 def count_samples(path: Path) -> int:
-    """Number of samples of a shard from its headers, read directly (tarfile parses each
-    header into an object: ten times slower, and finalize counts every shard)."""
+    """Number of samples of a shard this tool has just written, from the names and sizes in
+    its headers alone. Deliberately lighter than :func:`_members` (no checksums, no member
+    records: 2.5x faster, and finalize counts every shard serially); any header beyond a plain
+    file goes to :func:`_walk`."""
     count, last, offset = 0, None, 0
     with open(path, "rb") as f:
         while True:
