@@ -17,21 +17,27 @@ from typing import IO
 TMP_PREFIX = ".tmp-"
 
 
+def tmp_name(name: str) -> str:
+    """The temporary name for a file called ``name``, unique per process and thread, so
+    parallel workers of either kind never clash."""
+    return f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{name}"
+
+
 def tmp_path_for(path: Path) -> Path:
-    """The temporary sibling of ``path``, unique per process and thread, so parallel workers of
-    either kind never clash."""
-    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{path.name}")
+    """The temporary sibling of ``path`` (see :func:`tmp_name`)."""
+    return path.with_name(tmp_name(path.name))
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb", make_parent: bool = True) -> Iterator[IO]:
     """Open ``path`` for writing through a temporary file renamed into place on success.
     ``make_parent=False`` skips creating the folder, for a caller writing many files into one
-    folder it has already made."""
-    path = Path(path)
-    if make_parent:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path_for(path)
+    folder it has already made. Paths are handled as strings: a build writes a file per image,
+    and pathlib objects cost more than the write itself."""
+    folder, name = os.path.split(os.fspath(path))
+    if make_parent and folder:
+        os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, tmp_name(name))
     try:
         with open(tmp, mode) as f:
             yield f
@@ -39,7 +45,7 @@ def atomic_open(path: str | Path, mode: str = "wb", make_parent: bool = True) ->
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
 
 

@@ -27,6 +27,7 @@ from imgtools.errors import UserError
 from imgtools.formats import get_format
 from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
+from imgtools.resample import resizer_name
 from imgtools.runner import ShardTask, load_done, run_shards
 from imgtools.splits import CSV_COLUMNS
 from imgtools.transform import BadImage, RenderOptions, read_bytes, render
@@ -192,6 +193,7 @@ def _fingerprint(plan: BuildPlan, opts: BuildOptions) -> dict:
             "sizes": [size_label(s) for s in opts.sizes], "format": opts.fmt,
             "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
             "shard_size": opts.shard_size, "images": plan.total(),
+            "resizer": resizer_name(opts.exact),
             "format_options": opts.format_options}
 
 
@@ -271,6 +273,7 @@ def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float
                     "sizes": [size_label(s) for s in opts.sizes], "format": opts.fmt,
                     "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
                     "shard_size": opts.shard_size, **opts.format_options},
+        "resizer": resizer_name(opts.exact),
         "classes": [asdict(c) for c in plan.info.classes],
         "label_order": plan.info.label_order,
         "planned": {s: len(v) for s, v in plan.items.items()},

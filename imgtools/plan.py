@@ -104,7 +104,7 @@ class PlanTable(Sequence):
     def item(self, i: int) -> PlanItem:
         wnid = self.wnids[self.cls[i]]
         name = self.name[i].decode("utf-8", "surrogateescape")
-        src = str(self.source.path_of(POOLS[self.pool[i]], wnid, name))
+        src = self.source.path_of(POOLS[self.pool[i]], wnid, name)
         alias = int(self.alias[i])
         out_name = name if alias < 0 else f"unsup_{alias:06d}.JPEG"
         label = int(self.label[i])

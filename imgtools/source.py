@@ -63,15 +63,16 @@ class ImageNetSource:
             self._val_by_class = {w: sorted(v) for w, v in by_class.items()}
         return self._val_by_class.get(wnid, [])
 
-    def path_of(self, pool: str, wnid: str, filename: str) -> Path:
-        """Where a file of ImageNet split ``pool`` lives on disk."""
+    def path_of(self, pool: str, wnid: str, filename: str) -> str:
+        """Where a file of ImageNet split ``pool`` lives on disk. A string, not a Path: the
+        planner asks once per image per pass, and pathlib's joins would dominate that."""
         if pool == "train":
             assert self.train_dir is not None
-            return self.train_dir / wnid / filename
+            return os.path.join(self.train_dir, wnid, filename)
         assert self.val_dir is not None
         if self.layout == "valprep":
-            return self.val_dir / wnid / filename
-        return self.val_dir / filename
+            return os.path.join(self.val_dir, wnid, filename)
+        return os.path.join(self.val_dir, filename)
 
     def _list_images(self, folder: Path) -> list[str]:
         names = []

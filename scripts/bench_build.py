@@ -17,7 +17,8 @@ default JPEG quality (both read from ``imgtools.transform``), never upscaling (a
 or under N is written unchanged, as imgtools does). To prove it does the same work, its output is
 compared byte for byte with ``imgtools build --exact`` when that option exists.
 
-``--psnr`` also reports how far the default (fast, DCT-scaled decode) output is from ``--exact``.
+``--psnr`` also reports how far the default (fast: DCT-scaled decode, SIMD resize) output is
+from ``--exact``.
 
 imgtools is timed as a subprocess from start to exit (imports and planning included: that is what
 a user waits for). Source files are read once before timing so every contender sees a warm page
@@ -53,7 +54,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from make_corpus_tree import DEFAULT_CORPUS, make_corpus_tree, recipe_wnids  # noqa: E402
 
-from imgtools import transform  # noqa: E402
+from imgtools import resample, transform  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 TARGETS = {"320": 1.8, "160": 2.5, "160+320": 1.5}
@@ -380,6 +381,25 @@ def demo_tree(path: Path, images: int) -> Path:
 
 
 STARTUP_IMAGES = 20
+CREATION_PROBE_FILES = 2000
+
+
+def file_creation_ms(work: Path) -> float:
+    """Milliseconds to create one small file in ``work``: every run here creates a file per
+    image, so a slow folder (on one VM, /tmp cost 0.2-0.7 ms a file where /var/tmp on the same
+    disk cost 0.02 ms) weighs on every row. Reported, not corrected for."""
+    probe = work / "creation-probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    probe.mkdir(parents=True)
+    os.sync()
+    start = time.perf_counter()
+    for i in range(CREATION_PROBE_FILES):
+        (probe / f"{i}.JPEG").write_bytes(b"\xff\xd8" * 1000)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(probe, ignore_errors=True)
+    return 1000 * seconds / CREATION_PROBE_FILES
+
+
 
 
 def startup_seconds(work: Path, corpus: Path, recipe: str, extra: list[str]) -> float:
@@ -421,12 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-build-"))
     work.mkdir(parents=True, exist_ok=True)
     fixed_cost = startup_seconds(work, args.corpus, args.recipe, args.build_arg)
+    creation_ms = file_creation_ms(work)
     report = {"machine": machine_info(), "load_before": load_average(),
               "settings": {"images": args.images, "recipe": args.recipe,
                            "repeats": args.repeats, "filter": transform.DEFAULT_FILTER,
                            "quality": transform.DEFAULT_QUALITY, "build_args": args.build_arg,
                            "exact_available": exact_available},
+              "resizer": resample.resizer_name(exact=False),
               "fixed_cost_seconds": fixed_cost,
+              "file_creation_ms": creation_ms, "workdir": str(work),
               "results": []}
     try:
         for source in [s.strip() for s in args.sources.split(",") if s.strip()]:
@@ -458,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"\nFixed cost of one imgtools build (start-up, planning, workers; "
           f"{STARTUP_IMAGES} images): {fixed_cost:.2f} s - included in every imgtools time above.")
+    print(f"Creating one file in the scratch folder ({work}): {creation_ms:.3f} ms. "
+          f"Default resizer: {report['resizer']}.")
     for res in report["results"]:
         for key in ("plain_vs_exact", "fast_vs_exact"):
             for size, cmp in res.get(key, {}).items():

@@ -314,8 +314,8 @@ def test_sizes_follow_the_tarball_rules(kaggle_tree, tmp_path):
     n_copied = 0
     for f in (full / "train").rglob("*.JPEG"):
         rel = f.relative_to(full)
-        src = open_source(kaggle_tree.src).path_of(
-            "val" if f.name.startswith("ILSVRC") else "train", f.parent.name, f.name)
+        src = Path(open_source(kaggle_tree.src).path_of(
+            "val" if f.name.startswith("ILSVRC") else "train", f.parent.name, f.name))
         with Image.open(src) as orig:
             w, h = orig.size
         for root, n in ((r160, 160), (r320, 320)):

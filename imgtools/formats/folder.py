@@ -53,33 +53,42 @@ class FolderWriter(ShardWriter):
 
     With ``digests`` it also hashes each image while it is in memory (a build's SHA256SUMS then
     need not read the files back); a conversion has no use for the hashes and skips the cost.
+    Paths stay strings until :meth:`close`: this runs once per image, and pathlib's joins cost
+    more than the hash.
     """
 
     def __init__(self, root: Path, split: str, digests: bool = False):
         self.root = root
         self.split = split
         self.digests = digests
-        self.written: list[Path] = []
+        self.written: list[str] = []
         self.known_digests: dict[Path, str] = {}
-        self._made: set[Path] = set()
+        self._hashes: list[str] = []
+        self._folders: dict[str | None, str] = {}  # class folder (None: flat) -> made path
 
-    def path_for(self, record: Record) -> Path:
-        if self.split == "unsup" or record.label is None:
-            return self.root / self.split / record.filename
-        return self.root / self.split / (record.wnid or str(record.label)) / record.filename
+    def _folder(self, record: Record) -> str:
+        sub = None if self.split == "unsup" or record.label is None else \
+            (record.wnid or str(record.label))
+        folder = self._folders.get(sub)
+        if folder is None:
+            parts = (os.fspath(self.root), self.split) + (() if sub is None else (sub,))
+            folder = os.path.join(*parts)
+            os.makedirs(folder, exist_ok=True)
+            self._folders[sub] = folder
+        return folder
 
     def write(self, record: Record) -> None:
-        path = self.path_for(record)
-        if path.parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(path.parent)
+        path = os.path.join(self._folder(record), record.filename)
         atomic_write_bytes(path, record.image, make_parent=False)
         self.written.append(path)
         if self.digests:
-            self.known_digests[path] = hashlib.sha256(record.image).hexdigest()
+            self._hashes.append(hashlib.sha256(record.image).hexdigest())
 
     def close(self) -> list[Path]:
-        return self.written
+        paths = [Path(p) for p in self.written]
+        if self.digests:
+            self.known_digests = dict(zip(paths, self._hashes))
+        return paths
 
     def abort(self) -> None:
         # Files already renamed into place are complete images; a rerun rewrites them.
