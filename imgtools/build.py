@@ -175,10 +175,11 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
         totals.add(summary)
     seconds = time.time() - started
     report = _report(plan, opts, totals, seconds, command)
-    for i, root in enumerate(roots):
+    for root in roots:
         root.mkdir(parents=True, exist_ok=True)
+    _write_csv([root / plan.recipe.csv_name for root in roots], plan, totals)
+    for i, root in enumerate(roots):
         _write_checksums(root, state, plan, opts, i)
-        _write_csv(root / plan.recipe.csv_name, plan, totals)
         fmt.finalize(root, plan.info, report["totals"])
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
         atomic_write_text(root / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
@@ -242,15 +243,19 @@ def _shard_ids(plan: BuildPlan, shard_size: int) -> Iterator[str]:
             yield f"{split}-{k:05d}"
 
 
-def _write_csv(path: Path, plan: BuildPlan, totals: _Totals) -> None:
-    """The fastai CSV, for the images that made it into the output (streamed)."""
+def _write_csv(paths: list[Path], plan: BuildPlan, totals: _Totals) -> None:
+    """The fastai CSV, for the images that made it into the output (streamed). Every size gets
+    the same rows, so they are made once and written to each size's copy."""
     dropped = {s["path"] for s in totals.skipped}
-    with atomic_open(path, "w") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(CSV_COLUMNS)
+    with contextlib.ExitStack() as stack:
+        writers = [csv.writer(stack.enter_context(atomic_open(p, "w")), lineterminator="\n")
+                   for p in paths]
+        for w in writers:
+            w.writerow(CSV_COLUMNS)
         for item, row in plan.csv_rows():
             if item.src not in dropped:
-                w.writerow(row)
+                for w in writers:
+                    w.writerow(row)
 
 
 def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float,

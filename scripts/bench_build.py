@@ -99,8 +99,12 @@ def plain_resize(path: Path, size: int, filter_name: str, quality: int) -> bytes
 def plain_loop(paths: list[Path], size: int, out_dir: Path,
                filter_name: str = transform.DEFAULT_FILTER,
                quality: int = transform.DEFAULT_QUALITY) -> LoopResult:
-    """Resize every image to ``size`` into ``out_dir/<name>`` in one process; timed."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Resize every image to ``size`` into ``out_dir/<name>`` in one process; timed.
+
+    ``out_dir`` starts empty, as every imgtools build's does: rewriting the files of a
+    previous repeat would spare the loop the file creations that imgtools pays for."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
     failed = []
     os.sync()  # no contender pays for another's write-back
     start = time.perf_counter()

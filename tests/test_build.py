@@ -358,6 +358,7 @@ def test_bad_input_is_repaired_or_listed_never_fatal(kaggle_tree, tmp_path):
     info = json.loads((root / "build-info.json").read_text())
     assert info["skipped"] == report["skipped"]
     assert sum(info["totals"].values()) == len(built)
+    assert info["resizer"].startswith("fast_image_resize")  # which code made these pixels
 
 
 def test_unreadable_files_are_listed(tmp_path):
