@@ -6,12 +6,15 @@ decode it; scripts/bench_resize.py), so it caps how fast a build can go. ``cykoo
 binds the Rust crate ``fast_image_resize``, which implements the same separable convolution
 with Pillow's filter definitions and supports, vectorised with AVX2, SSE4.1 or NEON: about 4x
 faster here, single-threaded (our parallelism stays joblib's). Its bilinear output is within
-±1 of Pillow's on every pixel (fixed-point rounding), and for every filter it is as close to an
-ideal resize as Pillow's is (tests/test_resample.py).
+2 levels of Pillow's on every pixel (fixed-point rounding), and for every filter it uses it is
+as close to an ideal resize as Pillow's is (tests/test_resample.py).
 
 Where it is not used: ``--exact`` (bit for bit what a plain Pillow loop gives), the filters it
-lacks (nearest, hamming), and any platform where its wheel does not import; those fall back to
-Pillow, and :func:`resizer_name` says which one a build used, for its report.
+lacks (hamming) or breaks ties differently in (nearest, and box: near a ratio of 1 a box picks
+single source pixels, and where Pillow takes one pixel it may take the next, shifting a whole
+row or column; scripts/bench_resize.py shows it), and any platform where its wheel does not
+import; those fall back to Pillow. :func:`resizer_name` says which one a build used, for its
+report.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ except ImportError:  # no wheel for this platform: Pillow does every resize
 
 if Resizer is not None:
     # Pillow's bicubic is Keys' cubic with a = -0.5, which is Catmull-Rom.
-    _SIMD_FILTERS = {"box": FilterType.box, "bilinear": FilterType.bilinear,
-                     "bicubic": FilterType.catmull_rom, "lanczos": FilterType.lanczos3}
+    _SIMD_FILTERS = {"bilinear": FilterType.bilinear, "bicubic": FilterType.catmull_rom,
+                     "lanczos": FilterType.lanczos3}
 else:
     _SIMD_FILTERS = {}
 
@@ -60,7 +63,7 @@ def resizer_name(exact: bool) -> str:
         return "Pillow"
     if Resizer is None:
         return "Pillow (cykooz.resizer is not installed)"
-    return "fast_image_resize (cykooz.resizer); Pillow for nearest and hamming"
+    return "fast_image_resize (cykooz.resizer); Pillow for nearest, box and hamming"
 
 
 def has_simd(filter_name: str) -> bool:

@@ -23,7 +23,7 @@ softer requested filter (bilinear, hamming, box), as Pillow's ``thumbnail()`` do
 draft. Measured against an ideal resize (full decode, Lanczos), fast and exact outputs are
 equally close (scripts/psnr_fast_vs_exact.py). Output dimensions never change. Every resize of
 fast mode runs on SIMD code (:mod:`imgtools.resample`: Pillow's convolution, vectorised; 4x
-faster, within ±1 of Pillow's bilinear). ``--exact`` always decodes at full resolution and
+faster, within 2 levels of Pillow's bilinear). ``--exact`` always decodes at full resolution and
 resizes with Pillow: bit for bit what a plain Pillow loop gives.
 
 EXIF orientation: pixels are never rotated (ImageNet loaders ignore the tag), and a resized
