@@ -1,13 +1,13 @@
 """Resize RGB images: SIMD convolution by default, Pillow's own code for ``--exact``.
 
 Why a second resizer: Pillow's convolution resize is scalar C. On ImageNet-size photos it costs
-as much as the JPEG decode itself (1.1 ms to take a 500x375 photo to 320 px, against 1.0 ms to
-decode it; scripts/bench_resize.py), so it caps how fast a build can go. ``cykooz.resizer``
-binds the Rust crate ``fast_image_resize``, which implements the same separable convolution
-with Pillow's filter definitions and supports, vectorised with AVX2, SSE4.1 or NEON: about 4x
-faster here, single-threaded (our parallelism stays joblib's). Its bilinear output is within
-2 levels of Pillow's on every pixel (fixed-point rounding), and for every filter it uses it is
-as close to an ideal resize as Pillow's is (tests/test_resample.py).
+as much as the JPEG decode itself (1.09 ms per corpus photo to take it to 320 px, against
+1.12 ms to decode it; scripts/bench_resize.py), so it caps how fast a build can go.
+``cykooz.resizer`` binds the Rust crate ``fast_image_resize``, which implements the same
+separable convolution with Pillow's filter definitions and supports, vectorised with AVX2,
+SSE4.1 or NEON: 2.5-5x faster here, single-threaded (our parallelism stays joblib's). Its
+bilinear output is within 2 levels of Pillow's on every pixel (fixed-point rounding), and for
+every filter it uses it is as close to an ideal resize as Pillow's is (tests/test_resample.py).
 
 Where it is not used: ``--exact`` (bit for bit what a plain Pillow loop gives), the filters it
 lacks (hamming) or breaks ties differently in (nearest, and box: near a ratio of 1 a box picks

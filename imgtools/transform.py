@@ -21,10 +21,11 @@ a resize by less than 2x, done on the exact region the scaled decode covers (the
 ``draft`` returns: a scaled JPEG is rounded up to whole pixels) and with bicubic rather than a
 softer requested filter (bilinear, hamming, box), as Pillow's ``thumbnail()`` does after its own
 draft. Measured against an ideal resize (full decode, Lanczos), fast and exact outputs are
-equally close (scripts/psnr_fast_vs_exact.py). Output dimensions never change. Every resize of
-fast mode runs on SIMD code (:mod:`imgtools.resample`: Pillow's convolution, vectorised; 4x
-faster, within 2 levels of Pillow's bilinear). ``--exact`` always decodes at full resolution and
-resizes with Pillow: bit for bit what a plain Pillow loop gives.
+equally close (scripts/psnr_fast_vs_exact.py). Output dimensions never change. Fast mode's
+bilinear, bicubic and Lanczos resizes run on SIMD code (:mod:`imgtools.resample`: Pillow's
+convolution, vectorised; 2.5-5x faster, within 2 levels of Pillow's bilinear). ``--exact``
+always decodes at full resolution and resizes with Pillow: bit for bit what a plain Pillow
+loop gives.
 
 EXIF orientation: pixels are never rotated (ImageNet loaders ignore the tag), and a resized
 image keeps the Orientation tag of its source, so a copied and a resized output of the same

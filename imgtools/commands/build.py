@@ -61,7 +61,7 @@ def parse_size(value: str) -> int | None:
 @click.option("--quality", type=click.IntRange(1, 100), default=DEFAULT_QUALITY,
               help="JPEG quality of re-encoded images.")
 @click.option("--exact/--fast", "exact", default=None,
-              help="--fast resizes with SIMD code (Pillow's convolution, about 4x faster) and "
+              help="--fast resizes with SIMD code (Pillow's convolution, 2.5-5x faster) and "
                    "decodes JPEGs with DCT scaling down to the target size, resizing the rest "
                    "of the way with bicubic (default for JPEG outputs; as close to an ideal "
                    "resize as --exact); --exact decodes at full resolution and resizes with "
