@@ -47,7 +47,7 @@ from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.errors import UserError
 from imgtools.records import DatasetInfo
 from imgtools.runner import ShardTask, run_shards
-from imgtools.transform import BadImage, open_image, read_bytes
+from imgtools.transform import BadImage, draft, open_image, read_bytes
 
 FORMATS = ("pickle", "npz")
 OUTPUT_SPLITS = ("train", "val", "unsup")
@@ -112,13 +112,8 @@ def open_rgb(path: str | Path, draft_size: int | None = None
     ``draft_size`` enables JPEG DCT scaling (--fast).
     """
     im = open_image(read_bytes(str(path)))
-    box = None
     try:
-        if draft_size:
-            original = im.size
-            drafted = im.draft("RGB", (draft_size, draft_size))
-            if drafted is not None and im.size != original:
-                box = drafted[1]
+        box = draft(im, "RGB", (draft_size, draft_size)) if draft_size else None
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data: {e}") from e
@@ -167,8 +162,8 @@ def planar_row(im: Image.Image) -> np.ndarray:
 def downsample_file(path: str | Path, sizes: Sequence[int], *, crop: bool = False,
                     fast: bool = False) -> tuple[dict[int, np.ndarray], str | None]:
     """Rows for every size in ``sizes`` from a single decode of ``path``."""
-    draft = FAST_DRAFT_MARGIN * max(sizes) if fast else None
-    im, note, scaled = open_rgb(path, draft)
+    draft_size = FAST_DRAFT_MARGIN * max(sizes) if fast else None
+    im, note, scaled = open_rgb(path, draft_size)
     return {s: planar_row(resize_square(im, s, crop, scaled)) for s in sizes}, note
 
 

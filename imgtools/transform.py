@@ -173,6 +173,17 @@ def decode(data: bytes, draft_to: tuple[int, int] | None = None
     return rgb, box, note, original
 
 
+def draft(im: Image.Image, mode: str, size: tuple[int, int]) -> Box | None:
+    """Ask libjpeg to DCT-scale ``im``'s coming decode to at least ``size`` (``Image.draft``).
+    Returns the region of the scaled image that holds the original picture (a scaled JPEG is
+    rounded up to whole pixels), or None when nothing was scaled (not a JPEG, or too small)."""
+    original = im.size
+    drafted = im.draft(mode, size)
+    if drafted is not None and im.size != original:
+        return drafted[1]
+    return None
+
+
 def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None
              ) -> tuple[Image.Image, Box | None]:
     """Decode an opened image to RGB. A truncated or corrupt file raises :class:`BadImage`
@@ -184,10 +195,7 @@ def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None
     box = None
     try:
         if draft_to is not None and im.format == "JPEG":
-            original = im.size
-            drafted = im.draft(im.mode, draft_to)
-            if drafted is not None and im.size != original:
-                box = drafted[1]
+            box = draft(im, im.mode, draft_to)
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data: {e}") from e
