@@ -178,8 +178,8 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
     for root in roots:
         root.mkdir(parents=True, exist_ok=True)
     _write_csv([root / plan.recipe.csv_name for root in roots], plan, totals)
+    _write_checksums([root / CHECKSUMS for root in roots], state, plan, opts)
     for i, root in enumerate(roots):
-        _write_checksums(root, state, plan, opts, i)
         fmt.finalize(root, plan.info, report["totals"])
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
         atomic_write_text(root / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
@@ -224,16 +224,19 @@ class _Totals:
         self.images += summary["n"]
 
 
-def _write_checksums(root: Path, state: Path, plan: BuildPlan, opts: BuildOptions,
-                     i: int) -> None:
-    """``sha256sum -c`` compatible, streamed from the shard markers in a stable order."""
-    with atomic_open(root / CHECKSUMS, "w") as f:
+def _write_checksums(paths: list[Path], state: Path, plan: BuildPlan, opts: BuildOptions
+                     ) -> None:
+    """``sha256sum -c`` compatible, one file per size (``paths``, in size order), streamed from
+    the shard markers in a stable order; each marker is read once for every size."""
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(atomic_open(p, "w")) for p in paths]
         for shard_id in _shard_ids(plan, opts.shard_size):
             done = load_done(state, shard_id)
             if done is None:
                 raise RuntimeError(f"shard {shard_id} has no summary after the run")
-            for rel, digest in done["checksums"][i].items():  # plan order
-                f.write(f"{digest}  {rel}\n")
+            for f, sums in zip(files, done["checksums"]):
+                for rel, digest in sums.items():  # plan order
+                    f.write(f"{digest}  {rel}\n")
 
 
 def _shard_ids(plan: BuildPlan, shard_size: int) -> Iterator[str]:
