@@ -307,6 +307,8 @@ def test_published_lists_reproduced_exactly(tmp_path, name, train, val):
 
 
 def test_sizes_follow_the_tarball_rules(kaggle_tree, tmp_path):
+    from imgtools.checksums import sha256_file
+
     report = do_build("imagenette", kaggle_tree.src, tmp_path, sizes=(None, 160, 320))
     full, r160, r320 = (Path(p) for p in report["outputs"])
     assert [p.name for p in (full, r160, r320)] == ["imagenette2", "imagenette2-160",
@@ -335,6 +337,11 @@ def test_sizes_follow_the_tarball_rules(kaggle_tree, tmp_path):
         if f.name not in repaired:  # full size = original bytes
             assert f.read_bytes() == src.read_bytes()
     assert n_copied > 0
+    for root in (full, r160, r320):  # each size's SHA256SUMS lists that size's files, right
+        sums = dict(line.split("  ", 1)[::-1]
+                    for line in (root / "SHA256SUMS").read_text().splitlines())
+        assert set(sums) == {str(p.relative_to(root)) for p in root.rglob("*.JPEG")}
+        assert all(sha256_file(root / rel) == digest for rel, digest in sums.items())
 
 
 def test_bad_input_is_repaired_or_listed_never_fatal(kaggle_tree, tmp_path):
