@@ -32,6 +32,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_corpus_tree import DEFAULT_CORPUS, corpus_photos  # noqa: E402
+from psnr_fast_vs_exact import psnr  # noqa: E402
 
 from imgtools import resample  # noqa: E402
 from imgtools.transform import DEFAULT_QUALITY, target_size  # noqa: E402
@@ -61,12 +62,6 @@ def ideal(im: Image.Image, dims: tuple[int, int]) -> np.ndarray:
     planes = [np.asarray(Image.fromarray(np.asarray(c, np.float32), "F").resize(
         dims, Image.Resampling.LANCZOS)) for c in im.split()]
     return np.stack(planes, axis=-1)
-
-
-def psnr(a, b) -> float:
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    mse = float(np.mean(d**2))
-    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 def encode(im: Image.Image) -> bytes:

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import psnr
 from PIL import Image
 
 from imgtools import resample
@@ -36,11 +37,6 @@ def _ideal(im: Image.Image, dims: tuple[int, int]) -> np.ndarray:
     channels = [np.asarray(Image.fromarray(np.asarray(c, np.float32), "F").resize(
         dims, Image.Resampling.LANCZOS)) for c in im.split()]
     return np.stack(channels, axis=-1)
-
-
-def _psnr(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    return float(10 * np.log10(255**2 / np.mean(d**2)))
 
 
 def _diff(a: Image.Image, b: Image.Image) -> int:
@@ -82,8 +78,8 @@ def test_a_box_region_is_honoured(photo):
     simd = resample.resize(photo, dims, "bicubic", box=box)
     pillow = photo.resize(dims, Image.Resampling.BICUBIC, box=box)
     unboxed = photo.resize(dims, Image.Resampling.BICUBIC)
-    assert _psnr(simd, pillow) > 45
-    assert _psnr(simd, pillow) > _psnr(simd, unboxed) + 3  # the box made the difference
+    assert psnr(simd, pillow) > 45
+    assert psnr(simd, pillow) > psnr(simd, unboxed) + 3  # the box made the difference
 
 
 @pytest.mark.parametrize("filter_name", ["bilinear", "bicubic", "lanczos"])
@@ -95,8 +91,8 @@ def test_every_simd_filter_is_as_good_as_pillows(photo, filter_name, size):
     simd = resample.resize(photo, dims, filter_name)
     # Within 0.3 dB of Pillow, unless both are past 50 dB: far below JPEG q90's own error
     # (about 40 dB), where the SIMD code's 16-bit coefficients start to show.
-    assert _psnr(simd, ideal) >= min(_psnr(pillow, ideal) - 0.3, 50)
-    assert _psnr(simd, pillow) > 40
+    assert psnr(simd, ideal) >= min(psnr(pillow, ideal) - 0.3, 50)
+    assert psnr(simd, pillow) > 40
 
 
 @pytest.mark.parametrize("filter_name", ["nearest", "box", "hamming"])

@@ -4,21 +4,14 @@ the region the scaled decode really covers (``Image.draft``'s box) and a bicubic
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 import pytest
+from conftest import psnr
 from PIL import Image
 
 from imgtools.demo_tree import _Painter
 from imgtools.transform import FILTERS, RenderOptions, decode, render, target_size
-
-
-def _psnr(a: Image.Image, b: Image.Image) -> float:
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    mse = float(np.mean((x - y) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def _photo_jpeg(size: tuple[int, int], seed: int) -> bytes:
@@ -46,6 +39,6 @@ def test_fast_is_as_close_to_an_ideal_resize_as_exact(size, seed):
     assert box is not None and drafted.size[0] < size[0]  # the fast path really DCT-scaled
     ideal = _decoded(data).resize(dims, Image.Resampling.LANCZOS)
     naive = drafted.resize(dims, FILTERS["bilinear"])  # box ignored: what --fast once did
-    assert _psnr(fast, ideal) >= _psnr(exact, ideal) - 1.0
-    assert _psnr(fast, ideal) > _psnr(naive, ideal) + 1.0
-    assert _psnr(fast, exact) > 30
+    assert psnr(fast, ideal) >= psnr(exact, ideal) - 1.0
+    assert psnr(fast, ideal) > psnr(naive, ideal) + 1.0
+    assert psnr(fast, exact) > 30
