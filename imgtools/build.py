@@ -25,6 +25,7 @@ from imgtools.atomic import atomic_open, atomic_write_text, remove_stale_tmp
 from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.formats import get_format
+from imgtools.locks import exclusive
 from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
 from imgtools.resample import resizer_name
@@ -130,7 +131,7 @@ def run_build_shard(task: ShardTask) -> dict:
                 continue
             if note:
                 repaired.append({"path": item.src, "what": note})
-            name = item.out_name if note is None else _jpeg_name(item.out_name)
+            name = item.out_name
             cls = job.info.classes[item.label] if item.label is not None else None
             for writer, data in zip(writers, outputs):
                 writer.write(Record(safe_key(name), item.split, item.label, data, name,
@@ -148,12 +149,6 @@ def run_build_shard(task: ShardTask) -> dict:
             "repaired": repaired, "checksums": checksums}
 
 
-def _jpeg_name(name: str) -> str:
-    """A re-encoded PNG keeps its (ImageNet) name, which already ends in .JPEG."""
-    stem, dot, ext = name.rpartition(".")
-    return name if dot and ext.lower() in ("jpeg", "jpg") else f"{name}.JPEG"
-
-
 def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> dict:
     """Run the whole build; returns the report (also written as build-info.json per output)."""
     if opts.fmt in ("pickle", "npz"):
@@ -162,7 +157,31 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
         return build_downsampled(plan, opts, command=command)
     started = time.time()
     roots = output_roots(plan, opts)
-    state = opts.out / STATE_DIR / plan.recipe.folder_name(None)
+    check_out_dir(opts.out, roots)
+    with exclusive(roots, opts.out / STATE_DIR):
+        report = _build_locked(plan, opts, roots, started, command)
+    _remove_if_empty(opts.out / STATE_DIR)
+    return report
+
+
+def state_dir(out: Path, roots: list[Path]) -> Path:
+    """Shard markers and the fingerprint of one set of outputs: builds of other sizes or
+    formats into the same ``--out`` have their own, so they can neither mix their markers
+    nor wipe an interrupted build's."""
+    return out / STATE_DIR / "+".join(r.name for r in roots)
+
+
+def check_out_dir(out: Path, roots: list[Path]) -> None:
+    """``--out`` and the output folders must be folders (or not exist yet)."""
+    for path in (out, *roots):
+        if path.exists() and not path.is_dir():
+            raise UserError("not a folder, so output cannot go there", path=path,
+                            fix="choose another --out, or move that file away")
+
+
+def _build_locked(plan: BuildPlan, opts: BuildOptions, roots: list[Path], started: float,
+                  command: str | None) -> dict:
+    state = state_dir(opts.out, roots)
     fingerprint = _fingerprint(plan, opts)
     prepare_outputs(roots, state, opts, fingerprint)
     fmt = get_format(opts.fmt)
@@ -184,7 +203,6 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
         atomic_write_text(root / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
     shutil.rmtree(state, ignore_errors=True)
-    _remove_if_empty(opts.out / STATE_DIR)
     report["outputs"] = [str(r) for r in roots]
     return report
 
@@ -195,7 +213,8 @@ def _fingerprint(plan: BuildPlan, opts: BuildOptions) -> dict:
             "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
             "shard_size": opts.shard_size, "images": plan.total(),
             "resizer": resizer_name(opts.exact),
-            "format_options": opts.format_options}
+            "format_options": opts.format_options,
+            "source": str(plan.source.root), "plan": plan.digest()}
 
 
 def _tasks(plan: BuildPlan, opts: BuildOptions, roots: list[Path], shuffle: bool):
@@ -276,7 +295,7 @@ def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float
         "source": str(plan.source.root),
         "source_layout": plan.source.layout,
         "val_labels": plan.source.val_label_source,
-        "options": {"split": plan.split_mode, "seed": plan.seed,
+        "options": {"split": plan.split_mode, "seed": plan.seed, "valid_pct": plan.valid_pct,
                     "split_sources": plan.split_sources,
                     "sizes": [size_label(s) for s in opts.sizes], "format": opts.fmt,
                     "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,

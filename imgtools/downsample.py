@@ -756,6 +756,8 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
 
     from imgtools import __version__
     from imgtools.atomic import atomic_write_text
+    from imgtools.build import check_out_dir
+    from imgtools.locks import exclusive
 
     if any(s is None for s in opts.sizes):
         raise UserError("pickle/npz need a square size such as --size 32, not 'full'",
@@ -763,37 +765,41 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
     name = plan.recipe.output_name or plan.recipe.name
     sizes = sorted({int(s) for s in opts.sizes})
     out_dirs = [Path(opts.out) / output_dir_name(name, s) for s in sizes]
-    state = Path(opts.out) / STATE_DIRNAME / f"downsample-{name}"
-    _claim_outputs(out_dirs, state, overwrite=opts.overwrite, resume=opts.resume)
-    info = DatasetInfo(name, plan.info.classes, plan.info.label_order, dict(plan.info.extra))
-    started = time.time()
-    summary = downsample_dataset(
-        (items for _shard_id, items in plan.shards(opts.shard_size, False)), opts.out, sizes,
-        info=info, fmt=opts.fmt, seed=plan.seed,
-        batches=int(opts.format_options.get("batches", 10)),
-        crop=bool(opts.format_options.get("crop", False)), fast=not opts.exact,
-        n_jobs=opts.n_jobs, resume=opts.resume, quiet=opts.quiet,
-        label_base=plan.info.label_order, state_dir=state)
-    seconds = time.time() - started
-    report = {
-        "tool": "imgtools", "tool_version": __version__,
-        "command": command or " ".join(sys.argv),
-        "recipe": plan.recipe.name, "source": str(plan.source.root),
-        "options": {"split": plan.split_mode, "seed": plan.seed, "sizes": sizes,
-                    "format": opts.fmt, "exact": opts.exact, **opts.format_options},
-        "label_order": plan.info.label_order, "labels": "1-based (label index + 1)",
-        "planned": {s: len(v) for s, v in plan.items.items()},
-        "totals": summary["counts"], "skipped": summary["skipped"],
-        "repaired": summary["repaired"], "missing_from_tree": plan.missing,
-        "seconds": round(seconds, 3),
-        "images_per_second": (round(sum(summary["counts"].values()) / seconds, 1)
-                              if seconds > 0 else None),
-    }
-    for s, out_dir in zip(sizes, out_dirs, strict=True):
-        per_size = dict(report, size=s, path=str(out_dir), files=summary["sizes"][s]["files"])
-        atomic_write_text(out_dir / "build-info.json", json.dumps(per_size, indent=2) + "\n")
-    report["outputs"] = [str(d) for d in out_dirs]
-    return report
+    check_out_dir(Path(opts.out), out_dirs)
+    with exclusive(out_dirs, Path(opts.out) / STATE_DIRNAME):
+        # Per set of outputs (other sizes into the same --out keep their own), and locked.
+        state = Path(opts.out) / STATE_DIRNAME / (
+            "downsample-" + "+".join(d.name for d in out_dirs))
+        _claim_outputs(out_dirs, state, overwrite=opts.overwrite, resume=opts.resume)
+        info = DatasetInfo(name, plan.info.classes, plan.info.label_order, dict(plan.info.extra))
+        started = time.time()
+        summary = downsample_dataset(
+            (items for _shard_id, items in plan.shards(opts.shard_size, False)), opts.out, sizes,
+            info=info, fmt=opts.fmt, seed=plan.seed,
+            batches=int(opts.format_options.get("batches", 10)),
+            crop=bool(opts.format_options.get("crop", False)), fast=not opts.exact,
+            n_jobs=opts.n_jobs, resume=opts.resume, quiet=opts.quiet,
+            label_base=plan.info.label_order, state_dir=state)
+        seconds = time.time() - started
+        report = {
+            "tool": "imgtools", "tool_version": __version__,
+            "command": command or " ".join(sys.argv),
+            "recipe": plan.recipe.name, "source": str(plan.source.root),
+            "options": {"split": plan.split_mode, "seed": plan.seed, "sizes": sizes,
+                        "format": opts.fmt, "exact": opts.exact, **opts.format_options},
+            "label_order": plan.info.label_order, "labels": "1-based (label index + 1)",
+            "planned": {s: len(v) for s, v in plan.items.items()},
+            "totals": summary["counts"], "skipped": summary["skipped"],
+            "repaired": summary["repaired"], "missing_from_tree": plan.missing,
+            "seconds": round(seconds, 3),
+            "images_per_second": (round(sum(summary["counts"].values()) / seconds, 1)
+                                  if seconds > 0 else None),
+        }
+        for s, out_dir in zip(sizes, out_dirs, strict=True):
+            per_size = dict(report, size=s, path=str(out_dir), files=summary["sizes"][s]["files"])
+            atomic_write_text(out_dir / "build-info.json", json.dumps(per_size, indent=2) + "\n")
+        report["outputs"] = [str(d) for d in out_dirs]
+        return report
 
 
 def _claim_outputs(out_dirs: list[Path], state: Path, *, overwrite: bool, resume: bool) -> None:

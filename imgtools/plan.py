@@ -13,6 +13,7 @@ planning walks the tree one class at a time.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,15 @@ class PlanItem(NamedTuple):
     label: int | None
     wnid: str
     out_name: str
+
+
+def jpeg_name(name: str) -> str:
+    """The output name of a source file: every output is a JPEG, so a name that does not end
+    in .JPEG/.jpeg/.jpg gets ``.JPEG`` appended (``photo.png`` -> ``photo.png.JPEG``), whatever
+    the bytes turn out to be. Decided here, in the plan, so the files, the CSV and the
+    checksums all use the same name. ImageNet's own names are kept."""
+    stem, dot, ext = name.rpartition(".")
+    return name if dot and ext.lower() in ("jpeg", "jpg") else f"{name}.JPEG"
 
 
 class Candidate(NamedTuple):
@@ -106,7 +116,7 @@ class PlanTable(Sequence):
         name = self.name[i].decode("utf-8", "surrogateescape")
         src = self.source.path_of(POOLS[self.pool[i]], wnid, name)
         alias = int(self.alias[i])
-        out_name = name if alias < 0 else f"unsup_{alias:06d}.JPEG"
+        out_name = jpeg_name(name) if alias < 0 else f"unsup_{alias:06d}.JPEG"
         label = int(self.label[i])
         return PlanItem(src, self.split, None if label < 0 else label, wnid, out_name)
 
@@ -171,6 +181,7 @@ class BuildPlan:
     split_sources: list[dict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # listed officially, absent in the tree
     unlisted: int = 0  # in the tree but not in the official list
+    valid_pct: float | None = None  # the share sent to val, for --split random (else None)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Planned images per class of each labelled split."""
@@ -179,6 +190,25 @@ class BuildPlan:
 
     def total(self) -> int:
         return sum(len(v) for v in self.items.values())
+
+    def digest(self) -> str:
+        """SHA-256 of what the plan makes: every split's images, classes, labels and names,
+        and the noisy labels the CSV will carry. A resumed build compares it with the
+        interrupted one's, so any change that moves an image (``--valid-pct``, another
+        ``--src`` or ``--split-csv``, files added to the tree) is refused rather than mixed
+        into the same output."""
+        h = hashlib.sha256()
+        h.update("\0".join(self.info.wnids).encode())
+        for split in SPLITS:
+            table = self.items.get(split)
+            if table is None:
+                continue
+            h.update(f"\0split:{split}:{len(table)}\0".encode())
+            for column in table._columns():
+                h.update(np.ascontiguousarray(column).tobytes())
+        for key in sorted(self.noisy):
+            h.update(repr((key, self.noisy[key])).encode("utf-8", "surrogateescape"))
+        return h.hexdigest()
 
     def shards(self, shard_size: int, shuffle: bool) -> Iterator[tuple[str, list[PlanItem]]]:
         """``(shard_id, items)`` per shard; ``shuffle`` mixes classes (seeded) for record formats,
@@ -223,9 +253,17 @@ def make_plan(recipe: Recipe, source: ImageNetSource, *, split_mode: str | None,
     info = DatasetInfo(recipe.name, list(recipe.classes), label_order=recipe.label_order)
     class_of = {c.wnid: i for i, c in enumerate(recipe.classes)}
     plan = BuildPlan(recipe, info, source, split_mode, seed, {}, {})
+    if split_mode == "random":
+        plan.valid_pct = recipe.valid_pct if valid_pct is None else valid_pct
     builders = {s: _TableBuilder() for s in SPLITS}
     parts = recipe.parts or [Part(recipe, {"train": "train", "val": "val"})]
+    assigned: set[str] = set()
     for part in parts:
+        # Imagewang takes Imagewoof twice (10% to train, the rest to unsup): the second pass
+        # must not report its missing and unlisted files, or its list, a second time.
+        bookkeeping = (list(plan.missing), plan.unlisted, list(plan.split_sources))
+        repeat = part.recipe.name in assigned
+        assigned.add(part.recipe.name)
         for part_split, wnid, cands in _assign(part.recipe, source, split_mode, seed, valid_pct,
                                                split_csvs or [], plan):
             target = part.take.get(part_split)
@@ -239,6 +277,8 @@ def make_plan(recipe: Recipe, source: ImageNetSource, *, split_mode: str | None,
                     builders[part.rest].add(rest, cls, None)
             else:
                 builders[target].add(cands, cls, cls)
+        if repeat:
+            plan.missing, plan.unlisted, plan.split_sources = bookkeeping
     if plan.missing and not allow_missing:
         shown = "\n    ".join(plan.missing[:20])
         more = f"\n    ... and {len(plan.missing) - 20} more" if len(plan.missing) > 20 else ""

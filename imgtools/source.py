@@ -78,7 +78,11 @@ class ImageNetSource:
         names = []
         with os.scandir(folder) as it:
             for entry in it:
-                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=True):
+                if entry.name.startswith("."):
+                    continue
+                # A dangling symlink is planned like a file: reading it then fails and the
+                # build lists it as skipped, instead of it vanishing from every count.
+                if not (entry.is_file(follow_symlinks=True) or entry.is_symlink()):
                     continue
                 if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                     names.append(entry.name)

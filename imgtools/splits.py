@@ -141,8 +141,11 @@ def take_fraction(files: list, fraction: float, seed: int, wnid: str) -> tuple[l
 
 def noisy_labels(true: list[str], wnids: list[str], seed: int) -> list[tuple[str, ...]]:
     """fastai-style noisy columns for training rows: for each P in 1/5/25/50, P% of the rows
-    (seeded) get a different class. Returns one (label_0, label_1, ..., label_50) per row."""
+    (seeded) get a different class. Returns one (label_0, label_1, ..., label_50) per row.
+    With a single class there is no other class to pick: every column keeps the true label."""
     columns = [list(true)]
+    if len(set(wnids)) < 2:
+        return list(zip(*(columns * (1 + len(NOISE_LEVELS)))))
     for p in NOISE_LEVELS:
         rng = random.Random(f"{seed}:noise:{p}")
         col = list(true)

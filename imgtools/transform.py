@@ -35,9 +35,11 @@ photo display the same way.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from imgtools import resample
@@ -87,6 +89,8 @@ def read_bytes(path: str) -> bytes:
 
 
 def open_image(data: bytes) -> Image.Image:
+    """Open (parse the header of) an image. Pillow reads a JPEG's header segments here, so a
+    file cut off inside them fails now, with an OSError or worse, not at decode time."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -95,6 +99,8 @@ def open_image(data: bytes) -> Image.Image:
         raise BadImage(f"not an image ({_sniff(data)})") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(f"too large to decode safely: {e}") from e
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
+        raise BadImage(f"corrupt or truncated image header: {e}") from e
 
 
 def _sniff(data: bytes) -> str:
@@ -129,9 +135,16 @@ def target_size(width: int, height: int, size: int) -> tuple[int, int]:
     return width * size // height, size
 
 
+HIGH_DEPTH_GRAY = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+"""Grey modes wider than 8 bits, with their full-scale value. Pillow's ``convert("RGB")``
+clips them at 255 instead of scaling, which turns a 16-bit photo nearly white."""
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == "RGB":
         return im
+    if im.mode in HIGH_DEPTH_GRAY or im.mode in ("I", "F"):
+        return _scaled_gray(im).convert("RGB")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         # Flatten transparency onto white rather than letting it turn black.
         rgba = im.convert("RGBA")
@@ -139,6 +152,24 @@ def to_rgb(im: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return im.convert("RGB")
+
+
+def _scaled_gray(im: Image.Image) -> Image.Image:
+    """An 8-bit ("L") image from a 16-bit, 32-bit integer or float grey one, scaled rather than
+    clipped: 16-bit modes from 0-65535; ``I`` likewise when its values fit in 16 bits (what a
+    16-bit file usually opens as), ``F`` from 0-1 when its values fit there; otherwise from the
+    image's own range."""
+    pixels = np.nan_to_num(np.asarray(im, dtype=np.float64))
+    low, high = float(pixels.min()), float(pixels.max())
+    if im.mode in HIGH_DEPTH_GRAY:
+        low, high = 0.0, float(HIGH_DEPTH_GRAY[im.mode])
+    elif im.mode == "I" and low >= 0 and high <= 65535:
+        low, high = 0.0, 65535.0
+    elif im.mode == "F" and low >= 0 and high <= 1:
+        low, high = 0.0, 1.0
+    span = high - low or 1.0
+    scaled = np.clip((pixels - low) * (255.0 / span), 0, 255)
+    return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
 
 
 def encode_jpeg(im: Image.Image, quality: int, orientation: int = 1) -> bytes:
@@ -153,10 +184,13 @@ def encode_jpeg(im: Image.Image, quality: int, orientation: int = 1) -> bytes:
 
 
 def _orientation(im: Image.Image) -> int:
+    """The EXIF Orientation (1-8) to carry over to resized outputs; 1 when absent, broken or
+    out of range (EXIF allows only 1-8, and no other value can be written back)."""
     try:
-        return int(im.getexif().get(ORIENTATION_TAG, 1))
-    except (ValueError, TypeError, OSError, SyntaxError):  # a broken EXIF block: ignore it
+        value = int(im.getexif().get(ORIENTATION_TAG, 1))
+    except (ValueError, TypeError, OSError, SyntaxError, struct.error):  # broken EXIF block
         return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def decode(data: bytes, draft_to: tuple[int, int] | None = None
@@ -235,7 +269,8 @@ def render(data: bytes, opts: RenderOptions) -> tuple[list[bytes], str | None]:
     for size in opts.sizes:
         if size is None or min(w, h) <= size:
             # Never upscale: keep the original bytes when they already are an RGB JPEG.
-            outputs.append(data if note is None else encode_jpeg(rgb, opts.quality))
+            outputs.append(data if note is None else
+                           encode_jpeg(rgb, opts.quality, orientation))
             continue
         resized = resize_decoded(rgb, box, target_size(w, h, size), opts.filter, opts.exact)
         outputs.append(encode_jpeg(resized, opts.quality, orientation))

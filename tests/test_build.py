@@ -37,7 +37,8 @@ def do_build(recipe: str, src: Path, out: Path, *, sizes=(160,), split="random",
              **kw) -> dict:
     plan = make_plan(load_recipe(recipe), open_source(src), split_mode=split, seed=seed,
                      split_csvs=kw.pop("split_csvs", None),
-                     allow_missing=kw.pop("allow_missing", False))
+                     allow_missing=kw.pop("allow_missing", False),
+                     valid_pct=kw.pop("valid_pct", None))
     opts = BuildOptions(out=out, sizes=list(sizes), quiet=True, n_jobs=kw.pop("n_jobs", 2), **kw)
     return build(plan, opts, command="test")
 
@@ -418,7 +419,8 @@ def test_resume_after_kill_matches_uninterrupted_run(kaggle_tree, tmp_path):
             "--size", "320", "--out", str(tmp_path / "run"), "-j", "1", "--shard-size", "2",
             "-q"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "run" / ".imgtools-state" / "imagewang"
+    # One state folder per set of outputs (see imgtools.build.state_dir).
+    state = tmp_path / "run" / ".imgtools-state" / "imagewang+imagewang-160+imagewang-320"
     deadline = time.time() + 60
     while time.time() < deadline and len(list(state.glob("*-*.json"))) < 5:
         time.sleep(0.005)

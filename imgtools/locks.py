@@ -1,0 +1,65 @@
+"""Keep two processes from writing the same output at once.
+
+Two builds into the same ``--out`` (easy: it defaults to ``out``) would share shard markers
+and overwrite each other's files, and each would then describe a mix of both in its
+SHA256SUMS. A build therefore holds an exclusive ``flock`` on one lock file per output folder
+while it runs. The kernel drops the lock when the process dies, even by kill -9, so a stale
+lock file never blocks ``--resume``. Where ``fcntl`` does not exist (Windows) there is no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from imgtools.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+
+def _acquire(path: Path, what: str) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive lock."""
+    if fcntl is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"another imgtools process is writing {what} right now",
+                            path=path,
+                            fix="wait for it to finish (or stop it), or choose another --out"
+                            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder removed the file as we opened it: lock the new one
+
+
+@contextlib.contextmanager
+def exclusive(outputs: list[Path], lock_dir: Path) -> Iterator[None]:
+    """Hold a lock for each of ``outputs`` (folders), as ``<lock_dir>/<name>.lock``, while the
+    block runs. Locks are taken in sorted order so two runs sharing some outputs never wait
+    on each other in a cycle (they fail fast anyway)."""
+    held: list[tuple[Path, int | None]] = []
+    try:
+        for out in sorted(outputs):
+            path = lock_dir / f"{out.name}.lock"
+            held.append((path, _acquire(path, str(out))))
+        yield
+    finally:
+        for path, fd in reversed(held):
+            if fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # removed while still held, so no one locks a dead file
+                os.close(fd)
