@@ -54,6 +54,47 @@ def atomic_write_bytes(path: str | Path, data: bytes, make_parent: bool = True) 
         f.write(data)
 
 
+class NameTaken(Exception):
+    """:func:`atomic_write_new` found another file already at the path."""
+
+
+def atomic_write_new(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (a string, in an existing folder) atomically, but never over
+    a different file: two records with one name must not silently become one file.
+
+    Publishing is a hard link of the finished temporary file, which fails if the name is
+    taken. A taken name holding exactly ``data`` is accepted: a resumed shard rewrites the
+    files it wrote before it was killed. Filesystems without hard links fall back to a check
+    and a rename."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, tmp_name(name))
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if not _holds(path, data):
+                raise NameTaken(path) from None
+        except OSError:  # no hard links here (FAT, some network filesystems)
+            if os.path.exists(path) and not _holds(path, data):
+                raise NameTaken(path) from None
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _holds(path: str, data: bytes) -> bool:
+    try:
+        if os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)

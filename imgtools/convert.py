@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from imgtools.atomic import remove_stale_tmp
 from imgtools.errors import UserError
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
@@ -359,6 +360,9 @@ def _prepare_dst(dst: Path, src: Path, resume: bool, overwrite: bool) -> None:
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise UserError("the output would be written inside the input", path=dst,
                         fix="choose an output folder outside the input dataset")
+    if dst.resolve() in src.resolve().parents:  # --overwrite would delete the input with it
+        raise UserError("the input is inside the output folder", path=dst,
+                        fix="choose an output folder that does not contain the input")
     if not dst.exists():
         return
     if not dst.is_dir():
@@ -449,6 +453,8 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
                         fix="check that this is the dataset you meant; nothing was written")
 
     state = dst / STATE_DIR
+    if resume and dst.is_dir():
+        remove_stale_tmp(dst)  # temporary files of the interrupted run's unfinished shards
     options = dict(format_options)
     _check_resume(state, _fingerprint(src, src_fmt.name, dst_fmt.name, size, options, plan),
                   resume)

@@ -9,7 +9,6 @@ exact integers, so ``stats`` gives the same digits however many workers run it.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import math
@@ -30,6 +29,9 @@ MAX_DISTINCT_SIZES = 2000
 SHA256SUMS = "SHA256SUMS"
 """Checksum file the build writes beside build-info.json (``sha256sum -c`` format)."""
 SHORT_SIDE_EDGES = (32, 64, 128, 160, 224, 256, 320, 400, 500, 640, 1000, 2000)
+UNLABELLED_SPLITS = ("test", "unsup")
+"""Splits whose records may carry no label: Imagewang's ``unsup`` and held-out ``test`` sets
+(the Kaggle flowers TFRecords have an unlabelled ``test`` folder)."""
 
 
 @dataclass
@@ -184,17 +186,21 @@ def _info_report(ds: Dataset, counts: Counter, sizes: Counter, short_hist: list[
 
 
 def _tfrecord_problems(path: Path) -> list[dict]:
-    """Check both masked CRC-32C of every TFRecord record (the tfrecord reader checks none)."""
+    """Check both masked CRC-32C of every TFRecord record (the tfrecord reader checks none).
+
+    GZIP is told by the magic bytes, through the reader's own opener: TensorFlow's GZIP writer
+    adds no ``.gz`` suffix, and a file the reader reads must not be called corrupted here."""
     import crc32c
+
+    from imgtools.formats.tfrecord import _open
 
     def masked(data: bytes) -> int:
         crc = crc32c.crc32c(data)
         return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
-    opener = gzip.open if path.name.endswith(".gz") else open
     problems = []
     offset = 0
-    with opener(path, "rb") as f:
+    with _open(path) as f:
         while True:
             head = f.read(12)
             if not head:
@@ -241,14 +247,22 @@ def _container_problems(fmt_name: str, path: Path) -> list[dict]:
     return []
 
 
-def _decode_problem(record: Record, n_classes: int) -> str | None:
-    from PIL import Image
-
+def _label_problem(record: Record, n_classes: int) -> str | None:
+    """What is wrong with the record's label, if anything; a missing label is fine only in the
+    splits meant to be unlabelled (:data:`UNLABELLED_SPLITS`)."""
     if record.label is None:
-        if record.split != "unsup":
+        if record.split not in UNLABELLED_SPLITS:
             return f"no label in split {record.split!r}"
     elif not 0 <= record.label < n_classes:
         return f"label {record.label} outside 0..{n_classes - 1}"
+    return None
+
+
+def _decode_problem(record: Record) -> str | None:
+    """Why the record's image does not decode, if it does not (labels are checked apart, so
+    every image is decoded whatever its label says)."""
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(record.image)) as img:
             img.load()
@@ -266,11 +280,14 @@ def _verify_shard(fmt_name: str, shard: InputShard, info: DatasetInfo) -> dict:
     try:
         for record in get_format(fmt_name).read_shard(shard, info):
             counts[(record.split, -1 if record.label is None else record.label)] += 1
-            what = _decode_problem(record, len(info.classes))
-            if what is None:
+            label_what = _label_problem(record, len(info.classes))
+            if label_what is not None:
+                problems.append({"path": shard.path, "key": record.key, "what": label_what})
+            decode_what = _decode_problem(record)
+            if decode_what is None:
                 decoded += 1
             else:
-                problems.append({"path": shard.path, "key": record.key, "what": what})
+                problems.append({"path": shard.path, "key": record.key, "what": decode_what})
     except Exception as e:  # noqa: BLE001 - a reader failure ends this shard, as a finding
         problems.append({"path": shard.path, "what": f"read failed: {type(e).__name__}: {e}"})
     return {"counts": counts, "decoded": decoded, "problems": problems[:MAX_PROBLEMS_PER_SHARD],
@@ -306,7 +323,10 @@ def _checksum_chunk(root: str, items: list[tuple[str, str]]) -> list[dict]:
     return problems
 
 
-def _check_checksums(root: Path, n_jobs: int | None) -> tuple[int, list[dict]]:
+def _check_checksums(root: Path, n_jobs: int | None, only: str | None = None
+                     ) -> tuple[int, list[dict]]:
+    """Recompute the build-time sha256 of every listed file, or of ``only`` (a path relative to
+    ``root``) when one file is verified: the others are not what the user asked about."""
     from joblib import Parallel, delayed
 
     from imgtools.hub.layout import load_build_info
@@ -314,7 +334,7 @@ def _check_checksums(root: Path, n_jobs: int | None) -> tuple[int, list[dict]]:
 
     checksums = dict(load_build_info(root).get("checksums") or {})
     checksums.update(read_sha256sums(root / SHA256SUMS))
-    items = sorted(checksums.items())
+    items = sorted((rel, h) for rel, h in checksums.items() if only in (None, rel))
     chunks = [items[i:i + 256] for i in range(0, len(items), 256)]
     jobs = min(resolve_jobs(n_jobs), max(1, len(chunks)))
     problems: list[dict] = []
@@ -337,8 +357,37 @@ def _expected_counts(ds: Dataset) -> tuple[dict, dict]:
     return splits, load_build_info(root).get("counts") or {}
 
 
+def _whole_dataset(ds: Dataset) -> bool:
+    """Whether ``ds.path`` is a whole dataset. A single shard file holds part of one split, so
+    the sidecar and build-info.json counts (which describe the whole dataset) do not apply."""
+    return not ds.path.is_file()
+
+
+def _count_problems(ds: Dataset, counts: Counter, read_splits: dict[str, int]) -> list[dict]:
+    """Records read per split and per class that differ from the sidecar and build-info.json."""
+    problems = []
+    expected_splits, expected_classes = _expected_counts(ds)
+    for split in _split_order([*expected_splits, *read_splits]):
+        want, got = expected_splits.get(split), read_splits.get(split, 0)
+        if want is not None and want != got:
+            problems.append({"path": str(ds.path),
+                             "what": f"split {split}: {got} records, the metadata says {want}"})
+    wnid_label = {c.wnid: i for i, c in enumerate(ds.info.classes)}
+    for split, per_class in expected_classes.items():
+        for wnid, want in (per_class or {}).items():
+            got = counts.get((split, wnid_label.get(wnid, -2)), 0)
+            if got != want:
+                problems.append({"path": str(ds.path), "what": f"split {split}, class {wnid}: "
+                                 f"{got} records, build-info.json says {want}"})
+    return problems
+
+
 def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True) -> dict:
-    """Decode every image, check container CRCs, counts and build-time checksums."""
+    """Decode every image, check labels, container CRCs, counts and build-time checksums.
+
+    Given one file of a dataset, only that file is checked: the whole-dataset split and class
+    counts are not compared (``counts_compared`` is False and ``notes`` says so) and only its
+    own build-time checksum is recomputed."""
     from imgtools.convert import dataset_root
 
     ds = open_dataset(path)
@@ -352,28 +401,24 @@ def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True) -
         problem_count += part["problem_count"]
         problems.extend(part["problems"])
     shard_listed = len(problems)  # shard problems are capped; count the rest separately
-    expected_splits, expected_classes = _expected_counts(ds)
     read_splits = {s: sum(n for (sp, _), n in counts.items() if sp == s)
                    for s in _split_order(s for s, _ in counts)}
-    for split in _split_order([*expected_splits, *read_splits]):
-        want, got = expected_splits.get(split), read_splits.get(split, 0)
-        if want is not None and want != got:
-            problems.append({"path": str(ds.path),
-                             "what": f"split {split}: {got} records, the metadata says {want}"})
-    wnid_label = {c.wnid: i for i, c in enumerate(ds.info.classes)}
-    for split, per_class in expected_classes.items():
-        for wnid, want in (per_class or {}).items():
-            got = counts.get((split, wnid_label.get(wnid, -2)), 0)
-            if got != want:
-                problems.append({"path": str(ds.path), "what": f"split {split}, class {wnid}: "
-                                 f"{got} records, build-info.json says {want}"})
-    checked, checksum_problems = _check_checksums(dataset_root(ds.path), n_jobs)
+    whole = _whole_dataset(ds)
+    notes = []
+    if whole:
+        problems.extend(_count_problems(ds, counts, read_splits))
+    else:
+        notes.append("one file of a dataset: split and class counts not compared with the "
+                     "dataset's metadata (verify the dataset folder to compare them)")
+    checked, checksum_problems = _check_checksums(dataset_root(ds.path), n_jobs,
+                                                  only=None if whole else ds.path.name)
     problems.extend(checksum_problems)
     problem_count += len(problems) - shard_listed
     total = sum(read_splits.values())
     return {"path": str(ds.path), "format": ds.fmt.name, "records": total, "decoded": decoded,
-            "splits": read_splits, "checksums_checked": checked, "ok": not problems,
-            "problem_count": problem_count, "problems": problems}
+            "splits": read_splits, "checksums_checked": checked, "counts_compared": whole,
+            "notes": notes, "ok": not problems, "problem_count": problem_count,
+            "problems": problems}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,6 +21,18 @@ DATASET_META = "imgtools-dataset.json"
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
 
+def plain_filename(name: str | None) -> str:
+    """A stored file name reduced to its last component, or "" when nothing usable is left.
+
+    Names inside TFRecords, WebDataset JSON and Parquet are whatever their writer put there
+    (``train/n01440764/x.JPEG``, ``../../x.jpg``, ``C:\\x.jpg``). Output goes into our own
+    class folders, so a path part must never steer a file elsewhere."""
+    if not name:
+        return ""
+    base = re.split(r"[/\\]", str(name))[-1].strip()
+    return "" if base in ("", ".", "..") else base
+
+
 def safe_key(filename: str) -> str:
     """A record key from a file name: extension dropped, no dots (WebDataset cuts keys at the
     first dot), only characters safe in every format's member and file names."""

@@ -81,6 +81,8 @@ def verify(path: Path, n_jobs: int, as_json: bool, quiet: bool) -> None:
         lines.append("what to do: rebuild or re-convert the dataset from its source; "
                      "`imgtools convert` skips nothing silently and reports bad records")
         text = "\n".join(lines)
+    if r.get("notes"):
+        text += "\n" + "\n".join(f"note: {n}" for n in r["notes"])
     _emit(r, as_json, text)
     if not r["ok"]:
         sys.exit(EXIT_PROBLEMS)

@@ -34,12 +34,35 @@ def get_format(name: str) -> Format:
     return importlib.import_module(_FORMAT_MODULES[key]).FORMAT
 
 
+def unfinished(path: Path) -> str | None:
+    """Why the dataset at ``path`` is known to be incomplete, or None. A conversion or build
+    that stopped (error, Ctrl-C, kill) leaves shards that read as a smaller dataset; its state
+    folder says it is unfinished, so it is refused rather than read, verified or published."""
+    from imgtools.build import STATE_DIR as BUILD_STATE
+    from imgtools.convert import STATE_DIR as CONVERT_STATE
+
+    if path.is_dir() and (path / CONVERT_STATE).is_dir():
+        return "an imgtools convert into this folder did not finish"
+    state = path.parent / BUILD_STATE
+    if path.is_dir() and state.is_dir():
+        for run in state.iterdir():
+            outputs = run.name.removeprefix("downsample-").split("+")
+            if run.is_dir() and path.name in outputs:
+                return "an imgtools build of this folder did not finish"
+    return None
+
+
 def detect_format(path: str | Path) -> Format:
     """The format of the dataset at ``path``; a clear error when it is none of ours."""
     path = Path(path)
     if not path.exists():
         raise UserError("no such file or directory", path=path,
                         fix="check the path: it should hold a dataset in a format imgtools reads")
+    reason = unfinished(path)
+    if reason:
+        raise UserError(f"an incomplete dataset: {reason}", path=path,
+                        fix="finish it by running the same command again with --resume, or "
+                            "delete it and start over")
     # pickle before folder: a folder of train_data_batch_* files is not a JPEG folder.
     for name in ("pickle", "tfrecord", "webdataset", "parquet", "folder"):
         try:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX, atomic_write_bytes
+from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_new
 from imgtools.errors import UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter
 from imgtools.records import SPLITS, ClassInfo, DatasetInfo, Record, safe_key
@@ -78,8 +78,17 @@ class FolderWriter(ShardWriter):
         return folder
 
     def write(self, record: Record) -> None:
-        path = os.path.join(self._folder(record), record.filename)
-        atomic_write_bytes(path, record.image, make_parent=False)
+        folder = self._folder(record)
+        path = os.path.join(folder, record.filename)
+        try:
+            atomic_write_new(path, record.image)
+        except NameTaken:
+            raise UserError(
+                f"two records are both named {record.filename!r} in the same folder: writing "
+                "both would keep only one", path=path,
+                fix="give the input unique file names per class (or per split for unlabelled "
+                    "images), or convert to tfrecord, webdataset or parquet, which keep "
+                    "both") from None
         self.written.append(path)
         if self.digests:
             self._hashes.append(hashlib.sha256(record.image).hexdigest())
@@ -115,7 +124,7 @@ class FolderFormat(Format):
 
         names = imagenet_names()
         wnids = sorted({c.name for _s, d in _split_dirs(path) if _s != "unsup"
-                        for c in d.iterdir() if c.is_dir()})
+                        for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")})
         if not wnids:
             raise UserError("no class folders found", path=path,
                             fix="expected <split>/<class>/<image> (e.g. train/n01440764/x.JPEG)")
@@ -125,7 +134,8 @@ class FolderFormat(Format):
     def input_shards(self, path: Path) -> list[InputShard]:
         shards = []
         for split, d in _split_dirs(path):
-            subdirs = sorted(p for p in d.iterdir() if p.is_dir())
+            # Hidden folders (.ipynb_checkpoints, .DS_Store dirs) are not classes.
+            subdirs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
             for sub in subdirs:
                 shards.append(InputShard(str(sub), split, {"wnid": sub.name}))
             flat = sorted(p.name for p in d.iterdir() if p.is_file() and _is_image(p.name))

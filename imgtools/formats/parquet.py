@@ -35,7 +35,7 @@ from imgtools.formats.base import (
     files_with_suffix,
     listed_files,
 )
-from imgtools.records import DatasetInfo, Record, safe_key
+from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "unsup": "unsup", "test": "test"}
 """Our split name -> the Hub's conventional split name (for README ``configs:``)."""
@@ -244,7 +244,7 @@ class ParquetFormat(Format):
             row = first_row + i
             if row < start or (stop is not None and row >= stop):
                 continue
-            if not image:
+            if image is None:  # b"" is an (empty) image, not a reference to a path
                 image = _image_from_path(path, row, name)
             if label is not None and (not isinstance(label, int) or label < 0):
                 label = None
@@ -252,8 +252,8 @@ class ParquetFormat(Format):
                 raise CorruptDataError(f"row {row}: label {label} but the dataset has "
                                        f"{len(info.classes)} classes", path=path,
                                        fix="fix the class list in imgtools-dataset.json")
-            filename = os.path.basename(name) if name else (
-                f"{path.name.split('.')[0]}-{row:06d}.{image_ext(image)}")
+            filename = plain_filename(name) or (
+                f"{path.name.replace('.', '_')}-{row:06d}.{image_ext(image)}")
             cls = info.classes[label] if label is not None else None
             yield Record(key=safe_key(filename), split=split, label=label, image=image,
                          filename=filename, wnid=cls.wnid if cls else None,
@@ -273,9 +273,10 @@ class ParquetFormat(Format):
 def _image_from_path(parquet: Path, row: int, name: str | None) -> bytes:
     """``Dataset.to_parquet`` of an image folder stores paths, not bytes: follow them."""
     if name:
-        for candidate in (Path(name), parquet.parent / name):
-            if candidate.is_file():
-                return candidate.read_bytes()
+        # Relative to the Parquet file, never to wherever the user happens to run us.
+        candidate = Path(name) if Path(name).is_absolute() else parquet.parent / name
+        if candidate.is_file():
+            return candidate.read_bytes()
     raise CorruptDataError(f"row {row} has no image bytes and its path {name!r} is not a file",
                            path=parquet,
                            fix="this Parquet refers to images by path (Dataset.to_parquet does "

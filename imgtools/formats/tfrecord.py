@@ -44,7 +44,7 @@ import crc32c
 from imgtools.atomic import TMP_PREFIX, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter, files_named
-from imgtools.records import DatasetInfo, Record, safe_key
+from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
 SCHEMAS: dict[str, dict[str, str]] = {
     "tfds": {"image": "image", "label": "label", "filename": "file_name"},
@@ -344,7 +344,7 @@ class TFRecordFormat(Format):
     def _record(feats: dict, keys: dict[str, str], split: str, info: DatasetInfo, path: Path,
                 offset: int, index: int) -> Record:
         image = feats.get(keys["image"])
-        if not isinstance(image, bytes) or not image:
+        if not isinstance(image, bytes):  # b"" is kept: an empty file converts losslessly
             raise UserError(
                 f"record {index} has no image bytes under {keys['image']!r} "
                 f"(its features: {sorted(feats)}) - mixed schemas in one dataset?",
@@ -366,9 +366,10 @@ class TFRecordFormat(Format):
         from imgtools.convert import image_ext
 
         raw_name = feats.get(keys["filename"])
-        name = raw_name.decode("utf-8", "replace") if isinstance(raw_name, bytes) else ""
-        if not name:
-            name = f"{Path(path).name.split('.')[0]}-{index:06d}"
+        name = plain_filename(raw_name.decode("utf-8", "replace")
+                              if isinstance(raw_name, bytes) else "")
+        if not name:  # unique per record: the whole shard file name, then the record's index
+            name = f"{Path(path).name.replace('.', '_')}-{index:06d}"
         if "." not in name:  # flowers ids, missing names: give the file its real extension
             name = f"{name}.{image_ext(image)}"
         cls = info.classes[label] if label is not None else None

@@ -41,7 +41,7 @@ from imgtools.formats.base import (
     files_with_suffix,
     listed_files,
 )
-from imgtools.records import DatasetInfo, Record
+from imgtools.records import DatasetInfo, Record, plain_filename
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "img",
                 "image")
@@ -425,7 +425,7 @@ class WebDatasetFormat(Format):
                     fix="fix the class list in imgtools-dataset.json next to the shards")
             cls = info.classes[label] if label is not None else None
             base = key.rsplit("/", 1)[-1]
-            filename = meta.get("filename") or f"{base}.{image_ext(image)}"
+            filename = plain_filename(meta.get("filename")) or f"{base}.{image_ext(image)}"
             yield Record(key=_KEY_UNSAFE.sub("_", base), split=split, label=label,
                          image=image, filename=str(filename),
                          wnid=cls.wnid if cls else meta.get("wnid"),
@@ -510,12 +510,7 @@ class WebDatasetShardWriter(ShardWriter):
     def write(self, record: Record) -> None:
         from imgtools.convert import image_ext
 
-        key = _KEY_UNSAFE.sub("_", record.key)
-        if key in self._keys:
-            raise UserError(f"two images of split {record.split!r} have the key {key!r} "
-                            f"(latest: {record.filename!r})", path=self.path,
-                            fix="WebDataset would merge them into one sample; give the files "
-                                "unique names (without dots) before converting")
+        key = self._unique(_KEY_UNSAFE.sub("_", record.key))
         self._keys.add(key)
         meta = {"label": record.label, "class_name": record.class_name, "wnid": record.wnid,
                 "split": record.split, "filename": record.filename}
@@ -526,6 +521,19 @@ class WebDatasetShardWriter(ShardWriter):
         for field in sorted(fields):  # TarWriter writes a sample's fields in sorted order
             self._add(f"{key}.{field}", fields[field])
         self.nsamples += 1
+
+    def _unique(self, key: str) -> str:
+        """``key``, or ``key_1``, ``key_2``... if the shard already has it. Keys come from file
+        names, and ``cats/1.jpg`` and ``dogs/1.jpg`` (or two names of non-Latin letters, which
+        become underscores) would otherwise share one: WebDataset would merge them into one
+        sample. The real file name travels in the sample's ``.json``. A key repeated in
+        another shard is harmless: readers group members by key within a tar only."""
+        if key not in self._keys:
+            return key
+        n = 1
+        while f"{key}_{n}" in self._keys:
+            n += 1
+        return f"{key}_{n}"
 
     def close(self) -> list[Path]:
         # tarfile's close: two zero blocks, then zeros up to a multiple of 20 blocks.

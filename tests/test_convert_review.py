@@ -1,0 +1,177 @@
+"""``imgtools convert`` on inputs that once lost, misplaced or deleted data (found in review).
+Nothing may be dropped silently, written outside the output, or read as complete when a run
+did not finish."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_convert_roundtrip import make_folder, tree
+
+from imgtools.convert import convert
+from imgtools.errors import UserError
+from imgtools.formats import detect_format
+from imgtools.records import ClassInfo, DatasetInfo, plain_filename
+
+
+def _jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _write_tfrecords(folder: Path, shards: dict[str, list[dict]]) -> Path:
+    """TFRecord shards written by the tfrecord package (the reference writer), with a class
+    list sidecar; each record: {"image": bytes, "label": int, optional "filename": str}."""
+    from tfrecord.writer import TFRecordWriter
+
+    folder.mkdir(parents=True)
+    for name, records in shards.items():
+        writer = TFRecordWriter(str(folder / name))
+        for r in records:
+            datum = {"image": (r["image"], "byte"), "label": (r["label"], "int")}
+            if "filename" in r:
+                datum["file_name"] = (r["filename"].encode(), "byte")  # the TFDS key
+            writer.write(datum)
+        writer.close()
+    DatasetInfo("t", [ClassInfo("n01440764", "tench"), ClassInfo("n02102040", "springer")]
+                ).save(folder)
+    return folder
+
+
+def test_plain_filename_keeps_only_the_last_component():
+    assert plain_filename("train/n01440764/x.JPEG") == "x.JPEG"
+    assert plain_filename("../../escaped.jpg") == "escaped.jpg"
+    assert plain_filename("C:\\photos\\a.jpg") == "a.jpg"
+    assert plain_filename("..") == plain_filename("a/") == plain_filename(None) == ""
+
+
+def test_tfrecords_without_names_keep_every_record(tmp_path):
+    """TFDS-style shards share a prefix up to the first dot: names made from it collided and
+    the folder kept half of the images while reporting all."""
+    shards = {f"imagenette-train.tfrecord-0000{i}-of-00002": [
+        {"image": _jpeg(10 * i + j), "label": j % 2} for j in range(3)] for i in range(2)}
+    src = _write_tfrecords(tmp_path / "tfds", shards)
+    summary = convert(src, tmp_path / "out", "folder", quiet=True, n_jobs=1)
+    files = list((tmp_path / "out").rglob("*.jpg"))
+    assert summary["records"] == len(files) == 6
+
+
+def test_stored_names_cannot_write_outside_the_output(tmp_path):
+    names = ["../../escaped.jpg", str(tmp_path / "abs.jpg"), "train/n01440764/sub.JPEG"]
+    src = _write_tfrecords(tmp_path / "in", {"train.tfrecord-00000-of-00001": [
+        {"image": _jpeg(i), "label": 0, "filename": n} for i, n in enumerate(names)]})
+    convert(src, tmp_path / "out", "folder", quiet=True, n_jobs=1)
+    written = sorted(p.relative_to(tmp_path / "out").as_posix()
+                     for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert [w for w in written if not w.startswith("imgtools")] == [
+        "train/n01440764/abs.jpg", "train/n01440764/escaped.jpg", "train/n01440764/sub.JPEG"]
+    assert not (tmp_path / "abs.jpg").exists()
+
+
+def test_two_records_with_one_name_are_an_error_not_one_file(tmp_path):
+    src = _write_tfrecords(tmp_path / "in", {"train.tfrecord-00000-of-00001": [
+        {"image": _jpeg(i), "label": 0, "filename": "same.jpg"} for i in range(2)]})
+    with pytest.raises(UserError, match="same.jpg") as err:
+        convert(src, tmp_path / "out", "folder", quiet=True, n_jobs=1)
+    assert "webdataset" in err.value.fix
+
+
+def test_same_file_names_in_two_classes_convert_to_webdataset_and_back(tmp_path):
+    """cats/1.jpg and dogs/1.jpg (and names that become underscores) share a key."""
+    src = tmp_path / "src"
+    for i, (cls, name) in enumerate([("cats", "1.jpg"), ("dogs", "1.jpg"),
+                                     ("cats", "日本.jpg"), ("cats", "中国.jpg")]):
+        (src / "train" / cls).mkdir(parents=True, exist_ok=True)
+        (src / "train" / cls / name).write_bytes(_jpeg(i))
+    convert(src, tmp_path / "wds", "webdataset", quiet=True, n_jobs=1)
+    import webdataset as wds
+
+    keys = [s["__key__"] for s in wds.WebDataset(str(tmp_path / "wds" / "train-000000.tar"),
+                                                  shardshuffle=False)]
+    assert len(keys) == len(set(keys)) == 4
+    convert(tmp_path / "wds", tmp_path / "back", "folder", quiet=True, n_jobs=1)
+    assert tree(tmp_path / "back") == tree(src)
+
+
+def test_overwrite_never_deletes_the_input(tmp_path):
+    src = make_folder(tmp_path / "data" / "tiny")
+    convert(src, tmp_path / "pq", "parquet", quiet=True, n_jobs=1)
+    shard = next((tmp_path / "pq").glob("train-*.parquet"))
+    with pytest.raises(UserError, match="input is inside the output"):
+        convert(shard, tmp_path / "pq", "folder", quiet=True, n_jobs=1, overwrite=True)
+    assert shard.is_file()
+
+
+def test_hidden_folders_are_not_classes(tmp_path):
+    src = make_folder(tmp_path / "tiny")
+    (src / "train" / ".ipynb_checkpoints").mkdir()
+    info = detect_format(src).read_info(src)
+    assert ".ipynb_checkpoints" not in info.wnids
+    shutil.rmtree(tmp_path / "tiny" / "imgtools-dataset.json", ignore_errors=True)
+    (src / "imgtools-dataset.json").unlink()
+    assert ".ipynb_checkpoints" not in detect_format(src).read_info(src).wnids
+    convert(src, tmp_path / "out", "webdataset", quiet=True, n_jobs=1)
+
+
+def test_empty_images_survive_parquet_and_tfrecord_and_never_read_the_cwd(tmp_path,
+                                                                         monkeypatch):
+    src = make_folder(tmp_path / "tiny")
+    empty = src / "train" / "n01440764" / "empty.JPEG"
+    empty.write_bytes(b"")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    (cwd / "empty.JPEG").write_bytes(b"UNRELATED FILE IN CWD")
+    monkeypatch.chdir(cwd)
+    for fmt in ("parquet", "tfrecord"):
+        convert(src, tmp_path / fmt, fmt, quiet=True, n_jobs=1)
+        convert(tmp_path / fmt, tmp_path / f"{fmt}-back", "folder", quiet=True, n_jobs=1)
+        assert tree(tmp_path / f"{fmt}-back") == tree(src)
+
+
+def test_an_unfinished_conversion_is_not_read_as_a_dataset(tmp_path, monkeypatch):
+    from imgtools.formats import webdataset as wds
+
+    src = make_folder(tmp_path / "tiny")
+    real_write = wds.WebDatasetShardWriter.write
+    calls = {"n": 0}
+
+    def flaky(self, record):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise OSError("disk full")
+        real_write(self, record)
+
+    monkeypatch.setattr(wds.WebDatasetShardWriter, "write", flaky)
+    with pytest.raises(OSError):
+        convert(src, tmp_path / "out", "webdataset", quiet=True, n_jobs=1, shard_records=3)
+    monkeypatch.setattr(wds.WebDatasetShardWriter, "write", real_write)
+    with pytest.raises(UserError, match="incomplete") as err:
+        detect_format(tmp_path / "out")
+    assert "--resume" in err.value.fix
+    # A leftover temporary file of the interrupted run is removed by --resume.
+    (tmp_path / "out" / ".tmp-1-1-train-000005.tar").write_bytes(b"partial")
+    convert(src, tmp_path / "out", "webdataset", quiet=True, n_jobs=1, shard_records=3,
+            resume=True)
+    assert not list((tmp_path / "out").glob(".tmp-*"))
+    assert json.loads((tmp_path / "out" / "imgtools-dataset.json").read_text())
+    detect_format(tmp_path / "out")
+
+
+def test_an_unfinished_build_is_not_read_as_a_dataset(tmp_path):
+    out = tmp_path / "imagenette2-160"
+    (out / "train" / "n01440764").mkdir(parents=True)
+    (out / "train" / "n01440764" / "x.JPEG").write_bytes(_jpeg(0))
+    state = tmp_path / ".imgtools-state" / "imagenette2-160+imagenette2-320"
+    state.mkdir(parents=True)
+    with pytest.raises(UserError, match="build of this folder did not finish"):
+        detect_format(out)
+    shutil.rmtree(state)
+    detect_format(out)
