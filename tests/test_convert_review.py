@@ -175,3 +175,14 @@ def test_an_unfinished_build_is_not_read_as_a_dataset(tmp_path):
         detect_format(out)
     shutil.rmtree(state)
     detect_format(out)
+
+
+def test_push_hub_refuses_an_unfinished_build_among_finished_ones(tmp_path):
+    from imgtools.hub.layout import find_configs
+
+    src = make_folder(tmp_path / "out" / "tiny-320")
+    shutil.copytree(src, tmp_path / "out" / "tiny-160")
+    assert len(find_configs(tmp_path / "out")) == 2
+    (tmp_path / "out" / ".imgtools-state" / "tiny-160").mkdir(parents=True)
+    with pytest.raises(UserError, match="did not finish"):
+        find_configs(tmp_path / "out")
