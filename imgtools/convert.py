@@ -456,8 +456,10 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
     if resume and dst.is_dir():
         remove_stale_tmp(dst)  # temporary files of the interrupted run's unfinished shards
     options = dict(format_options)
-    _check_resume(state, _fingerprint(src, src_fmt.name, dst_fmt.name, size, options, plan),
-                  resume)
+    fingerprint = _fingerprint(src, src_fmt.name, dst_fmt.name, size,
+                               {**options, **{f"read:{k}": v for k, v in read_options.items()}},
+                               plan)
+    _check_resume(state, fingerprint, resume)
     tasks = [ShardTask(_shard_id(o), {"src_format": src_fmt.name, "to": dst_fmt.name,
                                       "dst": str(dst), "shard": o, "info": info, "size": size,
                                       "options": options}, weight=o.records) for o in plan]

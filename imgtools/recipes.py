@@ -129,7 +129,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     raise UserError(
         f"unknown dataset {key!r}",
         fix=f"use a built-in recipe ({', '.join(builtins)}) or the path of a recipe .toml file "
-            "(see README: 'Custom subsets')",
+            "(see README: 'Datasets are recipes')",
     )
 
 

@@ -119,7 +119,7 @@ def _sniff(data: bytes) -> str:
 def repair_note(im: Image.Image) -> str | None:
     """Why an image cannot be copied as is: anything but an RGB (or YCbCr) JPEG."""
     fmt = im.format or "unknown"
-    if fmt != "JPEG":
+    if fmt not in ("JPEG", "MPO"):  # MPO: a camera JPEG with extra frames; readers show the first
         return f"{fmt} file named .JPEG, re-encoded as RGB JPEG"
     if im.mode != "RGB":
         kind = {"L": "grayscale", "CMYK": "CMYK", "P": "palette", "LA": "grayscale+alpha",
@@ -141,11 +141,11 @@ clips them at 255 instead of scaling, which turns a 16-bit photo nearly white.""
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode == "RGB":
+    if im.mode == "RGB" and "transparency" not in im.info:
         return im
     if im.mode in HIGH_DEPTH_GRAY or im.mode in ("I", "F"):
         return _scaled_gray(im).convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:  # alpha or a tRNS colour
         # Flatten transparency onto white rather than letting it turn black.
         rgba = im.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))

@@ -216,3 +216,26 @@ def test_a_dangling_symlink_is_listed_as_skipped(kaggle_tree, tmp_path):
     report = do_build("imagenette", src, tmp_path / "out")
     reasons = {s["path"]: s["reason"] for s in report["skipped"]}
     assert "unreadable" in reasons[str(link)]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_transparent_colour_is_flattened_onto_white(mode):
+    """PNG tRNS: one colour of an L or RGB image is transparent, as alpha is in RGBA."""
+    im = Image.new(mode, (40, 30), 0 if mode == "L" else (0, 0, 0))
+    buf = io.BytesIO()
+    im.save(buf, "PNG", transparency=0 if mode == "L" else (0, 0, 0))
+    outputs, note = render(buf.getvalue(), RenderOptions((None,)))
+    assert note
+    assert np.asarray(Image.open(io.BytesIO(outputs[0]))).min() > 240
+
+
+def test_an_mpo_camera_jpeg_is_copied_not_re_encoded():
+    from PIL import MpoImagePlugin  # noqa: F401 - registers the MPO writer
+
+    frames = [_photo(seed=1), _photo(seed=2)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "MPO", save_all=True, append_images=frames[1:])
+    data = buf.getvalue()
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    outputs, note = render(data, RenderOptions((None, 160)))
+    assert note is None and outputs[0] == data

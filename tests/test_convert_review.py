@@ -186,3 +186,12 @@ def test_push_hub_refuses_an_unfinished_build_among_finished_ones(tmp_path):
     (tmp_path / "out" / ".imgtools-state" / "tiny-160").mkdir(parents=True)
     with pytest.raises(UserError, match="did not finish"):
         find_configs(tmp_path / "out")
+
+
+def test_convert_to_pickle_points_at_build(tmp_path):
+    from conftest import run_cli
+
+    src = make_folder(tmp_path / "tiny")
+    proc = run_cli("convert", src, tmp_path / "out", "--to", "pickle", check=False)
+    assert proc.returncode == 2
+    assert "--format pickle" in proc.stderr

@@ -20,6 +20,10 @@ def _direction(args: tuple[str, ...], to: str | None) -> tuple[str | None, str, 
 
     def canonical(name: str, allowed: tuple[str, ...]) -> str:
         name = ALIASES.get(name, name)
+        if name in ("pickle", "npz") and name not in allowed:
+            raise UserError(f"convert does not write {name}: downsampled ImageNet batches are "
+                            "made from the source images",
+                            fix=f"use imgtools build ... --format {name} --size 32")
         if name not in allowed:
             raise UserError(f"unknown format {name!r}", fix=f"use one of: {', '.join(allowed)}")
         return name
