@@ -195,3 +195,27 @@ def test_convert_to_pickle_points_at_build(tmp_path):
     proc = run_cli("convert", src, tmp_path / "out", "--to", "pickle", check=False)
     assert proc.returncode == 2
     assert "--format pickle" in proc.stderr
+
+
+def test_a_class_folder_cut_into_many_shards_is_read_once(tmp_path, monkeypatch):
+    """Each output shard reads its own slice of the folder, not everything before it."""
+    from imgtools.formats import folder as folder_module
+
+    src = make_folder(tmp_path / "tiny", per_class=6)
+    opened: list[str] = []
+
+    def counting_open(path, *args, **kw):
+        if str(path).endswith(".JPEG"):
+            opened.append(str(path))
+        return open(path, *args, **kw)
+
+    monkeypatch.setattr(folder_module, "open", counting_open, raising=False)
+    summary = convert(src, tmp_path / "wds", "webdataset", quiet=True, n_jobs=1,
+                      shard_records=1)
+    assert len(opened) == len(set(opened)) == summary["records"]
+    assert tree(tmp_path / "wds") == tree(convert_again(src, tmp_path / "wds2"))
+
+
+def convert_again(src: Path, dst: Path) -> Path:
+    convert(src, dst, "webdataset", quiet=True, n_jobs=2, shard_records=1)
+    return dst

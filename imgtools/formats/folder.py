@@ -157,6 +157,13 @@ class FolderFormat(Format):
         return [size for _name, size in sizes]
 
     def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
+        return self.read_range(shard, info, 0, None)
+
+    def read_range(self, shard: InputShard, info: DatasetInfo, start: int, stop: int | None,
+                   offset: int | None = None) -> Iterator[Record]:
+        """Files ``start:stop`` of the shard, in read order. Only those are opened: a class
+        folder cut into many output shards would otherwise be read from its first file once
+        per slice (quadratic in the folder's size)."""
         folder = Path(shard.path)
         label_of = {c.wnid: i for i, c in enumerate(info.classes)}
         wnid = shard.options.get("wnid")
@@ -167,7 +174,7 @@ class FolderFormat(Format):
                             path=folder, fix="update imgtools-dataset.json or remove the folder")
         name = info.classes[label].name if label is not None else None
         base = str(folder)
-        for fname in files:
+        for fname in files[start:stop]:
             with open(os.path.join(base, fname), "rb") as f:
                 data = f.read()
             yield Record(safe_key(fname), shard.split or "train", label, data, fname,
