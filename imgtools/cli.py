@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:  # a path that cannot be used (a file where a folder is needed, ...)
+        where = e.filename or "?"
+        click.secho(f"error: {where}: {e.strerror or e}\n  what to do: check that path (a "
+                    "folder that can be created and written, disk space, permissions)",
+                    fg="red", err=True)
+        sys.exit(2)
     sys.exit(0)
 
 

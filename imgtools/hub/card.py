@@ -252,11 +252,22 @@ def _size_line(summary: ConfigSummary) -> str:
     from imgtools.hub.layout import built_size
 
     size = built_size(summary.build_info)
+    options = (summary.build_info or {}).get("options", {})
+    if size and options.get("format") in ("pickle", "npz"):  # downsampled ImageNet: N x N
+        how = "centre-cropped to a square first" if options.get("crop") else \
+            "squashed, aspect ratio not kept, as in the published downsampled ImageNet"
+        return f"resized to {size}x{size} pixels ({how})"
     if size:
         return f"shortest side resized to {size} pixels, aspect ratio kept"
     if summary.name == "full" or summary.build_info:
         return "images at their original ImageNet size"
     return "images as stored in the source dataset"
+
+
+def _sentence(text: str) -> str:
+    """First letter up, the rest as written (``str.capitalize`` would turn ImageNet into
+    imagenet)."""
+    return text[:1].upper() + text[1:]
 
 
 def _build_section(summary: ConfigSummary) -> str:
@@ -308,7 +319,7 @@ def render_config(summary: ConfigSummary, ctx: CardContext) -> str:
             "missing): use them without labels, for self-supervised or semi-supervised "
             "training." for s in unlabelled)
     parts = [f"## Config `{summary.name}`",
-             f"{_size_line(summary).capitalize()}. Label order: {summary.info.label_order}.",
+             f"{_sentence(_size_line(summary))}. Label order: {summary.info.label_order}.",
              "### How it was built", _build_section(summary),
              "### Splits",
              _table(["split", "examples", "Parquet files", "size"], split_rows,

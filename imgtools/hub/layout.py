@@ -83,10 +83,11 @@ def built_size(build_info: dict) -> int | None:
 
 
 def validate_config_name(name: str) -> str:
-    if not _CONFIG_NAME.fullmatch(name) or name in {"data", ASSETS_DIR}:
+    reserved = {"data", ASSETS_DIR, "readme.md", ".gitattributes"}
+    if not _CONFIG_NAME.fullmatch(name) or name.lower() in reserved:
         raise UserError(f"invalid config name {name!r}",
                         fix="use letters, digits, '.', '_' or '-' (at most 64), such as 320px, "
-                            f"full or 32px; 'data' and '{ASSETS_DIR}' are reserved")
+                            f"full or 32px; 'data', '{ASSETS_DIR}' and README.md are reserved")
     return name
 
 
@@ -130,6 +131,10 @@ def find_configs(src: Path, config: str | None = None) -> list[ConfigSource]:
     if not src.exists():
         raise UserError("no such file or directory", path=src,
                         fix="give the folder of a dataset imgtools built or converted")
+    if not src.is_dir():
+        raise UserError("not a folder", path=src,
+                        fix="give the folder of a dataset imgtools built or converted (or a "
+                            "folder holding several, such as out/)")
     if _is_dataset_root(src):
         name = validate_config_name(config or default_config_name(src))
         return [ConfigSource(name, src)]
@@ -322,13 +327,18 @@ def summarize_staged(source: ConfigSource, staged: Path, source_format: str) -> 
 def link_or_copy(src: Path, dst: Path) -> None:
     """Put ``src`` at ``dst`` without copying bytes when the filesystem allows (hard link)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return  # already there (a re-push): renaming a link onto itself would keep the temp
     tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def repo_files(summary: ConfigSummary) -> dict[str, Path]:
