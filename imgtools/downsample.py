@@ -559,6 +559,7 @@ def downsample_dataset(
     fast: bool = False,
     n_jobs: int | None = None,
     resume: bool = False,
+    keep_state: bool = False,
     quiet: bool = False,
     label_base: str | None = None,
     state_dir: Path | None = None,
@@ -593,8 +594,12 @@ def downsample_dataset(
 
     counts = _save_orders(state, plan, n_slots, failed_slots, seed)
     if not counts.get("train") and not counts.get("val"):
-        raise UserError("every image failed to decode; nothing to write",
-                        fix="see the skipped list; check that --src points at the images")
+        shown = "\n    ".join(f"{s['path']}: {s['reason']}" for s in skipped[:10])
+        more = f"\n    ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        remove_state(state)  # nothing to resume: the row files would only take disk space
+        raise UserError(f"every image failed to decode ({len(skipped)} images); nothing to "
+                        f"write:\n    {shown}{more}",
+                        fix="check that --src points at the images and that they are readable")
     valid_train = _valid_mask(n_slots.get("train", 0), failed_slots.get("train", set()))
     for s in sizes_t:
         if counts.get("train"):
@@ -608,10 +613,16 @@ def downsample_dataset(
 
     summary = _finish(out_root, info, sizes_t, counts, fmt, batches, skipped, repaired, settings,
                       label_base)
-    shutil.rmtree(state)
-    with contextlib.suppress(OSError):
-        state.parent.rmdir()  # only if no other build's state is left in it
+    if not keep_state:  # a caller that writes its own reports removes it after them
+        remove_state(state)
     return summary
+
+
+def remove_state(state: Path) -> None:
+    """Delete a finished run's state, and its parent if no other run's state is left in it."""
+    shutil.rmtree(state, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        state.parent.rmdir()
 
 
 def _check_args(sizes: Sequence[int], fmt: str, batches: int) -> tuple[int, ...]:
@@ -764,6 +775,8 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
                         fix="pass --size 8, 16, 32 or 64 (or any side up to 512)")
     name = plan.recipe.output_name or plan.recipe.name
     sizes = sorted({int(s) for s in opts.sizes})
+    # Bad arguments fail before --overwrite deletes anything.
+    _check_args(sizes, opts.fmt, int(opts.format_options.get("batches", 10)))
     out_dirs = [Path(opts.out) / output_dir_name(name, s) for s in sizes]
     check_out_dir(Path(opts.out), out_dirs)
     with exclusive(out_dirs, Path(opts.out) / STATE_DIRNAME):
@@ -771,6 +784,10 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
         state = Path(opts.out) / STATE_DIRNAME / (
             "downsample-" + "+".join(d.name for d in out_dirs))
         _claim_outputs(out_dirs, state, overwrite=opts.overwrite, resume=opts.resume)
+        if opts.resume:
+            for d in out_dirs:  # batch files the killed run was writing
+                if d.is_dir():
+                    remove_stale_tmp(d)
         info = DatasetInfo(name, plan.info.classes, plan.info.label_order, dict(plan.info.extra))
         started = time.time()
         summary = downsample_dataset(
@@ -779,7 +796,7 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
             batches=int(opts.format_options.get("batches", 10)),
             crop=bool(opts.format_options.get("crop", False)), fast=not opts.exact,
             n_jobs=opts.n_jobs, resume=opts.resume, quiet=opts.quiet,
-            label_base=plan.info.label_order, state_dir=state)
+            label_base=plan.info.label_order, state_dir=state, keep_state=True)
         seconds = time.time() - started
         report = {
             "tool": "imgtools", "tool_version": __version__,
@@ -798,8 +815,12 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
         for s, out_dir in zip(sizes, out_dirs, strict=True):
             per_size = dict(report, size=s, path=str(out_dir), files=summary["sizes"][s]["files"])
             atomic_write_text(out_dir / "build-info.json", json.dumps(per_size, indent=2) + "\n")
-        report["outputs"] = [str(d) for d in out_dirs]
-        return report
+        # Only now: a kill before the reports are written must leave the run resumable.
+        remove_state(state)
+    with contextlib.suppress(OSError):
+        (Path(opts.out) / STATE_DIRNAME).rmdir()  # the lock file went with the lock
+    report["outputs"] = [str(d) for d in out_dirs]
+    return report
 
 
 def _claim_outputs(out_dirs: list[Path], state: Path, *, overwrite: bool, resume: bool) -> None:

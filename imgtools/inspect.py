@@ -470,6 +470,10 @@ def channel_stats(path: str | Path, *, split: str = "train", n_jobs: int | None 
         pixels += part["pixels"]
         skipped += part["skipped"]
     if not pixels:
+        present = sorted({s.split for s in ds.shards if s.split})
+        if images == 0 and split not in present and present:
+            raise UserError(f"the dataset has no split {split!r}", path=ds.path,
+                            fix=f"choose one it has: --split {' | '.join(present)}")
         raise UserError(f"no decodable image in split {split!r}", path=ds.path,
                         fix="choose a split the dataset has (--split val), or run "
                             "`imgtools verify`")

@@ -219,3 +219,12 @@ def test_a_class_folder_cut_into_many_shards_is_read_once(tmp_path, monkeypatch)
 def convert_again(src: Path, dst: Path) -> Path:
     convert(src, dst, "webdataset", quiet=True, n_jobs=2, shard_records=1)
     return dst
+
+
+def test_stats_on_a_split_the_dataset_lacks_names_the_ones_it_has(tmp_path):
+    from imgtools.inspect import channel_stats
+
+    src = make_folder(tmp_path / "tiny")
+    with pytest.raises(UserError, match="no split 'nope'") as err:
+        channel_stats(src, split="nope", n_jobs=1)
+    assert "train" in err.value.fix and "val" in err.value.fix

@@ -529,3 +529,75 @@ def test_preview_writes_contact_sheet_and_histogram(built, tmp_path):
     for p in pngs:
         with Image.open(p) as im:
             assert im.format == "PNG"
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def _build_pickles(tree, out: Path, *sizes: int, **kw) -> dict:
+    from imgtools.build import BuildOptions, build
+    from imgtools.plan import make_plan
+    from imgtools.recipes import load_recipe
+
+    recipe = out.parent / "three.toml"
+    recipe.write_text('name = "three"\nclasses = ["n01440764", "n02102040", "n02979186"]\n'
+                      'pool = ["train", "val"]\ndefault_split = "source"\n')
+    from imgtools.source import open_source
+
+    plan = make_plan(load_recipe(str(recipe)), open_source(tree.root), split_mode="source",
+                     seed=0)
+    return build(plan, BuildOptions(out=out, sizes=list(sizes), fmt="pickle", n_jobs=1,
+                                    quiet=True, **kw), command="test")
+
+
+def test_overwrite_with_bad_arguments_deletes_nothing(tree, tmp_path):
+    _build_pickles(tree, tmp_path / "out", 8)
+    before = output_hashes(tmp_path / "out" / "three_8x8")
+    with pytest.raises(UserError, match="out of range"):
+        _build_pickles(tree, tmp_path / "out", 8, 1000, overwrite=True)
+    assert output_hashes(tmp_path / "out" / "three_8x8") == before
+
+
+def test_no_state_folder_is_left_after_a_build(tree, tmp_path):
+    _build_pickles(tree, tmp_path / "out", 8)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["three_8x8"]
+
+
+def test_a_kill_while_writing_reports_leaves_a_resumable_build(tree, tmp_path, monkeypatch):
+    import imgtools.atomic
+
+    class Killed(BaseException):
+        pass
+
+    real = imgtools.atomic.atomic_write_text
+
+    def dying(path, text):
+        if Path(path).name == "build-info.json":
+            raise Killed
+        real(path, text)
+
+    monkeypatch.setattr(imgtools.atomic, "atomic_write_text", dying)
+    with pytest.raises(Killed):
+        _build_pickles(tree, tmp_path / "run", 8)
+    monkeypatch.setattr(imgtools.atomic, "atomic_write_text", real)
+    (tmp_path / "run" / "three_8x8" / ".tmp-1-1-train_data_batch_3").write_bytes(b"partial")
+    _build_pickles(tree, tmp_path / "run", 8, resume=True)
+    _build_pickles(tree, tmp_path / "ref", 8)
+    run, ref = (output_hashes(tmp_path / d / "three_8x8") for d in ("run", "ref"))
+    assert run.pop("build-info.json") and ref.pop("build-info.json")  # timings differ
+    assert run == ref
+
+
+def test_every_image_failing_names_them(tmp_path):
+    from imgtools.demo_tree import make_imagenet_tree
+
+    src = make_imagenet_tree(tmp_path / "imagenet", "valprep", wnids=WNIDS, train_per_class=2,
+                             val_per_class=1, quirks=False).src
+    for p in src.rglob("*.JPEG"):
+        p.write_bytes(b"")
+    tree_like = type("T", (), {"root": src})
+    with pytest.raises(UserError, match="empty") as err:
+        _build_pickles(tree_like, tmp_path / "out", 8)
+    assert "every image failed" in str(err.value.message())
+    assert not (tmp_path / "out" / ".imgtools-state").exists() or not any(
+        (tmp_path / "out" / ".imgtools-state").rglob("rows-*"))

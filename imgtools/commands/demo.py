@@ -38,6 +38,7 @@ def demo(out: Path, dataset: str, layout: str, sizes: tuple[str, ...], train_per
     from imgtools.recipes import load_recipe
     from imgtools.source import open_source
 
+    requested = [parse_size(s) for s in sizes]  # a bad --size fails before any work
     tree_root = out / "imagenet-sample"
     if tree_root.exists():
         shutil.rmtree(tree_root)
@@ -47,7 +48,7 @@ def demo(out: Path, dataset: str, layout: str, sizes: tuple[str, ...], train_per
                               train_per_class=train_per_class, val_per_class=val_per_class)
     recipe = load_recipe(dataset)
     plan = make_plan(recipe, open_source(tree.src), split_mode="random", seed=0)
-    opts = BuildOptions(out=out, sizes=[parse_size(s) for s in sizes], n_jobs=n_jobs,
+    opts = BuildOptions(out=out, sizes=requested, n_jobs=n_jobs,
                         overwrite=True, quiet=quiet)
     command = (f"imgtools build {dataset} --src {tree.src} --split random "
                + " ".join(f"--size {s}" for s in sizes) + f" --out {out} --overwrite")
