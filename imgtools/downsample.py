@@ -25,6 +25,7 @@ decode; no EXIF rotation, no colour management, aspect ratio not kept. Rows are 
 
 from __future__ import annotations
 
+import array
 import contextlib
 import hashlib
 import json
@@ -35,7 +36,7 @@ import shutil
 import struct
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -386,14 +387,17 @@ class WriteJob:
     with_labels: bool
 
 
-def normalise_shards(shards: Iterable[Iterable[Any]]) -> list[tuple[DownsampleItem, ...]]:
+ShardSource = Callable[[], Iterable[Iterable[Any]]]
+"""A function returning the shards afresh on every call: the plan is walked twice (a scan,
+then the decode tasks), and no pass keeps more than one shard's items."""
+
+
+def iter_normalised(shards: Iterable[Iterable[Any]]) -> Iterator[tuple[Any, ...]]:
     """Items as the workers need them (anything with ``src``, ``split``, ``label`` and ``wnid``
-    attributes); checks splits and labels once, up front. The build planner's own items already
-    have that shape and are kept as they are rather than copied: for all of ImageNet a copy
-    would be hundreds of MB."""
+    attributes), one non-empty shard at a time, splits and labels checked. The build planner's
+    own items already have that shape and are kept as they are rather than copied."""
     from imgtools.plan import PlanItem
 
-    out = []
     for shard in shards:
         items = []
         for item in shard:
@@ -410,18 +414,39 @@ def normalise_shards(shards: Iterable[Iterable[Any]]) -> list[tuple[DownsampleIt
                                         None if label is None else int(label),
                                         getattr(item, "wnid", None)))
         if items:
-            out.append(tuple(items))
-    return out
+            yield tuple(items)
 
 
-def _fingerprint(shards: list[tuple[DownsampleItem, ...]], settings: dict) -> str:
-    """What a resumed run must share with the killed one: the items and every setting."""
+@dataclass
+class PlanScan:
+    """What the run needs to know about the whole plan, in memory that does not hold items:
+    per shard, where each split's rows start; per split, the slot count and the labels
+    (8 bytes an image)."""
+
+    fingerprint: str
+    first_slots: list[dict[str, int]]
+    shard_lengths: list[int]
+    n_slots: dict[str, int]
+    labels: dict[str, array.array]
+
+
+def scan_plan(source: ShardSource, settings: dict) -> PlanScan:
+    """One streaming pass: the fingerprint a resumed run must share with the killed one (the
+    items and every setting), slot offsets and labels."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for shard in shards:
+    next_slot: Counter[str] = Counter()
+    firsts, lengths = [], []
+    labels = {split: array.array("q") for split in OUTPUT_SPLITS if split != "unsup"}
+    for items in iter_normalised(source()):
         h.update(b"\x00shard")
-        for item in shard:
+        firsts.append({split: next_slot[split] for split in OUTPUT_SPLITS})
+        lengths.append(len(items))
+        for item in items:
             h.update(f"{item.src}\t{item.split}\t{item.label}\n".encode())
-    return h.hexdigest()
+            next_slot[item.split] += 1
+            if item.split != "unsup":
+                labels[item.split].append(item.label)
+    return PlanScan(h.hexdigest(), firsts, lengths, dict(next_slot), labels)
 
 
 def _open_state(state: Path, fingerprint: str, resume: bool) -> None:
@@ -445,7 +470,8 @@ def _open_state(state: Path, fingerprint: str, resume: bool) -> None:
 def decode_shard(task: ShardTask) -> dict:
     """Worker: decode each item once, write its rows for every size into its slot.
 
-    Returns only small metadata: per-item failures (index, path, reason) and conversion notes.
+    Returns only small metadata: per-item failures (split, slot within the shard's part of the
+    split, path, reason) and conversion notes (path, note).
     Rows of a failed item stay zero (the buffer starts zeroed), so a rerun after a kill
     rewrites the whole slot range identically.
     """
@@ -464,10 +490,10 @@ def decode_shard(task: ShardTask) -> dict:
                 resized, note = downsample_file(job.items[i].src, job.sizes, crop=job.crop,
                                                 fast=job.fast)
             except BadImage as e:
-                failed.append([i, job.items[i].src, e.reason])
+                failed.append([split, local, job.items[i].src, e.reason])
                 continue
             if note:
-                notes.append([i, note])
+                notes.append([job.items[i].src, note])
             for s, row in resized.items():
                 rows[(split, s)][local] = row
     for (split, s), block in rows.items():
@@ -487,17 +513,12 @@ def _write_slots(path: Path, block: np.ndarray, first_slot: int) -> None:
         os.close(fd)
 
 
-def _decode_tasks(shards: list[tuple[DownsampleItem, ...]], sizes: tuple[int, ...], crop: bool,
-                  fast: bool, state: Path) -> tuple[list[ShardTask], dict[str, int]]:
-    next_slot: Counter[str] = Counter()
-    tasks = []
-    for k, items in enumerate(shards):
-        first = {split: next_slot[split] for split in OUTPUT_SPLITS}
-        for item in items:
-            next_slot[item.split] += 1
-        job = DecodeJob(items, first, sizes, crop, fast, str(state))
-        tasks.append(ShardTask(f"decode-{k:06d}", job, weight=len(items)))
-    return tasks, dict(next_slot)
+def _decode_tasks(source: ShardSource, scan: PlanScan, sizes: tuple[int, ...], crop: bool,
+                  fast: bool, state: Path) -> Iterator[ShardTask]:
+    """Decode tasks, made as joblib asks for them: only the shards in flight hold items."""
+    for k, items in enumerate(iter_normalised(source())):
+        job = DecodeJob(items, scan.first_slots[k], sizes, crop, fast, str(state))
+        yield ShardTask(f"decode-{k:06d}", job, weight=len(items))
 
 
 # --------------------------------------------------------------------------- phase 2: mean
@@ -568,31 +589,38 @@ def downsample_dataset(
     ``val_data`` (and ``unsup_data`` for unlabelled images), ``batches.meta`` and the sidecar.
 
     ``shards``: lists of items with ``src``, ``split``, ``label`` (0-based in ``info.classes``
-    order) and ``wnid``; written labels are ``label + 1`` (for ImageNet-1k in map_clsloc order
-    these are the devkit ids). ``label_base`` documents the class order in the metadata.
-    Returns a summary: counts, files, skipped images with reasons, conversion notes.
+    order) and ``wnid``, or a function returning them afresh on each call (then memory holds
+    only the shards being decoded, not the plan's items); written labels are ``label + 1``
+    (for ImageNet-1k in map_clsloc order these are the devkit ids). ``label_base`` documents
+    the class order in the metadata. Returns a summary: counts, files, skipped images with
+    reasons, conversion notes.
     """
     sizes_t = _check_args(sizes, fmt, batches)
     out_root = Path(out_root)
-    plan = normalise_shards(shards)
-    if not plan:
-        raise UserError("no images to downsample", fix="check --src and the recipe's classes")
+    if callable(shards):
+        source: ShardSource = shards
+    else:  # a one-pass iterable: it has to be kept (pass a function to keep memory flat)
+        kept = list(shards)
+        source = lambda: kept  # noqa: E731
     settings = {"sizes": sizes_t, "crop": crop, "fast": fast, "fmt": fmt, "seed": seed,
                 "batches": batches, "name": info.name}
+    scan = scan_plan(source, settings)
+    if not scan.shard_lengths:
+        raise UserError("no images to downsample", fix="check --src and the recipe's classes")
     state = Path(state_dir) if state_dir else out_root / STATE_DIRNAME / f"downsample-{info.name}"
-    _open_state(state, _fingerprint(plan, settings), resume)
+    _open_state(state, scan.fingerprint, resume)
 
-    tasks, n_slots = _decode_tasks(plan, sizes_t, crop, fast, state)
+    n_slots = scan.n_slots
     for split, n in n_slots.items():
         for s in sizes_t:
             _prepare_row_file(_row_file(state, split, s), n, 3 * s * s)
     decoded = {task.shard_id: result for task, result in run_shards(
-        tasks, decode_shard, state_dir=state / "done-decode", n_jobs=n_jobs, resume=resume,
-        desc="downsample", total_weight=sum(t.weight for t in tasks), quiet=quiet,
-        prefer="threads")}
-    failed_slots, skipped, repaired = _collect_failures(tasks, decoded)
+        _decode_tasks(source, scan, sizes_t, crop, fast, state), decode_shard,
+        state_dir=state / "done-decode", n_jobs=n_jobs, resume=resume, desc="downsample",
+        total_weight=sum(scan.shard_lengths), quiet=quiet, prefer="threads")}
+    failed_slots, skipped, repaired = _collect_failures(scan, decoded)
 
-    counts = _save_orders(state, plan, n_slots, failed_slots, seed)
+    counts = _save_orders(state, scan, failed_slots, seed)
     if not counts.get("train") and not counts.get("val"):
         shown = "\n    ".join(f"{s['path']}: {s['reason']}" for s in skipped[:10])
         more = f"\n    ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
@@ -639,31 +667,21 @@ def _check_args(sizes: Sequence[int], fmt: str, batches: int) -> tuple[int, ...]
     return tuple(sorted({int(s) for s in sizes}))
 
 
-def _collect_failures(tasks: list[ShardTask], decoded: dict[str, dict]
+def _collect_failures(scan: PlanScan, decoded: dict[str, dict]
                       ) -> tuple[dict[str, set[int]], list[dict], list[dict]]:
-    """Turn per-shard failure lists into global slot numbers per split; list conversions."""
+    """Turn per-shard failure lists into global slot numbers per split; list conversions.
+    Shards are taken in plan order, so the report lists them the same way on every run."""
     failed: dict[str, set[int]] = {}
     skipped: list[dict] = []
     repaired: list[dict] = []
-    for task in tasks:
-        result = decoded[task.shard_id]
-        job: DecodeJob = task.payload
-        repaired.extend({"path": job.items[i].src, "what": note} for i, note in result["notes"])
-        local_slot = _local_slots(job.items)
-        for i, src, reason in result["failed"]:
-            split = job.items[i].split
-            failed.setdefault(split, set()).add(job.first_slot[split] + local_slot[i])
+    for shard_id in sorted(decoded):
+        result = decoded[shard_id]
+        first = scan.first_slots[int(shard_id.rsplit("-", 1)[1])]
+        repaired.extend({"path": src, "what": note} for src, note in result["notes"])
+        for split, local, src, reason in result["failed"]:
+            failed.setdefault(split, set()).add(first[split] + local)
             skipped.append({"path": src, "split": split, "reason": reason})
     return failed, skipped, repaired
-
-
-def _local_slots(items: Sequence[DownsampleItem]) -> list[int]:
-    seen: Counter[str] = Counter()
-    out = []
-    for item in items:
-        out.append(seen[item.split])
-        seen[item.split] += 1
-    return out
 
 
 def _valid_mask(n: int, failed: set[int]) -> np.ndarray:
@@ -673,19 +691,18 @@ def _valid_mask(n: int, failed: set[int]) -> np.ndarray:
     return mask
 
 
-def _save_orders(state: Path, plan: list[tuple[DownsampleItem, ...]], n_slots: dict[str, int],
-                 failed: dict[str, set[int]], seed: int) -> dict[str, int]:
+def _save_orders(state: Path, scan: PlanScan, failed: dict[str, set[int]], seed: int
+                 ) -> dict[str, int]:
     """Per split: the output order of slots (train shuffled with ``seed``; val and unsup in
     plan order, as the published val file is unshuffled) and the labels in that order."""
     counts = {}
-    for split, n in n_slots.items():
+    for split, n in scan.n_slots.items():
         valid = np.flatnonzero(_valid_mask(n, failed.get(split, set())))
         if split == "train":
             valid = valid[np.random.default_rng(seed).permutation(len(valid))]
         np.save(state / f"order-{split}.npy", valid)
         if split != "unsup":
-            labels = np.fromiter((item.label for shard in plan for item in shard
-                                  if item.split == split), dtype=np.int64, count=n)
+            labels = np.frombuffer(scan.labels[split], dtype=np.int64, count=n)
             np.save(state / f"labels-{split}.npy", labels[valid] + 1)
         counts[split] = len(valid)
     return counts
@@ -791,7 +808,8 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
         info = DatasetInfo(name, plan.info.classes, plan.info.label_order, dict(plan.info.extra))
         started = time.time()
         summary = downsample_dataset(
-            (items for _shard_id, items in plan.shards(opts.shard_size, False)), opts.out, sizes,
+            lambda: (items for _shard_id, items in plan.shards(opts.shard_size, False)),
+            opts.out, sizes,
             info=info, fmt=opts.fmt, seed=plan.seed,
             batches=int(opts.format_options.get("batches", 10)),
             crop=bool(opts.format_options.get("crop", False)), fast=not opts.exact,
