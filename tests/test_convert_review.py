@@ -173,7 +173,11 @@ def test_an_unfinished_build_is_not_read_as_a_dataset(tmp_path):
     state.mkdir(parents=True)
     with pytest.raises(UserError, match="build of this folder did not finish"):
         detect_format(out)
+    # A later build of this size alone finished: the interrupted two-size run's state stays.
+    (out / "build-info.json").write_text("{}")
+    detect_format(out)
     shutil.rmtree(state)
+    (out / "build-info.json").unlink()
     detect_format(out)
 
 

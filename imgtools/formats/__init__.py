@@ -38,13 +38,16 @@ def unfinished(path: Path) -> str | None:
     """Why the dataset at ``path`` is known to be incomplete, or None. A conversion or build
     that stopped (error, Ctrl-C, kill) leaves shards that read as a smaller dataset; its state
     folder says it is unfinished, so it is refused rather than read, verified or published."""
+    from imgtools.build import BUILD_INFO
     from imgtools.build import STATE_DIR as BUILD_STATE
     from imgtools.convert import STATE_DIR as CONVERT_STATE
 
     if path.is_dir() and (path / CONVERT_STATE).is_dir():
         return "an imgtools convert into this folder did not finish"
     state = path.parent / BUILD_STATE
-    if path.is_dir() and state.is_dir():
+    # A build writes build-info.json last: with it, the latest build of this folder finished
+    # (an interrupted run of a larger set of sizes may have left its state behind).
+    if path.is_dir() and state.is_dir() and not (path / BUILD_INFO).is_file():
         for run in state.iterdir():
             outputs = run.name.removeprefix("downsample-").split("+")
             if run.is_dir() and path.name in outputs:
