@@ -31,7 +31,6 @@ import io
 import json
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,23 +38,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_build import demo_tree  # noqa: E402
+from bench_resize import best_ms  # noqa: E402
 from make_corpus_tree import DEFAULT_CORPUS, corpus_photos  # noqa: E402
 
 from imgtools import transform  # noqa: E402
 from imgtools.transform import RenderOptions, render, target_size  # noqa: E402
 
 SMALL, LARGE = 160, 320
-
-
-def best_ms(items: list, fn: Callable, repeats: int) -> float:
-    """Best-of-``repeats`` time of ``fn`` over all ``items``, per item, in ms."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for item in items:
-            fn(item)
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best / len(items)
 
 
 def two_size_small_resize(data: bytes, exact: bool) -> Callable[[], Image.Image] | None:

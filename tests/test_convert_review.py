@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_convert_roundtrip import make_folder, tree
+from test_convert_roundtrip import fail_webdataset_write, make_folder, tree
 
 from imgtools.convert import convert
 from imgtools.errors import UserError
@@ -137,22 +137,11 @@ def test_empty_images_survive_parquet_and_tfrecord_and_never_read_the_cwd(tmp_pa
 
 
 def test_an_unfinished_conversion_is_not_read_as_a_dataset(tmp_path, monkeypatch):
-    from imgtools.formats import webdataset as wds
-
     src = make_folder(tmp_path / "tiny")
-    real_write = wds.WebDatasetShardWriter.write
-    calls = {"n": 0}
-
-    def flaky(self, record):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise OSError("disk full")
-        real_write(self, record)
-
-    monkeypatch.setattr(wds.WebDatasetShardWriter, "write", flaky)
+    restore = fail_webdataset_write(monkeypatch, at=8)
     with pytest.raises(OSError):
         convert(src, tmp_path / "out", "webdataset", quiet=True, n_jobs=1, shard_records=3)
-    monkeypatch.setattr(wds.WebDatasetShardWriter, "write", real_write)
+    restore()
     with pytest.raises(UserError, match="incomplete") as err:
         detect_format(tmp_path / "out")
     assert "--resume" in err.value.fix

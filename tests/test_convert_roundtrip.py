@@ -253,27 +253,34 @@ def test_existing_output_is_refused_unless_overwrite_or_resume(folder, tmp_path)
     assert (mine / "thesis.tex").read_text() == "precious"
 
 
-def test_failure_leaves_no_partial_file_and_resume_finishes_identically(folder, tmp_path,
-                                                                        monkeypatch):
+def fail_webdataset_write(monkeypatch, at: int):
+    """Make the ``at``-th WebDataset record write raise OSError("disk full"), as a full disk
+    would mid-run; returns the function that puts the real writer back."""
     from imgtools.formats import webdataset as wds
 
-    convert(folder, tmp_path / "clean", "webdataset", quiet=True, n_jobs=1, shard_records=3)
     real_write = wds.WebDatasetShardWriter.write
     calls = {"n": 0}
 
     def flaky(self, record):
         calls["n"] += 1
-        if calls["n"] == 8:
+        if calls["n"] == at:
             raise OSError("disk full")
         real_write(self, record)
 
     monkeypatch.setattr(wds.WebDatasetShardWriter, "write", flaky)
+    return lambda: monkeypatch.setattr(wds.WebDatasetShardWriter, "write", real_write)
+
+
+def test_failure_leaves_no_partial_file_and_resume_finishes_identically(folder, tmp_path,
+                                                                        monkeypatch):
+    convert(folder, tmp_path / "clean", "webdataset", quiet=True, n_jobs=1, shard_records=3)
+    restore = fail_webdataset_write(monkeypatch, at=8)
     dst = tmp_path / "resumed"
     with pytest.raises(OSError, match="disk full"):
         convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=3)
     left = sorted(p.name for p in dst.iterdir() if p.is_file())
     assert left == ["train-000000.tar", "train-000001.tar"]  # two whole shards, no temp
-    monkeypatch.setattr(wds.WebDatasetShardWriter, "write", real_write)
+    restore()
     with pytest.raises(UserError, match="different"):
         convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=4, resume=True)
     done_before = (dst / "train-000000.tar").stat().st_mtime_ns
