@@ -29,13 +29,11 @@ def tmp_path_for(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", make_parent: bool = True) -> Iterator[IO]:
-    """Open ``path`` for writing through a temporary file renamed into place on success.
-    ``make_parent=False`` skips creating the folder, for a caller writing many files into one
-    folder it has already made. Paths are handled as strings: a build writes a file per image,
-    and pathlib objects cost more than the write itself."""
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open ``path`` for writing through a temporary file renamed into place on success (its
+    folder is made if missing)."""
     folder, name = os.path.split(os.fspath(path))
-    if make_parent and folder:
+    if folder:
         os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, tmp_name(name))
     try:
@@ -49,8 +47,8 @@ def atomic_open(path: str | Path, mode: str = "wb", make_parent: bool = True) ->
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, make_parent: bool = True) -> None:
-    with atomic_open(path, "wb", make_parent) as f:
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
         f.write(data)
 
 

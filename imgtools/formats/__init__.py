@@ -55,17 +55,23 @@ def unfinished(path: Path) -> str | None:
     return None
 
 
+def check_finished(path: Path) -> None:
+    """Refuse a dataset :func:`unfinished` knows to be incomplete (for reading, verifying or
+    publishing it)."""
+    reason = unfinished(path)
+    if reason:
+        raise UserError(f"an incomplete dataset: {reason}", path=path,
+                        fix="finish it by running the same command again with --resume, or "
+                            "delete it and start over")
+
+
 def detect_format(path: str | Path) -> Format:
     """The format of the dataset at ``path``; a clear error when it is none of ours."""
     path = Path(path)
     if not path.exists():
         raise UserError("no such file or directory", path=path,
                         fix="check the path: it should hold a dataset in a format imgtools reads")
-    reason = unfinished(path)
-    if reason:
-        raise UserError(f"an incomplete dataset: {reason}", path=path,
-                        fix="finish it by running the same command again with --resume, or "
-                            "delete it and start over")
+    check_finished(path)
     # pickle before folder: a folder of train_data_batch_* files is not a JPEG folder.
     for name in ("pickle", "tfrecord", "webdataset", "parquet", "folder"):
         try:

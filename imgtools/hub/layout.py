@@ -110,12 +110,9 @@ def default_config_name(path: Path, build_info: dict | None = None) -> str:
 def _is_dataset_root(path: Path) -> bool:
     """Whether ``path`` holds one dataset; an unfinished build or conversion is an error here
     rather than a folder quietly left out of (or published into) the repository."""
-    from imgtools.formats import detect_format, unfinished
+    from imgtools.formats import check_finished, detect_format
 
-    reason = unfinished(path)
-    if reason:
-        raise UserError(f"an incomplete dataset: {reason}", path=path,
-                        fix="finish it with --resume (or delete it) before publishing")
+    check_finished(path)
     if (path / DATASET_META).is_file() or (path / BUILD_INFO).is_file():
         return True
     try:
