@@ -8,9 +8,11 @@ Temporary names start with ``.tmp-`` so resume logic and readers can ignore and 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -108,3 +110,66 @@ def remove_stale_tmp(root: str | Path) -> int:
                     os.unlink(os.path.join(dirpath, name))
                     n += 1
     return n
+
+
+def sync_files(paths: Iterable[str | Path]) -> None:
+    """Make ``paths`` and the folders holding them durable before a marker vouches for them.
+
+    A done marker that survives a power cut while the files it vouches for do not would make
+    ``--resume`` skip a shard whose output is gone. On Linux one ``syncfs`` per filesystem
+    flushes everything at once (a per-file ``fsync`` costs a disk round trip per image);
+    elsewhere each file and folder is fsync'ed."""
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        return
+    folders = sorted({os.path.dirname(p) or "." for p in paths})
+    if _syncfs is not None:
+        devices: dict[int, str] = {}
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                devices.setdefault(os.stat(folder).st_dev, folder)
+        if all(_syncfs_folder(folder) for folder in devices.values()):
+            return
+    for path in (*paths, *folders):
+        _fsync_path(path)
+
+
+def sync_folder(folder: str | Path) -> None:
+    """fsync a folder, so that a rename or a new entry in it survives a crash."""
+    _fsync_path(os.fspath(folder))
+
+
+def _fsync_path(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on folders
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+def _syncfs_folder(folder: str) -> bool:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return _syncfs(fd) == 0
+    finally:
+        os.close(fd)
+
+
+_syncfs = _load_syncfs()

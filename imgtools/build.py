@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -21,21 +20,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from imgtools import __version__
-from imgtools.atomic import atomic_open, atomic_write_text, remove_stale_tmp
+from imgtools.atomic import atomic_open, atomic_write_text
 from imgtools.checksums import sha256_file
-from imgtools.errors import UserError
+from imgtools.downsample import build_downsampled
 from imgtools.formats import get_format
-from imgtools.locks import exclusive
+from imgtools.pipeline.output import InputEntry, OutputRun, claim_outputs, path_inputs
+from imgtools.pipeline.report import BUILD_INFO, CHECKSUMS, already_complete
 from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
 from imgtools.resample import resizer_name
-from imgtools.runner import ShardTask, load_done, run_shards
+from imgtools.runner import ShardTask, load_done, run_shards, with_files
 from imgtools.splits import CSV_COLUMNS
 from imgtools.transform import BadImage, RenderOptions, read_bytes, render
-
-STATE_DIR = ".imgtools-state"
-BUILD_INFO = "build-info.json"
-CHECKSUMS = "SHA256SUMS"
 
 
 @dataclass
@@ -81,37 +77,6 @@ def output_roots(plan: BuildPlan, opts: BuildOptions) -> list[Path]:
     return [opts.out / (plan.recipe.folder_name(s) + suffix) for s in opts.sizes]
 
 
-def prepare_outputs(roots: list[Path], state: Path, opts: BuildOptions, fingerprint: dict) -> None:
-    """Refuse to clobber earlier output unless told; check a resumed run matches the first."""
-    existing = [r for r in roots if r.exists() and any(r.iterdir())]
-    if opts.overwrite:
-        for r in existing:
-            shutil.rmtree(r)
-        shutil.rmtree(state, ignore_errors=True)
-    elif existing and not opts.resume:
-        raise UserError("output already exists: " + ", ".join(str(r) for r in existing),
-                        path=existing[0],
-                        fix="pass --resume to finish an interrupted build, --overwrite to "
-                            "replace it, or choose another --out")
-    fp_path = state / "fingerprint.json"
-    if opts.resume and fp_path.is_file():
-        before = json.loads(fp_path.read_text())
-        if before != fingerprint:
-            changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
-            raise UserError(f"--resume with different settings than the interrupted run "
-                            f"({', '.join(changed)})", path=state,
-                            fix="rerun with the same options, or use --overwrite")
-    elif opts.resume and existing and not fp_path.is_file():
-        raise UserError("--resume: this output is complete or was not made by an interrupted "
-                        "imgtools build", path=existing[0],
-                        fix="use --overwrite to build it again")
-    state.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(fp_path, json.dumps(fingerprint, sort_keys=True))
-    for r in roots:
-        if r.exists():
-            remove_stale_tmp(r)
-
-
 def run_build_shard(task: ShardTask) -> dict:
     """Worker: render and write one shard. Returns its summary (the done marker)."""
     job: ShardJob = task.payload
@@ -145,75 +110,64 @@ def run_build_shard(task: ShardTask) -> dict:
         raise
     checksums = [{str(p.relative_to(r)): getattr(w, "known_digests", {}).get(p) or sha256_file(p)
                   for p in paths} for w, r, paths in zip(writers, job.roots, written)]
-    return {"split": job.split, "n": len(job.items), "counts": counts, "skipped": skipped,
-            "repaired": repaired, "checksums": checksums}
+    return with_files({"split": job.split, "n": len(job.items), "counts": counts,
+                       "skipped": skipped, "repaired": repaired, "checksums": checksums},
+                      (p for paths in written for p in paths))
 
 
 def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> dict:
-    """Run the whole build; returns the report (also written as build-info.json per output)."""
+    """Run the whole build; returns the report (also written as build-info.json per output).
+    Outputs follow :mod:`imgtools.pipeline.output`: staged, then moved into place whole."""
     if opts.fmt in ("pickle", "npz"):
-        from imgtools.downsample import build_downsampled
-
         return build_downsampled(plan, opts, command=command)
     started = time.time()
     roots = output_roots(plan, opts)
-    check_out_dir(opts.out, roots)
-    with exclusive(roots, opts.out / STATE_DIR):
-        report = _build_locked(plan, opts, roots, started, command)
-    _remove_if_empty(opts.out / STATE_DIR)
-    return report
+    with claim_outputs(roots, _fingerprint(plan, opts), _inputs(plan), resume=opts.resume,
+                       overwrite=opts.overwrite) as run:
+        if run.complete:
+            return already_complete(roots)
+        return _run_build(plan, opts, run, started, command)
 
 
-def state_dir(out: Path, roots: list[Path]) -> Path:
-    """Shard markers and the fingerprint of one set of outputs: builds of other sizes or
-    formats into the same ``--out`` have their own, so they can neither mix their markers
-    nor wipe an interrupted build's."""
-    return out / STATE_DIR / "+".join(r.name for r in roots)
+def _inputs(plan: BuildPlan) -> Iterator[InputEntry]:
+    """The identity of every source image, in plan order (a resumed build must read the same
+    bytes as the interrupted one)."""
+    return path_inputs(item.src for split in SPLITS for item in plan.items.get(split, ()))
 
 
-def check_out_dir(out: Path, roots: list[Path]) -> None:
-    """``--out`` and the output folders must be folders (or not exist yet)."""
-    for path in (out, *roots):
-        if path.exists() and not path.is_dir():
-            raise UserError("not a folder, so output cannot go there", path=path,
-                            fix="choose another --out, or move that file away")
-
-
-def _build_locked(plan: BuildPlan, opts: BuildOptions, roots: list[Path], started: float,
-                  command: str | None) -> dict:
-    state = state_dir(opts.out, roots)
-    fingerprint = _fingerprint(plan, opts)
-    prepare_outputs(roots, state, opts, fingerprint)
+def _run_build(plan: BuildPlan, opts: BuildOptions, run: OutputRun, started: float,
+               command: str | None) -> dict:
     fmt = get_format(opts.fmt)
     shuffle = opts.fmt != "folder"
-    tasks = _tasks(plan, opts, roots, shuffle)
+    stagings = run.stagings
+    tasks = _tasks(plan, opts, stagings, shuffle)
     totals = _Totals()
-    for _task, summary in run_shards(tasks, run_build_shard, state_dir=state, n_jobs=opts.n_jobs,
-                                     resume=opts.resume, desc=f"build {plan.recipe.name}",
+    for _task, summary in run_shards(tasks, run_build_shard, state_dir=run.markers,
+                                     n_jobs=opts.n_jobs, resume=run.resumed,
+                                     desc=f"build {plan.recipe.name}",
                                      total_weight=plan.total(), quiet=opts.quiet):
         totals.add(summary)
     seconds = time.time() - started
     report = _report(plan, opts, totals, seconds, command)
-    for root in roots:
-        root.mkdir(parents=True, exist_ok=True)
-    _write_csv([root / plan.recipe.csv_name for root in roots], plan, totals)
-    _write_checksums([root / CHECKSUMS for root in roots], state, plan, opts)
-    for i, root in enumerate(roots):
-        fmt.finalize(root, plan.info, report["totals"])
+    _write_csv([s / plan.recipe.csv_name for s in stagings], plan, totals)
+    _write_checksums([s / CHECKSUMS for s in stagings], run.markers, plan, opts)
+    for i, (root, staging) in enumerate(zip(run.roots, stagings)):
+        fmt.finalize(staging, plan.info, report["totals"])
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
-        atomic_write_text(root / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
-    shutil.rmtree(state, ignore_errors=True)
-    report["outputs"] = [str(r) for r in roots]
+        atomic_write_text(staging / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
+    run.publish()
+    report["outputs"] = [str(r) for r in run.roots]
     return report
 
 
 def _fingerprint(plan: BuildPlan, opts: BuildOptions) -> dict:
-    return {"recipe": plan.recipe.name, "split": plan.split_mode, "seed": plan.seed,
-            "sizes": [size_label(s) for s in opts.sizes], "format": opts.fmt,
-            "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
-            "shard_size": opts.shard_size, "images": plan.total(),
-            "resizer": resizer_name(opts.exact),
-            "format_options": opts.format_options,
+    """Every setting that decides the output's bytes (the inputs' identity is added by
+    :func:`claim_outputs`)."""
+    return {"command": "build", "recipe": plan.recipe.name, "split": plan.split_mode,
+            "seed": plan.seed, "sizes": [size_label(s) for s in opts.sizes],
+            "format": opts.fmt, "filter": opts.filter, "quality": opts.quality,
+            "exact": opts.exact, "shard_size": opts.shard_size, "images": plan.total(),
+            "resizer": resizer_name(opts.exact), "format_options": opts.format_options,
             "source": str(plan.source.root), "plan": plan.digest()}
 
 
@@ -314,8 +268,3 @@ def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float
         "seconds": round(seconds, 3),
         "images_per_second": round(totals.images / seconds, 1) if seconds > 0 else None,
     }
-
-
-def _remove_if_empty(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.rmdir()

@@ -20,141 +20,24 @@ plan, which holds a few numbers per output shard, never per image.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import re
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from imgtools.atomic import remove_stale_tmp
-from imgtools.errors import UserError
+from imgtools import __version__
+from imgtools.atomic import atomic_write_text
+from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
-from imgtools.records import DATASET_META, SPLITS, DatasetInfo, Record
-from imgtools.runner import ShardTask, resolve_jobs, run_shards
-
-STATE_DIR = ".imgtools-convert"
-"""Hidden folder in the output holding the plan and per-shard done-markers until the run ends."""
-
-# ----------------------------------------------------------------------------------------------
-# Helpers shared by the format modules (kept here so formats stay independent of each other).
-# ----------------------------------------------------------------------------------------------
-
-_SPLIT_WORDS = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "unsup": "unsup", "unlabeled": "unsup", "unlabelled": "unsup", "unsupervised": "unsup",
-    "test": "test",
-}
-
-
-def split_from_name(relpath: str, default: str = "train") -> str:
-    """The split a file holds, from the first split-like word in its relative path.
-
-    Covers our own names (``train-000000.tar``, ``val.tfrecord-00000-of-00002``), TFDS
-    (``imagenette-validation.tfrecord-...``), Inception (``validation-00000-of-00128``), Hugging
-    Face (``data/validation-00000-of-00001.parquet``) and the Kaggle flowers layout
-    (``val/00-224x224-232.tfrec``). ``validation``/``valid`` map to our ``val``.
-    """
-    for word in re.split(r"[/\\._\-\s]+", relpath.lower()):
-        if word in _SPLIT_WORDS:
-            return _SPLIT_WORDS[word]
-    return default
-
-
-def split_sort_key(split: str) -> tuple[int, str]:
-    """Canonical split order: train, val, unsup, then anything else alphabetically."""
-    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
-
-
-_MAGIC = (
-    (b"\xff\xd8\xff", "jpg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-)
-
-
-def image_ext(data: bytes, filename: str | None = None) -> str:
-    """File extension for encoded image bytes, from their magic number (not from the file name:
-    ImageNet has a PNG named ``.JPEG``). WebDataset decoders pick their codec by this."""
-    head = bytes(data[:12])
-    for magic, ext in _MAGIC:
-        if head.startswith(magic):
-            return ext
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if filename and "." in filename:
-        return filename.rsplit(".", 1)[1].lower()
-    return "bin"
-
-
-def dataset_root(path: Path) -> Path:
-    """The folder holding a dataset's sidecar: the path itself, or a file's parent."""
-    return path if path.is_dir() else path.parent
-
-
-def info_from_labels(path: Path, seen: Iterable[tuple[object, str | None, str | None]]
-                     ) -> DatasetInfo:
-    """The class list of foreign data from what its records say: ``seen`` yields ``(label,
-    class name or None, wnid or None)`` per record; the first name and wnid met for a label
-    win. Used by the record formats that carry labels inline (TFRecord, WebDataset)."""
-    labels: set[int] = set()
-    names: dict[int, str] = {}
-    wnids: dict[int, str] = {}
-    for label, name, wnid in seen:
-        if isinstance(label, int) and label >= 0:
-            labels.add(label)
-            if name:
-                names.setdefault(label, str(name))
-            if wnid:
-                wnids.setdefault(label, str(wnid))
-    return DatasetInfo(name=dataset_root(path).name,
-                       classes=generic_classes(labels, names, wnids),
-                       label_order="as stored (integer labels)")
-
-
-def generic_classes(labels: Iterable[int], names: dict[int, str] | None = None,
-                    wnids: dict[int, str] | None = None) -> list:
-    """A class list for foreign data that carries only integer labels (0..max seen).
-
-    Ids are zero-padded label numbers (``007``) so folder output sorts in label order; names come
-    from the data when it has them (TF-slim ``image/class/text``, WebDataset ``.json``)."""
-    from imgtools.records import ClassInfo
-
-    labels = [x for x in labels if x is not None and x >= 0]
-    if not labels:
-        return []
-    count = max(labels) + 1
-    width = max(3, len(str(count - 1)))
-    names, wnids = names or {}, wnids or {}
-    classes = []
-    for i in range(count):
-        wnid = wnids.get(i) or f"{i:0{width}d}"
-        classes.append(ClassInfo(wnid=wnid, name=names.get(i) or wnid))
-    return classes
-
-
-def parse_size(text: str | int | None) -> int | None:
-    """``"500MB"``, ``"1.5GB"``, ``"2GiB"`` or a plain number of bytes -> bytes (decimal units,
-    as ``datasets`` uses for ``max_shard_size``). ``0``/``None`` means no limit."""
-    if text is None:
-        return None
-    if isinstance(text, int):
-        return text or None
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)\s*", str(text).lower())
-    if not m:
-        raise UserError(f"not a size: {text!r}", fix="write it like 500MB, 1.5GB, 2GiB or 1000000")
-    number, unit = float(m.group(1)), m.group(2).rstrip("b")
-    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-             "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}[unit]
-    return int(number * scale) or None
-
+from imgtools.formats.common import parse_size, split_sort_key
+from imgtools.pipeline.output import OutputRun, claim_outputs, tree_inputs
+from imgtools.pipeline.report import BUILD_INFO, already_complete
+from imgtools.records import DatasetInfo, Record
+from imgtools.runner import ShardTask, resolve_jobs, run_shards, with_files
+from imgtools.transform import BadImage, RenderOptions, render
 
 # ----------------------------------------------------------------------------------------------
 # Resizing (only when asked): shortest side to ``size``, aspect ratio kept, as Imagenette does.
@@ -169,8 +52,6 @@ def resize_record(record: Record, size: int) -> Record:
     shortest side to ``size``, aspect kept, never upscaled, RGB JPEG out; an RGB JPEG already
     small enough keeps its exact bytes). A file that cannot be decoded is an error naming it:
     a conversion has no "skip and report" list, so nothing may vanish from it silently."""
-    from imgtools.errors import CorruptDataError
-    from imgtools.transform import BadImage, RenderOptions, render
 
     try:
         (data,), _note = render(record.image, RenderOptions(sizes=(size,)))
@@ -345,8 +226,8 @@ def _convert_shard(task: ShardTask) -> dict:
         writer.abort()
         raise
     files = writer.close()
-    return {"split": out.split, "records": records, "bytes_in": bytes_in,
-            "bytes_out": bytes_out, "files": [str(f) for f in files]}
+    return with_files({"split": out.split, "records": records, "bytes_in": bytes_in,
+                       "bytes_out": bytes_out}, files)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,57 +235,47 @@ def _convert_shard(task: ShardTask) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def _prepare_dst(dst: Path, src: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix a new dataset into existing files; ``overwrite`` only deletes what is
-    recognisably an imgtools output, so a typo can never wipe a user's folder."""
+def _check_paths(dst: Path, src: Path) -> None:
+    """The output may neither sit inside the input nor contain it (``--overwrite`` would
+    delete the input with it)."""
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise UserError("the output would be written inside the input", path=dst,
                         fix="choose an output folder outside the input dataset")
-    if dst.resolve() in src.resolve().parents:  # --overwrite would delete the input with it
+    if dst.resolve() in src.resolve().parents:
         raise UserError("the input is inside the output folder", path=dst,
                         fix="choose an output folder that does not contain the input")
-    if not dst.exists():
-        return
-    if not dst.is_dir():
-        raise UserError("output exists and is not a folder", path=dst, fix="choose another path")
-    if not any(dst.iterdir()) or resume:
-        return
-    if overwrite:
-        if (dst / DATASET_META).is_file() or (dst / STATE_DIR).is_dir():
-            shutil.rmtree(dst)
-            return
-        raise UserError("--overwrite refuses to delete a folder imgtools did not write",
-                        path=dst, fix="delete it yourself or choose another output folder")
-    raise UserError("output folder exists and is not empty", path=dst,
-                    fix="choose a new folder, add --overwrite to replace an imgtools output, "
-                        "or --resume to finish an interrupted run")
 
 
-def _fingerprint(src: Path, src_name: str, to: str, size: int | None, options: dict,
-                 plan: list[OutputShard]) -> str:
-    """Identifies a run: resuming with other settings would mix two datasets."""
-    desc = json.dumps({"src": str(src.resolve()), "from": src_name, "to": to, "size": size,
-                       "options": {k: repr(v) for k, v in sorted(options.items())},
-                       "shards": [(o.split, o.num_shards, o.records) for o in plan]},
-                      sort_keys=True)
-    return hashlib.sha256(desc.encode()).hexdigest()[:16]
+def _settings(src: Path, src_name: str, to: str, size: int | None, options: dict,
+              plan: list[OutputShard]) -> dict:
+    """Every setting that decides the output's bytes (the inputs' identity is added by
+    :func:`claim_outputs`)."""
+    return {"command": "convert", "src": str(src.resolve()), "from": src_name, "to": to,
+            "size": size, "options": {k: repr(v) for k, v in sorted(options.items())},
+            "shards": [[o.split, o.num_shards, o.records] for o in plan]}
 
 
-def _check_resume(state: Path, fingerprint: str, resume: bool) -> None:
-    from imgtools.atomic import atomic_write_text
-
-    marker = state / "run.json"
-    if resume and marker.is_file():
-        previous = json.loads(marker.read_text()).get("fingerprint")
-        if previous != fingerprint:
-            raise UserError("--resume with different input or settings than the interrupted run",
-                            path=state.parent,
-                            fix="repeat the original command with --resume, or use --overwrite "
-                                "to start over")
-    if not resume and state.exists():
-        shutil.rmtree(state)
-    state.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps({"fingerprint": fingerprint}))
+def _run_conversion(run: OutputRun, plan: list[OutputShard], src_fmt: Format, dst_fmt: Format,
+                    info: DatasetInfo, size: int | None, options: dict, jobs: int, quiet: bool
+                    ) -> tuple[dict[str, int], int, int]:
+    """Write every output shard into the run's staging folder, then the format's metadata."""
+    staging = run.stagings[0]
+    tasks = [ShardTask(_shard_id(o), {"src_format": src_fmt.name, "to": dst_fmt.name,
+                                      "dst": str(staging), "shard": o, "info": info,
+                                      "size": size, "options": options}, weight=o.records)
+             for o in plan]
+    counts: dict[str, int] = {}
+    bytes_in = bytes_out = 0
+    for _task, summary in run_shards(tasks, _convert_shard, state_dir=run.markers, n_jobs=jobs,
+                                     resume=run.resumed,
+                                     desc=f"{src_fmt.name} -> {dst_fmt.name}",
+                                     total_weight=sum(o.records for o in plan), quiet=quiet):
+        counts[summary["split"]] = counts.get(summary["split"], 0) + summary["records"]
+        bytes_in += summary["bytes_in"]
+        bytes_out += summary["bytes_out"]
+    counts = {s: counts[s] for s in sorted(counts, key=split_sort_key)}
+    dst_fmt.finalize(staging, info, counts)
+    return counts, bytes_in, bytes_out
 
 
 def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = None,
@@ -438,7 +309,7 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
         dst_fmt, "default_shard_records", None)
     if not max_records and not max_bytes:
         max_records = DEFAULT_TASK_RECORDS
-    _prepare_dst(dst, src, resume, overwrite)
+    _check_paths(dst, src)
 
     jobs = resolve_jobs(n_jobs)
     read_options = read_options or {}
@@ -452,32 +323,25 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
         raise UserError("the input holds no records", path=src,
                         fix="check that this is the dataset you meant; nothing was written")
 
-    state = dst / STATE_DIR
-    if resume and dst.is_dir():
-        remove_stale_tmp(dst)  # temporary files of the interrupted run's unfinished shards
     options = dict(format_options)
-    fingerprint = _fingerprint(src, src_fmt.name, dst_fmt.name, size,
-                               {**options, **{f"read:{k}": v for k, v in read_options.items()}},
-                               plan)
-    _check_resume(state, fingerprint, resume)
-    tasks = [ShardTask(_shard_id(o), {"src_format": src_fmt.name, "to": dst_fmt.name,
-                                      "dst": str(dst), "shard": o, "info": info, "size": size,
-                                      "options": options}, weight=o.records) for o in plan]
-    counts: dict[str, int] = {}
-    bytes_in = bytes_out = 0
-    for _task, summary in run_shards(tasks, _convert_shard, state_dir=state, n_jobs=jobs,
-                                     resume=resume, desc=f"{src_fmt.name} -> {dst_fmt.name}",
-                                     total_weight=sum(o.records for o in plan), quiet=quiet):
-        counts[summary["split"]] = counts.get(summary["split"], 0) + summary["records"]
-        bytes_in += summary["bytes_in"]
-        bytes_out += summary["bytes_out"]
-    counts = {s: counts[s] for s in sorted(counts, key=split_sort_key)}
-    dst_fmt.finalize(dst, info, counts)
-    shutil.rmtree(state, ignore_errors=True)
-    seconds = time.perf_counter() - started
-    records = sum(counts.values())
-    return {"from": src_fmt.name, "to": dst_fmt.name, "src": str(src), "dst": str(dst),
-            "splits": counts, "records": records, "bytes_in": bytes_in, "bytes_out": bytes_out,
-            "shards": len(plan), "classes": len(info.classes), "seconds": round(seconds, 3),
+    settings = _settings(src, src_fmt.name, dst_fmt.name, size,
+                         {**options, **{f"read:{k}": v for k, v in read_options.items()}}, plan)
+    with claim_outputs([dst], settings, tree_inputs(src), resume=resume,
+                       overwrite=overwrite) as run:
+        if run.complete:
+            return already_complete([dst])
+        counts, bytes_in, bytes_out = _run_conversion(run, plan, src_fmt, dst_fmt, info, size,
+                                                      options, jobs, quiet)
+        seconds = time.perf_counter() - started
+        records = sum(counts.values())
+        summary = {
+            "tool": "imgtools", "tool_version": __version__, "command": "convert",
+            "from": src_fmt.name, "to": dst_fmt.name, "src": str(src), "dst": str(dst),
+            "splits": counts, "records": records, "bytes_in": bytes_in,
+            "bytes_out": bytes_out, "shards": len(plan), "classes": len(info.classes),
+            "seconds": round(seconds, 3),
             "records_per_s": round(records / seconds, 1) if seconds else None,
             "mb_per_s": round(bytes_in / 1e6 / seconds, 1) if seconds else None}
+        atomic_write_text(run.stagings[0] / BUILD_INFO, json.dumps(summary, indent=2) + "\n")
+        run.publish()
+    return summary

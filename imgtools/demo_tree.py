@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 
 from imgtools.atomic import atomic_write_bytes, atomic_write_text
 from imgtools.errors import UserError
+from imgtools.resources import manifest_path
 
 LAYOUTS = ("kaggle", "devkit", "valprep")
 
@@ -130,7 +131,6 @@ class _Synset:
 
 def load_clsloc() -> list[_Synset]:
     """The 1000 ImageNet-1k classes in devkit (map_clsloc) order, from the shipped manifest."""
-    from imgtools.resources import manifest_path
 
     path = manifest_path("imagenet1k_map_clsloc.txt")
     synsets = []

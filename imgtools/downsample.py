@@ -34,6 +34,8 @@ import pickle
 import re
 import shutil
 import struct
+import sys
+import time
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,10 +46,14 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 from PIL import Image
 
-from imgtools.atomic import atomic_open, remove_stale_tmp
+from imgtools import __version__
+from imgtools.atomic import atomic_open, atomic_write_text, remove_stale_tmp
 from imgtools.errors import UserError
+from imgtools.pipeline.output import claim_outputs, path_inputs
+from imgtools.pipeline.report import BUILD_INFO, already_complete
+from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import DatasetInfo
-from imgtools.runner import ShardTask, run_shards
+from imgtools.runner import ShardTask, run_shards, with_files
 from imgtools.transform import BadImage, draft, open_image, read_bytes
 
 FORMATS = ("pickle", "npz")
@@ -396,8 +402,6 @@ def iter_normalised(shards: Iterable[Iterable[Any]]) -> Iterator[tuple[Any, ...]
     """Items as the workers need them (anything with ``src``, ``split``, ``label`` and ``wnid``
     attributes), one non-empty shard at a time, splits and labels checked. The build planner's
     own items already have that shape and are kept as they are rather than copied."""
-    from imgtools.plan import PlanItem
-
     for shard in shards:
         items = []
         for item in shard:
@@ -561,7 +565,7 @@ def write_batch(task: ShardTask) -> dict:
     mean = np.load(state / f"mean-{job.size}.npy") if job.with_mean else None
     with atomic_open(job.out, "wb") as f:
         WRITERS[job.fmt](f, rows, labels, mean)
-    return {"file": job.out, "rows": job.end - job.start}
+    return with_files({"file": job.out, "rows": job.end - job.start}, [job.out])
 
 
 # --------------------------------------------------------------------------- entry point
@@ -774,47 +778,39 @@ def write_meta(out_dir: Path, info: DatasetInfo, size: int, counts: dict[str, in
 # --------------------------------------------------------------------------- build glue
 
 
-def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
+def build_downsampled(plan: BuildPlan, opts: Any, command: str | None = None) -> dict:
     """``imgtools build ... --format pickle|npz``: run :func:`downsample_dataset` on a
-    :class:`imgtools.plan.BuildPlan` with :class:`imgtools.build.BuildOptions`, honouring
-    ``--overwrite`` / ``--resume`` like the other formats, and write ``build-info.json``
+    :class:`imgtools.plan.BuildPlan` with the build's options, through the same output
+    protocol as every build (:mod:`imgtools.pipeline.output`), and write ``build-info.json``
     (the build report: counts, skipped files with reasons, conversions) in each output."""
-    import sys
-    import time
-
-    from imgtools import __version__
-    from imgtools.atomic import atomic_write_text
-    from imgtools.build import check_out_dir
-    from imgtools.locks import exclusive
-
     if any(s is None for s in opts.sizes):
         raise UserError("pickle/npz need a square size such as --size 32, not 'full'",
                         fix="pass --size 8, 16, 32 or 64 (or any side up to 512)")
     name = plan.recipe.output_name or plan.recipe.name
     sizes = sorted({int(s) for s in opts.sizes})
+    batches = int(opts.format_options.get("batches", 10))
     # Bad arguments fail before --overwrite deletes anything.
-    _check_args(sizes, opts.fmt, int(opts.format_options.get("batches", 10)))
+    _check_args(sizes, opts.fmt, batches)
     out_dirs = [Path(opts.out) / output_dir_name(name, s) for s in sizes]
-    check_out_dir(Path(opts.out), out_dirs)
-    with exclusive(out_dirs, Path(opts.out) / STATE_DIRNAME):
-        # Per set of outputs (other sizes into the same --out keep their own), and locked.
-        state = Path(opts.out) / STATE_DIRNAME / (
-            "downsample-" + "+".join(d.name for d in out_dirs))
-        _claim_outputs(out_dirs, state, overwrite=opts.overwrite, resume=opts.resume)
-        if opts.resume:
-            for d in out_dirs:  # batch files the killed run was writing
-                if d.is_dir():
-                    remove_stale_tmp(d)
+    settings = {"command": "build", "recipe": plan.recipe.name, "split": plan.split_mode,
+                "seed": plan.seed, "sizes": sizes, "format": opts.fmt, "exact": opts.exact,
+                "shard_size": opts.shard_size, "format_options": opts.format_options,
+                "source": str(plan.source.root), "plan": plan.digest()}
+    inputs = path_inputs(item.src for split in OUTPUT_SPLITS
+                         for item in plan.items.get(split, ()))
+    with claim_outputs(out_dirs, settings, inputs, resume=opts.resume,
+                       overwrite=opts.overwrite) as run:
+        if run.complete:
+            return already_complete(out_dirs)
         info = DatasetInfo(name, plan.info.classes, plan.info.label_order, dict(plan.info.extra))
         started = time.time()
         summary = downsample_dataset(
             lambda: (items for _shard_id, items in plan.shards(opts.shard_size, False)),
-            opts.out, sizes,
-            info=info, fmt=opts.fmt, seed=plan.seed,
-            batches=int(opts.format_options.get("batches", 10)),
+            run.folder, sizes,
+            info=info, fmt=opts.fmt, seed=plan.seed, batches=batches,
             crop=bool(opts.format_options.get("crop", False)), fast=not opts.exact,
-            n_jobs=opts.n_jobs, resume=opts.resume, quiet=opts.quiet,
-            label_base=plan.info.label_order, state_dir=state, keep_state=True)
+            n_jobs=opts.n_jobs, resume=run.resumed, quiet=opts.quiet,
+            label_base=plan.info.label_order, state_dir=run.work, keep_state=True)
         seconds = time.time() - started
         report = {
             "tool": "imgtools", "tool_version": __version__,
@@ -832,26 +828,9 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
         }
         for s, out_dir in zip(sizes, out_dirs, strict=True):
             per_size = dict(report, size=s, path=str(out_dir), files=summary["sizes"][s]["files"])
-            atomic_write_text(out_dir / "build-info.json", json.dumps(per_size, indent=2) + "\n")
-        # Only now: a kill before the reports are written must leave the run resumable.
-        remove_state(state)
-    with contextlib.suppress(OSError):
-        (Path(opts.out) / STATE_DIRNAME).rmdir()  # the lock file went with the lock
+            atomic_write_text(run.staging(out_dir) / BUILD_INFO,
+                              json.dumps(per_size, indent=2) + "\n")
+        remove_state(run.work)  # the row files are not part of any output
+        run.publish()
     report["outputs"] = [str(d) for d in out_dirs]
     return report
-
-
-def _claim_outputs(out_dirs: list[Path], state: Path, *, overwrite: bool, resume: bool) -> None:
-    existing = [d for d in out_dirs if d.is_dir() and any(d.iterdir())]
-    if overwrite:
-        for d in existing:
-            shutil.rmtree(d)
-        shutil.rmtree(state, ignore_errors=True)
-    elif existing and not resume:
-        raise UserError("output already exists: " + ", ".join(map(str, existing)),
-                        path=existing[0],
-                        fix="pass --resume to finish an interrupted build, --overwrite to "
-                            "replace it, or choose another --out")
-    elif resume and existing and not state.is_dir():
-        raise UserError("--resume: this output is complete or was not made by an interrupted "
-                        "imgtools build", path=existing[0], fix="use --overwrite to build again")

@@ -19,10 +19,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgtools.atomic import atomic_open
 from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
+from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
-from imgtools.records import DatasetInfo, Record
+from imgtools.formats.common import dataset_root
+from imgtools.formats.tfrecord import _open
+from imgtools.pipeline.report import load_build_info
+from imgtools.records import DATASET_META, SPLITS, DatasetInfo, Record
+from imgtools.runner import resolve_jobs
 
 MAX_PROBLEMS_PER_SHARD = 50
 MAX_DISTINCT_SIZES = 2000
@@ -43,7 +49,6 @@ class Dataset:
 
 
 def open_dataset(path: str | Path) -> Dataset:
-    from imgtools.formats import detect_format
 
     path = Path(path)
     fmt = detect_format(path)
@@ -60,7 +65,6 @@ def map_shards(worker: Callable, shards: list[InputShard], args: tuple, *,
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
-    from imgtools.runner import resolve_jobs
 
     jobs = min(resolve_jobs(n_jobs), max(1, len(shards)))
     results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
@@ -84,7 +88,6 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _info_shard(fmt_name: str, shard: InputShard, info: DatasetInfo) -> dict:
-    from imgtools.formats import get_format
 
     counts: Counter = Counter()
     sizes: Counter = Counter()
@@ -147,7 +150,6 @@ def describe(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True)
 
 
 def _split_order(splits: Iterable[str]) -> list[str]:
-    from imgtools.records import SPLITS
 
     return sorted(set(splits), key=lambda s: (SPLITS.index(s) if s in SPLITS else 9, s))
 
@@ -192,7 +194,6 @@ def _tfrecord_problems(path: Path) -> list[dict]:
     adds no ``.gz`` suffix, and a file the reader reads must not be called corrupted here."""
     import crc32c
 
-    from imgtools.formats.tfrecord import _open
 
     def masked(data: bytes) -> int:
         crc = crc32c.crc32c(data)
@@ -272,7 +273,6 @@ def _decode_problem(record: Record) -> str | None:
 
 
 def _verify_shard(fmt_name: str, shard: InputShard, info: DatasetInfo) -> dict:
-    from imgtools.formats import get_format
 
     problems = _container_problems(fmt_name, Path(shard.path))
     counts: Counter = Counter()
@@ -329,8 +329,6 @@ def _check_checksums(root: Path, n_jobs: int | None, only: str | None = None
     ``root``) when one file is verified: the others are not what the user asked about."""
     from joblib import Parallel, delayed
 
-    from imgtools.hub.layout import load_build_info
-    from imgtools.runner import resolve_jobs
 
     checksums = dict(load_build_info(root).get("checksums") or {})
     checksums.update(read_sha256sums(root / SHA256SUMS))
@@ -345,9 +343,6 @@ def _check_checksums(root: Path, n_jobs: int | None, only: str | None = None
 
 def _expected_counts(ds: Dataset) -> tuple[dict, dict]:
     """Per-split totals from the sidecar and per-class counts from build-info.json."""
-    from imgtools.convert import dataset_root
-    from imgtools.hub.layout import load_build_info
-    from imgtools.records import DATASET_META
 
     root = dataset_root(ds.path)
     sidecar = root / DATASET_META
@@ -388,7 +383,6 @@ def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True) -
     Given one file of a dataset, only that file is checked: the whole-dataset split and class
     counts are not compared (``counts_compared`` is False and ``notes`` says so) and only its
     own build-time checksum is recomputed."""
-    from imgtools.convert import dataset_root
 
     ds = open_dataset(path)
     counts: Counter = Counter()
@@ -430,7 +424,6 @@ def _stats_shard(fmt_name: str, shard: InputShard, info: DatasetInfo, split: str
     import numpy as np
     from PIL import Image
 
-    from imgtools.formats import get_format
 
     total = np.zeros(3, dtype=np.uint64)
     squares = np.zeros(3, dtype=np.uint64)
@@ -594,7 +587,6 @@ def preview(path: str | Path, out_dir: str | Path, *, per_class: int = 8,
             max_classes: int = 50, side: int = 96, counts: dict[str, list[int]] | None = None,
             n_jobs: int | None = None, quiet: bool = True, prefix: str = "") -> dict:
     """Write ``<prefix>preview.png`` (samples per class) and ``<prefix>histogram.png``."""
-    from imgtools.atomic import atomic_open
 
     ds = open_dataset(path)
     out_dir = Path(out_dir)

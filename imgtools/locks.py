@@ -1,10 +1,10 @@
 """Keep two processes from writing the same output at once.
 
-Two builds into the same ``--out`` (easy: it defaults to ``out``) would share shard markers
-and overwrite each other's files, and each would then describe a mix of both in its
-SHA256SUMS. A build therefore holds an exclusive ``flock`` on one lock file per output folder
-while it runs. The kernel drops the lock when the process dies, even by kill -9, so a stale
-lock file never blocks ``--resume``. Where ``fcntl`` does not exist (Windows) there is no lock.
+Two runs into the same output (easy: ``--out`` defaults to ``out``) would share shard markers
+and overwrite each other's files. A run therefore holds an exclusive ``flock`` on one lock
+file per output folder while it writes, beside that folder (``out/.NAME.imgtools-lock``). The
+kernel drops the lock when the process dies, even by kill -9, so a stale lock file never
+blocks ``--resume``. Where ``fcntl`` does not exist (Windows) there is no lock.
 """
 
 from __future__ import annotations
@@ -21,6 +21,14 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
+LOCK_SUFFIX = ".imgtools-lock"
+
+
+def lock_path(output: Path) -> Path:
+    """The lock file of an output folder: a hidden sibling, so it is never part of the output
+    and works before the output exists."""
+    return output.parent / f".{output.name}{LOCK_SUFFIX}"
+
 
 def _acquire(path: Path, what: str) -> int | None:
     """An open descriptor of ``path`` holding its exclusive lock."""
@@ -35,7 +43,7 @@ def _acquire(path: Path, what: str) -> int | None:
             os.close(fd)
             raise UserError(f"another imgtools process is writing {what} right now",
                             path=path,
-                            fix="wait for it to finish (or stop it), or choose another --out"
+                            fix="wait for it to finish (or stop it), or choose another output"
                             ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
@@ -47,14 +55,14 @@ def _acquire(path: Path, what: str) -> int | None:
 
 
 @contextlib.contextmanager
-def exclusive(outputs: list[Path], lock_dir: Path) -> Iterator[None]:
-    """Hold a lock for each of ``outputs`` (folders), as ``<lock_dir>/<name>.lock``, while the
-    block runs. Locks are taken in sorted order so two runs sharing some outputs never wait
-    on each other in a cycle (they fail fast anyway)."""
+def exclusive(outputs: list[Path]) -> Iterator[None]:
+    """Hold the lock of each of ``outputs`` (folders, see :func:`lock_path`) while the block
+    runs. Locks are taken in sorted order so two runs sharing some outputs never wait on each
+    other in a cycle (they fail fast anyway)."""
     held: list[tuple[Path, int | None]] = []
     try:
         for out in sorted(outputs):
-            path = lock_dir / f"{out.name}.lock"
+            path = lock_path(out)
             held.append((path, _acquire(path, str(out))))
         yield
     finally:

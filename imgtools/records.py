@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from imgtools.atomic import atomic_write_text
+
 SPLITS = ("train", "val", "unsup")
 """Split names, in canonical order. ``unsup`` holds Imagewang's unlabelled images."""
 
@@ -97,7 +99,6 @@ class DatasetInfo:
     def save(self, root: Path, splits: dict[str, int] | None = None,
              fmt: str | None = None) -> Path:
         """Write the sidecar atomically; ``splits`` maps split name to number of records."""
-        from imgtools.atomic import atomic_write_text
 
         obj = self.to_json()
         if fmt:

@@ -3,10 +3,12 @@
 A shard is a self-contained task: a small picklable payload naming its inputs and its output
 paths. Workers read and write files themselves and return only a small JSON-able summary, so
 the same plan runs unchanged on joblib's Dask or Ray backends. After a shard's outputs are
-published (atomically), its summary is stored as ``<state_dir>/<shard_id>.json``: that file is
-the shard's "done" marker, which is what ``--resume`` trusts after a kill -9. A shard without a
-marker is simply run again from scratch; writers overwrite deterministically, so a resumed run
-ends byte-identical to an uninterrupted one.
+published (atomically) and synced to disk, its summary is stored as
+``<state_dir>/<shard_id>.json``: that file is the shard's "done" marker, which is what
+``--resume`` trusts after a kill -9. A summary lists the files it vouches for with their sizes
+(``"files": [[path, size], ...]``); a marker whose files are missing or of another size is not
+trusted. A shard without a trusted marker is simply run again from scratch; writers overwrite
+deterministically, so a resumed run ends byte-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from imgtools.atomic import atomic_write_text
+from imgtools.atomic import atomic_write_text, sync_files
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,30 @@ def _marker(state_dir: Path, shard_id: str) -> Path:
 
 
 def load_done(state_dir: Path, shard_id: str) -> dict | None:
+    """The summary of a shard a previous run finished, or None when it must run (again)."""
     path = _marker(state_dir, shard_id)
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except (OSError, ValueError):  # unreadable marker: run the shard again
         return None
+    if not isinstance(summary, dict) or not _files_intact(summary.get("files", [])):
+        return None
+    return summary
+
+
+def _files_intact(files: list) -> bool:
+    """Whether every ``[path, size]`` a marker vouches for is still there with that size."""
+    try:
+        return all(os.path.getsize(path) == size for path, size in files)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def with_files(summary: dict, paths: Iterable[str | Path]) -> dict:
+    """``summary`` plus the ``files`` entry that lets a marker be checked on resume."""
+    return {**summary, "files": [[str(p), os.path.getsize(p)] for p in paths]}
 
 
 def run_shards(
@@ -97,7 +116,7 @@ def run_shards(
     finished: list[tuple[ShardTask, dict]] = []
     try:
         if jobs == 1:
-            results: Iterable = ((t, worker(t)) for t in todo())
+            results: Iterable = (_run_one(worker, t) for t in todo())
         else:
             results = Parallel(n_jobs=jobs, return_as="generator_unordered",
                                pre_dispatch="2*n_jobs", prefer=prefer)(
@@ -115,4 +134,8 @@ def run_shards(
 
 
 def _run_one(worker: Callable[[ShardTask], dict], task: ShardTask) -> tuple[ShardTask, dict]:
-    return task, worker(task)
+    """Run one task in the worker, and sync the files it vouches for before its summary goes
+    back to become a marker (in the worker, so the syncs of parallel shards overlap)."""
+    summary = worker(task)
+    sync_files(path for path, _size in summary.get("files", []))
+    return task, summary

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.errors import UserError
+from imgtools.resources import manifest_path
 
 IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEVKIT_DIR = "ILSVRC2012_devkit_t12"
@@ -210,7 +211,6 @@ def _read_meta_mat(path: Path) -> dict[int, str]:
 
 
 def _map_clsloc_ids() -> dict[int, str]:
-    from imgtools.resources import manifest_path
 
     out = {}
     for line in manifest_path("imagenet1k_map_clsloc.txt").read_text().splitlines():

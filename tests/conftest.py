@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 
 from imgtools.demo_tree import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS, make_imagenet_tree
+from imgtools.pipeline.output import INPUTS_COPY, MANIFEST, run_folder
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_REFERENCE = REPO.parent / "shared" / "reference"
 WNIDS = list(IMAGENETTE_WNIDS + IMAGEWOOF_WNIDS)
+RUN_RECORD = frozenset({"build-info.json", MANIFEST, INPUTS_COPY})
+"""Files that record a run rather than hold data: the report (times, the command) and the
+manifest and input list of the output protocol (the input's paths and mtimes)."""
 
 
 def psnr(a, b) -> float:
@@ -50,3 +54,8 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
         raise AssertionError(f"imgtools {' '.join(map(str, args))} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def staging_of(output: Path) -> Path:
+    """Where an unfinished run writes ``output`` (see :mod:`imgtools.pipeline.output`)."""
+    return run_folder([output]) / output.name

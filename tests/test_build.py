@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import WNIDS, run_cli
+from conftest import RUN_RECORD, WNIDS, run_cli
 from PIL import Image
 
 from imgtools import resample
@@ -25,10 +25,11 @@ from imgtools.source import open_source
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every data file under ``root`` (the report excluded)."""
+    """Relative path -> sha256 of every data file under ``root`` (the run's record excluded:
+    the report, and the manifest that names the run's input files)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "build-info.json":
+        if p.is_file() and p.name not in RUN_RECORD:
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
@@ -408,8 +409,12 @@ def test_existing_output_needs_resume_or_overwrite(kaggle_tree, tmp_path):
     with pytest.raises(UserError, match="already exists"):
         do_build("imagenette", kaggle_tree.src, tmp_path)
     do_build("imagenette", kaggle_tree.src, tmp_path, overwrite=True)
-    with pytest.raises(UserError, match="complete"):
-        do_build("imagenette", kaggle_tree.src, tmp_path, resume=True)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "imagenette2-160").rglob("*")}
+    again = do_build("imagenette", kaggle_tree.src, tmp_path, resume=True)
+    assert again["nothing_to_do"]  # complete with the same settings and input
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "imagenette2-160").rglob("*")} == before
+    with pytest.raises(UserError, match="complete.*quality: 90 then, 80 now"):
+        do_build("imagenette", kaggle_tree.src, tmp_path, resume=True, quality=80)
 
 
 def test_resume_after_kill_matches_uninterrupted_run(kaggle_tree, tmp_path):
@@ -419,8 +424,8 @@ def test_resume_after_kill_matches_uninterrupted_run(kaggle_tree, tmp_path):
             "--size", "320", "--out", str(tmp_path / "run"), "-j", "1", "--shard-size", "2",
             "-q"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # One state folder per set of outputs (see imgtools.build.state_dir).
-    state = tmp_path / "run" / ".imgtools-state" / "imagewang+imagewang-160+imagewang-320"
+    # One run folder per set of outputs (see imgtools.pipeline.output).
+    state = tmp_path / "run" / ".imgtools-run-imagewang+imagewang-160+imagewang-320" / "markers"
     deadline = time.time() + 60
     while time.time() < deadline and len(list(state.glob("*-*.json"))) < 5:
         time.sleep(0.005)
@@ -434,7 +439,7 @@ def test_resume_after_kill_matches_uninterrupted_run(kaggle_tree, tmp_path):
     assert report["totals"] == ref["totals"]
     for a, b in zip(ref["outputs"], report["outputs"]):
         assert tree_digest(Path(a)) == tree_digest(Path(b))
-    assert not state.exists()
+    assert not state.parent.exists()
 
 
 # ---------------------------------------------------------------- CLI and recipes

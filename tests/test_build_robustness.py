@@ -15,7 +15,6 @@ from PIL import Image
 from test_build import do_build, tree_digest
 
 import imgtools.build as build_module
-from imgtools.build import STATE_DIR
 from imgtools.errors import UserError
 from imgtools.locks import exclusive
 from imgtools.transform import BadImage, RenderOptions, render
@@ -176,13 +175,13 @@ def test_other_sizes_into_the_same_out_keep_an_interrupted_build_resumable(
 
 def test_a_second_build_of_the_same_output_is_refused_while_the_first_runs(
         kaggle_tree, tmp_path):
-    with exclusive([tmp_path / "imagenette2-160"], tmp_path / STATE_DIR):
+    with exclusive([tmp_path / "imagenette2-160"]):
         with pytest.raises(UserError, match="another imgtools process") as err:
             do_build("imagenette", kaggle_tree.src, tmp_path)
         assert err.value.fix
         do_build("imagenette", kaggle_tree.src, tmp_path, sizes=(320,))  # another output: fine
     do_build("imagenette", kaggle_tree.src, tmp_path)  # the lock went with the first run
-    assert not (tmp_path / STATE_DIR).exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_out_that_is_a_file_is_a_clear_error(kaggle_tree, tmp_path):

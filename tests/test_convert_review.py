@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import RUN_RECORD, staging_of
 from PIL import Image
 from test_convert_roundtrip import fail_webdataset_write, make_folder, tree
 
@@ -71,7 +72,7 @@ def test_stored_names_cannot_write_outside_the_output(tmp_path):
     convert(src, tmp_path / "out", "folder", quiet=True, n_jobs=1)
     written = sorted(p.relative_to(tmp_path / "out").as_posix()
                      for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert [w for w in written if not w.startswith("imgtools")] == [
+    assert [w for w in written if not w.startswith("imgtools") and w not in RUN_RECORD] == [
         "train/n01440764/abs.jpg", "train/n01440764/escaped.jpg", "train/n01440764/sub.JPEG"]
     assert not (tmp_path / "abs.jpg").exists()
 
@@ -146,27 +147,29 @@ def test_an_unfinished_conversion_is_not_read_as_a_dataset(tmp_path, monkeypatch
         detect_format(tmp_path / "out")
     assert "--resume" in err.value.fix
     # A leftover temporary file of the interrupted run is removed by --resume.
-    (tmp_path / "out" / ".tmp-1-1-train-000005.tar").write_bytes(b"partial")
+    (staging_of(tmp_path / "out") / ".tmp-1-1-train-000005.tar").write_bytes(b"partial")
     convert(src, tmp_path / "out", "webdataset", quiet=True, n_jobs=1, shard_records=3,
             resume=True)
     assert not list((tmp_path / "out").glob(".tmp-*"))
+    assert not list(tmp_path.glob(".imgtools-run-*"))
     assert json.loads((tmp_path / "out" / "imgtools-dataset.json").read_text())
     detect_format(tmp_path / "out")
 
 
 def test_an_unfinished_build_is_not_read_as_a_dataset(tmp_path):
     out = tmp_path / "imagenette2-160"
-    (out / "train" / "n01440764").mkdir(parents=True)
-    (out / "train" / "n01440764" / "x.JPEG").write_bytes(_jpeg(0))
-    state = tmp_path / ".imgtools-state" / "imagenette2-160+imagenette2-320"
-    state.mkdir(parents=True)
-    with pytest.raises(UserError, match="build of this folder did not finish"):
+    run = tmp_path / ".imgtools-run-imagenette2-160+imagenette2-320"
+    (run / "imagenette2-160" / "train" / "n01440764").mkdir(parents=True)
+    (run / "imagenette2-160" / "train" / "n01440764" / "x.JPEG").write_bytes(_jpeg(0))
+    (run / "run.json").write_text("{}")
+    with pytest.raises(UserError, match="did not finish"):
         detect_format(out)
+    with pytest.raises(UserError, match="unfinished"):  # its working copy is no dataset
+        detect_format(run / "imagenette2-160")
     # A later build of this size alone finished: the interrupted two-size run's state stays.
-    (out / "build-info.json").write_text("{}")
+    shutil.copytree(run / "imagenette2-160", out)
     detect_format(out)
-    shutil.rmtree(state)
-    (out / "build-info.json").unlink()
+    shutil.rmtree(run)
     detect_format(out)
 
 
@@ -176,7 +179,8 @@ def test_push_hub_refuses_an_unfinished_build_among_finished_ones(tmp_path):
     src = make_folder(tmp_path / "out" / "tiny-320")
     shutil.copytree(src, tmp_path / "out" / "tiny-160")
     assert len(find_configs(tmp_path / "out")) == 2
-    (tmp_path / "out" / ".imgtools-state" / "tiny-160").mkdir(parents=True)
+    (tmp_path / "out" / ".imgtools-run-tiny-160").mkdir(parents=True)
+    (tmp_path / "out" / ".imgtools-run-tiny-160" / "run.json").write_text("{}")
     with pytest.raises(UserError, match="did not finish"):
         find_configs(tmp_path / "out")
 

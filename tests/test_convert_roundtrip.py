@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import RUN_RECORD, staging_of
 from PIL import Image
 
-from imgtools.convert import convert, cut_shards, parse_size, split_from_name
+from imgtools.convert import convert, cut_shards
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats import get_format
+from imgtools.formats.common import parse_size, split_from_name
 from imgtools.records import ClassInfo, DatasetInfo
 
 WNIDS = ("n01440764", "n02102040", "n02979186")
@@ -51,9 +53,9 @@ def make_folder(root: Path, per_class: int = 4, seed: int = 0) -> Path:
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path -> bytes), sidecar excluded."""
+    """Every file under ``root`` (relative path -> bytes), sidecar and run record excluded."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "imgtools-dataset.json"}
+            if p.is_file() and p.name != "imgtools-dataset.json" and p.name not in RUN_RECORD}
 
 
 @pytest.fixture(scope="module")
@@ -278,16 +280,17 @@ def test_failure_leaves_no_partial_file_and_resume_finishes_identically(folder, 
     dst = tmp_path / "resumed"
     with pytest.raises(OSError, match="disk full"):
         convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=3)
-    left = sorted(p.name for p in dst.iterdir() if p.is_file())
+    assert not dst.exists()  # the output appears only complete
+    left = sorted(p.name for p in staging_of(dst).iterdir() if p.is_file())
     assert left == ["train-000000.tar", "train-000001.tar"]  # two whole shards, no temp
     restore()
     with pytest.raises(UserError, match="different"):
         convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=4, resume=True)
-    done_before = (dst / "train-000000.tar").stat().st_mtime_ns
+    done_before = (staging_of(dst) / "train-000000.tar").stat().st_mtime_ns
     convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=3, resume=True)
     assert (dst / "train-000000.tar").stat().st_mtime_ns == done_before  # not redone
     assert tree(dst) == tree(tmp_path / "clean")
-    assert not (dst / ".imgtools-convert").exists()
+    assert not staging_of(dst).parent.exists()
 
 
 # ------------------------------------------------------------------------------ bad input

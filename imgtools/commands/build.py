@@ -75,8 +75,12 @@ def parse_size(value: str) -> int | None:
               help="Parallel workers (0 = all cores).")
 @click.option("--shard-size", type=click.IntRange(1), default=256,
               help="Images per shard (unit of parallel work, resume and output files).")
-@click.option("--resume", is_flag=True, help="Finish an interrupted build in the same --out.")
-@click.option("--overwrite", is_flag=True, help="Replace existing output.")
+@click.option("--resume", is_flag=True,
+              help="Finish an interrupted build (same command). Refused if a setting or an "
+                   "input file changed; on a complete output made the same way, does nothing.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output (only one imgtools wrote: a folder holding other "
+                   "files is refused). The old output stays until the new one is complete.")
 @click.option("--strict", is_flag=True, help="Exit with code 1 if any image was skipped.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
@@ -132,6 +136,10 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
 
 
 def print_summary(report: dict) -> None:
+    if report.get("nothing_to_do"):
+        for path in report.get("outputs", []):
+            click.echo(f"{path}: {report['message']}")
+        return
     totals = report["totals"]
     click.echo("")
     click.echo(f"built {report['recipe']} in {report['seconds']:.1f} s "

@@ -75,9 +75,11 @@ def _direction(args: tuple[str, ...], to: str | None) -> tuple[str | None, str, 
               help="Parallel workers (0 = all cores).")
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted conversion into the same DST (finished shards are "
-                   "kept).")
+                   "kept). Refused if a setting or an input file changed; on a complete DST "
+                   "made the same way, does nothing.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace DST if it is an earlier imgtools output.")
+              help="Replace DST if imgtools wrote it (a folder holding other files is "
+                   "refused). The old DST stays until the new one is complete.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size: int | None,
@@ -120,6 +122,8 @@ def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size:
                   shard_bytes=shard_bytes, **writer_options)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+    elif summary.get("nothing_to_do"):
+        click.echo(f"{dst}: {summary['message']}")
     elif not quiet:
         splits = ", ".join(f"{n} {s}" for s, n in summary["splits"].items())
         click.echo(f"{summary['from']} -> {summary['to']}: {summary['records']} images "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imgtools.errors import UserError
 from imgtools.formats.base import Format
+from imgtools.pipeline.output import is_run_folder, pending_run_for
 
 # name -> module path; each module defines ``FORMAT`` (an instance of base.Format).
 _FORMAT_MODULES = {
@@ -35,23 +36,15 @@ def get_format(name: str) -> Format:
 
 
 def unfinished(path: Path) -> str | None:
-    """Why the dataset at ``path`` is known to be incomplete, or None. A conversion or build
-    that stopped (error, Ctrl-C, kill) leaves shards that read as a smaller dataset; its state
-    folder says it is unfinished, so it is refused rather than read, verified or published."""
-    from imgtools.build import BUILD_INFO
-    from imgtools.build import STATE_DIR as BUILD_STATE
-    from imgtools.convert import STATE_DIR as CONVERT_STATE
-
-    if path.is_dir() and (path / CONVERT_STATE).is_dir():
-        return "an imgtools convert into this folder did not finish"
-    state = path.parent / BUILD_STATE
-    # A build writes build-info.json last: with it, the latest build of this folder finished
-    # (an interrupted run of a larger set of sizes may have left its state behind).
-    if path.is_dir() and state.is_dir() and not (path / BUILD_INFO).is_file():
-        for run in state.iterdir():
-            outputs = run.name.removeprefix("downsample-").split("+")
-            if run.is_dir() and path.name in outputs:
-                return "an imgtools build of this folder did not finish"
+    """Why the dataset at ``path`` is known to be incomplete, or None. A run writes into a
+    hidden run folder and moves each output into place only when it is complete (see
+    :mod:`imgtools.pipeline.output`), so only paths inside a run folder, or an output whose
+    run is still pending, are incomplete; they are refused rather than read, verified or
+    published."""
+    if is_run_folder(path):
+        return "this is an unfinished imgtools run's working folder"
+    if not Path(path).exists() and pending_run_for(Path(path)) is not None:
+        return "an imgtools run writing this output did not finish"
     return None
 
 
@@ -68,10 +61,10 @@ def check_finished(path: Path) -> None:
 def detect_format(path: str | Path) -> Format:
     """The format of the dataset at ``path``; a clear error when it is none of ours."""
     path = Path(path)
+    check_finished(path)
     if not path.exists():
         raise UserError("no such file or directory", path=path,
                         fix="check the path: it should hold a dataset in a format imgtools reads")
-    check_finished(path)
     # pickle before folder: a folder of train_data_batch_* files is not a JPEG folder.
     for name in ("pickle", "tfrecord", "webdataset", "parquet", "folder"):
         try:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgtools.atomic import TMP_PREFIX
+from imgtools.errors import UserError
 from imgtools.records import DatasetInfo, Record
 
 
@@ -25,7 +27,6 @@ def files_named(path: Path, name_ok: Callable[[str], bool]) -> list[Path]:
     Names are tested before anything is stat'ed: format detection lists a dataset folder three
     times (TFRecord, tar, Parquet), and a JPEG folder holds a million files that match none.
     """
-    from imgtools.atomic import TMP_PREFIX
 
     found: list[Path] = []
     for folder, dirs, names in os.walk(path):
@@ -51,7 +52,6 @@ def files_with_suffix(path: Path, suffix: str) -> list[Path]:
 def listed_files(fmt: Format, path: Path, what: str, example: str) -> tuple[list[Path], Path]:
     """``fmt.files(path)`` and the folder their split names are relative to; a clear error
     when there are none."""
-    from imgtools.errors import UserError
 
     path = Path(path)
     files = fmt.files(path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_new
 from imgtools.errors import UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter
+from imgtools.recipes import imagenet_names
 from imgtools.records import SPLITS, ClassInfo, DatasetInfo, Record, safe_key
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -120,7 +121,6 @@ class FolderFormat(Format):
         info = DatasetInfo.load(path)
         if info is not None:
             return info
-        from imgtools.recipes import imagenet_names
 
         names = imagenet_names()
         wnids = sorted({c.name for _s, d in _split_dirs(path) if _s != "unsup"

@@ -35,6 +35,7 @@ from imgtools.formats.base import (
     files_with_suffix,
     listed_files,
 )
+from imgtools.formats.common import dataset_root, generic_classes, image_ext, split_from_name
 from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "unsup": "unsup", "test": "test"}
@@ -124,7 +125,6 @@ class ParquetFormat(Format):
         """One shard per file; every file must have the first file's columns."""
         import pyarrow.parquet as pq
 
-        from imgtools.convert import split_from_name
 
         files, base = listed_files(self, path, ".parquet files",
                                    "train-00000-of-00001.parquet …")
@@ -154,7 +154,6 @@ class ParquetFormat(Format):
     def read_info(self, path: Path) -> DatasetInfo:
         import pyarrow.parquet as pq
 
-        from imgtools.convert import dataset_root, generic_classes
 
         path = Path(path)
         info = DatasetInfo.load(dataset_root(path))
@@ -229,7 +228,6 @@ class ParquetFormat(Format):
               ) -> Iterator[Record]:
         import pyarrow as pa
 
-        from imgtools.convert import image_ext
 
         column = table.column(image_col).combine_chunks()
         if pa.types.is_struct(column.type):

@@ -28,7 +28,9 @@ from PIL import Image
 
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter
+from imgtools.recipes import IMAGENET_MANIFEST, read_manifest
 from imgtools.records import ClassInfo, DatasetInfo, Record
+from imgtools.resources import manifest_path
 
 BATCH_NAME = re.compile(r"^(?:(train)_data_batch_(\d+)|(val|unsup)_data)(\.npz|\.pkl|\.pickle)?$")
 META_NAME = "batches.meta"
@@ -176,8 +178,6 @@ class PickleFormat(Format):
         meta = root / META_NAME
         if meta.is_file():
             return _info_from_meta(meta, root.name)
-        from imgtools.recipes import IMAGENET_MANIFEST, read_manifest
-        from imgtools.resources import manifest_path
 
         classes = read_manifest(manifest_path(IMAGENET_MANIFEST))
         return DatasetInfo(root.name, classes, label_order="map_clsloc (devkit order)")

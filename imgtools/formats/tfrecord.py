@@ -41,9 +41,10 @@ from typing import BinaryIO
 
 import crc32c
 
-from imgtools.atomic import TMP_PREFIX, tmp_path_for
+from imgtools.atomic import TMP_PREFIX, atomic_write_text, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter, files_named
+from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
 from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
 SCHEMAS: dict[str, dict[str, str]] = {
@@ -284,7 +285,6 @@ class TFRecordFormat(Format):
     def input_shards(self, path: Path, **options) -> list[InputShard]:
         """One shard per file; ``options`` (``image_key``, ``label_key``, ``filename_key``)
         override the keys of the schema detected from the first record."""
-        from imgtools.convert import split_from_name
 
         path = Path(path)
         files = self.files(path)
@@ -298,7 +298,6 @@ class TFRecordFormat(Format):
                 for f in files]
 
     def read_info(self, path: Path, **options) -> DatasetInfo:
-        from imgtools.convert import dataset_root, info_from_labels
 
         path = Path(path)
         info = DatasetInfo.load(dataset_root(path))
@@ -363,7 +362,6 @@ class TFRecordFormat(Format):
                 f"record {index}: label {label} but the dataset has {len(info.classes)} "
                 "classes", path=path, offset=offset,
                 fix="fix the class list in imgtools-dataset.json next to the files")
-        from imgtools.convert import image_ext
 
         raw_name = feats.get(keys["filename"])
         name = plain_filename(raw_name.decode("utf-8", "replace")
@@ -416,7 +414,6 @@ def example_features(record: Record, schema: str) -> dict[str, tuple[object, str
     if schema == "slim":
         from PIL import Image
 
-        from imgtools.convert import image_ext
 
         try:
             width, height = Image.open(io.BytesIO(record.image)).size
@@ -527,7 +524,6 @@ class TFRecordShardWriter(ShardWriter):
         self._offset += size
 
     def close(self) -> list[Path]:
-        from imgtools.atomic import atomic_write_text
 
         if self._out is not None:
             self._out.close()

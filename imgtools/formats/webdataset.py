@@ -41,6 +41,7 @@ from imgtools.formats.base import (
     files_with_suffix,
     listed_files,
 )
+from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
 from imgtools.records import DatasetInfo, Record, plain_filename
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "img",
@@ -334,13 +335,11 @@ class WebDatasetFormat(Format):
         return bool(self.files(Path(path)))
 
     def input_shards(self, path: Path) -> list[InputShard]:
-        from imgtools.convert import split_from_name
 
         files, base = listed_files(self, path, ".tar shards", "train-000000.tar …")
         return [InputShard(str(f), split_from_name(str(f.relative_to(base)))) for f in files]
 
     def read_info(self, path: Path) -> DatasetInfo:
-        from imgtools.convert import dataset_root, info_from_labels
 
         path = Path(path)
         info = DatasetInfo.load(dataset_root(path))
@@ -403,7 +402,6 @@ class WebDatasetFormat(Format):
                    stop: int | None, offset: int | None = None) -> Iterator[Record]:
         """Samples ``start:stop``; with ``offset`` (where sample ``start`` begins, from
         :meth:`scan_records`) reading seeks there instead of walking the headers before it."""
-        from imgtools.convert import image_ext
 
         path = Path(shard.path)
         split = shard.split or "train"
@@ -508,7 +506,6 @@ class WebDatasetShardWriter(ShardWriter):
             write(bytes(tarfile.BLOCKSIZE - len(data) % tarfile.BLOCKSIZE))
 
     def write(self, record: Record) -> None:
-        from imgtools.convert import image_ext
 
         key = self._unique(_KEY_UNSAFE.sub("_", record.key))
         self._keys.add(key)

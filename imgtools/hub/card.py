@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from imgtools import __version__
-from imgtools.hub.layout import ASSETS_DIR, ConfigSummary
+from imgtools.errors import UserError
+from imgtools.hub.layout import ASSETS_DIR, ConfigSummary, built_size
+from imgtools.recipes import load_recipe
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _BLOCK = re.compile(r"<!-- imgtools:begin (?P<name>[^ ]+) -->\n?(?P<body>.*?)"
@@ -82,8 +84,6 @@ class DatasetDescription:
 
     @classmethod
     def for_dataset(cls, name: str) -> DatasetDescription:
-        from imgtools.errors import UserError
-        from imgtools.recipes import load_recipe
 
         try:
             recipe = load_recipe(name)
@@ -249,7 +249,6 @@ and `label` (a `ClassLabel`: an integer index into the class names listed below)
 
 
 def _size_line(summary: ConfigSummary) -> str:
-    from imgtools.hub.layout import built_size
 
     size = built_size(summary.build_info)
     options = (summary.build_info or {}).get("options", {})
@@ -388,7 +387,6 @@ def split_front_matter(text: str) -> tuple[dict, str]:
     except yaml.YAMLError:
         meta = None
     if not isinstance(meta, dict):
-        from imgtools.errors import UserError
 
         raise UserError("the existing README.md has a YAML header that is not a mapping",
                         fix="fix or remove the README.md front matter, then push again")

@@ -31,10 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.atomic import atomic_write_text
+from imgtools.convert import convert
 from imgtools.errors import UserError
+from imgtools.formats import check_finished, detect_format
+from imgtools.pipeline.output import RUN_PREFIX, pending_run_for, pending_runs
+from imgtools.pipeline.report import BUILD_INFO, load_build_info
 from imgtools.records import DATASET_META, DatasetInfo
 
-BUILD_INFO = "build-info.json"
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "unsup": "unsup", "test": "test"}
 SPLIT_ORDER = ("train", "validation", "test", "unsup")
 ASSETS_DIR = "assets"
@@ -54,24 +57,6 @@ class ConfigSource:
 
     name: str
     path: Path
-
-
-def load_build_info(root: Path) -> dict:
-    """``build-info.json`` written by ``imgtools build``; ``{}`` for datasets built otherwise
-    (a conversion, a dataset from elsewhere) - the card then says less, but says nothing false."""
-    path = root / BUILD_INFO
-    if not path.is_file():
-        return {}
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read the build report: {e}", path=path,
-                        fix="restore the file from the build, or delete it to publish without "
-                            "build details") from e
-    if not isinstance(obj, dict):
-        raise UserError("the build report is not a JSON object", path=path,
-                        fix="restore the file from the build, or delete it")
-    return obj
 
 
 def built_size(build_info: dict) -> int | None:
@@ -110,7 +95,6 @@ def default_config_name(path: Path, build_info: dict | None = None) -> str:
 def _is_dataset_root(path: Path) -> bool:
     """Whether ``path`` holds one dataset; an unfinished build or conversion is an error here
     rather than a folder quietly left out of (or published into) the repository."""
-    from imgtools.formats import check_finished, detect_format
 
     check_finished(path)
     if (path / DATASET_META).is_file() or (path / BUILD_INFO).is_file():
@@ -135,6 +119,11 @@ def find_configs(src: Path, config: str | None = None) -> list[ConfigSource]:
     if _is_dataset_root(src):
         name = validate_config_name(config or default_config_name(src))
         return [ConfigSource(name, src)]
+    for run in pending_runs(src):  # its outputs would be missing from the publication
+        raise UserError(f"an imgtools run writing {run.name.removeprefix(RUN_PREFIX)} here "
+                        "did not finish", path=run,
+                        fix="finish it by running the same command again with --resume, or "
+                            "delete that folder")
     children = sorted(c for c in src.iterdir()
                       if c.is_dir() and not c.name.startswith(".") and _is_dataset_root(c))
     if not children:
@@ -197,7 +186,6 @@ def stage_parquet(source: ConfigSource, stage_root: Path, *, n_jobs: int | None,
                   quiet: bool, max_shard_bytes: str | int = DEFAULT_MAX_SHARD_BYTES) -> Path:
     """Convert ``source`` to Parquet under ``stage_root/<config>``; an earlier complete staging
     of the same source is reused, an interrupted one is resumed."""
-    from imgtools.convert import STATE_DIR, convert
 
     dst = stage_root / source.name
     marker = stage_root / f"{source.name}.{STAGE_MARKER}"
@@ -208,17 +196,15 @@ def stage_parquet(source: ConfigSource, stage_root: Path, *, n_jobs: int | None,
             if json.loads(marker.read_text()) == wanted:
                 return dst
     marker.unlink(missing_ok=True)
-    resume = (dst / STATE_DIR).is_dir()
-    if dst.exists() and not resume:
-        shutil.rmtree(dst)
-    try:
-        convert(source.path, dst, to="parquet", n_jobs=n_jobs, quiet=quiet, resume=resume,
+    earlier = dst.exists() or pending_run_for(dst) is not None
+    try:  # continues an interrupted staging; does nothing if one of this input is complete
+        convert(source.path, dst, to="parquet", n_jobs=n_jobs, quiet=quiet, resume=True,
                 max_shard_bytes=max_shard_bytes)
     except UserError:
-        if not resume:
+        if not earlier:
             raise
-        shutil.rmtree(dst)  # the interrupted staging was of other input: start over
-        convert(source.path, dst, to="parquet", n_jobs=n_jobs, quiet=quiet,
+        # the earlier staging was of other input or settings: start over
+        convert(source.path, dst, to="parquet", n_jobs=n_jobs, quiet=quiet, overwrite=True,
                 max_shard_bytes=max_shard_bytes)
     atomic_write_text(marker, json.dumps(wanted, indent=2))
     return dst

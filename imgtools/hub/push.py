@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from imgtools.atomic import atomic_write_text
 from imgtools.checksums import sha256_file
 from imgtools.errors import RemoteError, UserError
+from imgtools.formats import detect_format
 from imgtools.hub.card import CardContext, build_card, preview_asset_paths, split_front_matter
 from imgtools.hub.layout import (
     ASSETS_DIR,
@@ -44,6 +46,7 @@ from imgtools.hub.layout import (
     stage_parquet,
     summarize_staged,
 )
+from imgtools.inspect import channel_stats, preview
 
 MAX_FILES_PER_COMMIT = 50
 COMMIT_RETRIES = 3
@@ -196,8 +199,6 @@ def _status_error(action: str, repo_id: str, status: int, detail: str) -> Remote
 def prepare_config(source: ConfigSource, stage_root: Path, *, n_jobs: int | None, quiet: bool,
                    max_shard_bytes: str | int) -> ConfigSummary:
     """Stage one config as Parquet and measure it: counts, train mean/std, preview images."""
-    from imgtools.formats import detect_format
-    from imgtools.inspect import channel_stats, preview
 
     source_format = detect_format(source.path).name
     staged = stage_parquet(source, stage_root, n_jobs=n_jobs, quiet=quiet,
@@ -270,7 +271,6 @@ def stale_paths(existing: list[str], summaries: list[ConfigSummary],
 def write_local_tree(local_dir: Path, files: dict[str, Path], card: str,
                      summaries: list[ConfigSummary]) -> list[str]:
     """Write the repository tree to ``local_dir``; returns the stale files it removed."""
-    from imgtools.atomic import atomic_write_text
 
     existing = [p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file()]
     removed = stale_paths(existing, summaries, files)
