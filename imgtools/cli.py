@@ -15,6 +15,7 @@ import click
 
 from imgtools import __version__
 from imgtools.errors import UserError
+from imgtools.pipeline import interrupt
 
 # command name -> (module, attribute, one-line help shown by ``imgtools --help``)
 _COMMANDS = {
@@ -59,25 +60,30 @@ def cli() -> None:
     imgtools push-hub out/imagenette2-320 user/imagenette
 
     Exit codes: 0 success, 1 the job ran but found problems, 2 bad usage or input,
-    3 network or Hub failure, 130 interrupted.
+    3 network or Hub failure, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
 
 
 def main(argv: list[str] | None = None) -> None:
+    interrupt.install()
     try:
         cli.main(args=argv, prog_name="imgtools", standalone_mode=False)
     except UserError as e:
         click.secho(f"error: {e.message()}", fg="red", err=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as e:  # click's wrapping of Ctrl-C and SIGTERM
+        click.echo(interrupt.MESSAGE, err=True)
+        interrupt.stop_workers()
+        cause = e.__cause__
+        sys.exit(interrupt.exit_code(cause) if isinstance(cause, KeyboardInterrupt)
+                 else interrupt.EXIT_INTERRUPTED)
     except click.ClickException as e:
         e.show()
         sys.exit(2 if e.exit_code == 2 else e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (see imgtools.pipeline.interrupt)
+        click.echo(interrupt.MESSAGE, err=True)
+        interrupt.stop_workers()
+        sys.exit(interrupt.exit_code(e))
     except OSError as e:  # a path that cannot be used (a file where a folder is needed, ...)
         where = e.filename or "?"
         click.secho(f"error: {where}: {e.strerror or e}\n  what to do: check that path (a "

@@ -387,7 +387,14 @@ def _open_run(roots: list[Path], fingerprint: dict, inputs: Path, *, resume: boo
                         path=existing[0],
                         fix="add --overwrite to replace it, --resume to keep it if it was made "
                             "with the same settings and input, or choose another output")
-    for root in existing:
+    _refuse_foreign(existing)
+    run.replace = existing
+    _start(run, inputs)
+    return run
+
+
+def _refuse_foreign(roots: list[Path]) -> None:
+    for root in roots:
         foreign = foreign_files(root)
         if foreign:
             shown = "; ".join(foreign[:5]) + (f"; and {len(foreign) - 5} more"
@@ -395,9 +402,6 @@ def _open_run(roots: list[Path], fingerprint: dict, inputs: Path, *, resume: boo
             raise UserError(f"--overwrite deletes only what imgtools wrote, and this folder "
                             f"holds more: {shown}", path=root,
                             fix="move those files away, or delete the folder yourself")
-    run.replace = existing
-    _start(run, inputs)
-    return run
 
 
 def _start(run: OutputRun, inputs: Path) -> None:
@@ -408,7 +412,8 @@ def _start(run: OutputRun, inputs: Path) -> None:
     os.replace(inputs, run.folder / "inputs.jsonl")
     atomic_write_text(run.folder / "run.json",
                       json.dumps({"fingerprint": run.fingerprint,
-                                  "outputs": [r.name for r in run.roots]}, indent=1) + "\n")
+                                  "outputs": [r.name for r in run.roots],
+                                  "replace": [r.name for r in run.replace]}, indent=1) + "\n")
 
 
 def _continue_run(run: OutputRun, inputs: Path, resume: bool) -> OutputRun:
@@ -418,7 +423,8 @@ def _continue_run(run: OutputRun, inputs: Path, resume: bool) -> OutputRun:
                         fix="add --resume to finish it (same command), or --overwrite to "
                             "start over")
     try:
-        before = json.loads((run.folder / "run.json").read_text())["fingerprint"]
+        state = json.loads((run.folder / "run.json").read_text())
+        before, replace = state["fingerprint"], set(state.get("replace", []))
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError("the interrupted run's state is unreadable", path=run.folder,
                         fix="start over with --overwrite") from None
@@ -430,6 +436,9 @@ def _continue_run(run: OutputRun, inputs: Path, resume: bool) -> OutputRun:
                         fix="rerun the interrupted run's command with --resume, or start over "
                             "with --overwrite")
     run.resumed = True
+    # An interrupted --overwrite still replaces the old outputs, if they are still only ours.
+    run.replace = [r for r in run.roots if r.name in replace and r.exists()]
+    _refuse_foreign(run.replace)
     if (run.folder / PUBLISHING).exists():  # killed while moving outputs into place
         run.publish()
         run.complete = True
