@@ -25,11 +25,11 @@ from imgtools.checksums import sha256_file
 from imgtools.downsample import build_downsampled
 from imgtools.formats import get_format
 from imgtools.pipeline.output import InputEntry, OutputRun, claim_outputs, path_inputs
-from imgtools.pipeline.report import BUILD_INFO, CHECKSUMS, already_complete
+from imgtools.pipeline.report import BUILD_INFO, CHECKSUMS, already_complete, write_checksums
 from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
 from imgtools.resample import resizer_name
-from imgtools.runner import ShardTask, load_done, run_shards, with_files
+from imgtools.runner import ShardTask, run_shards, with_files
 from imgtools.splits import CSV_COLUMNS
 from imgtools.transform import BadImage, RenderOptions, read_bytes, render
 
@@ -108,7 +108,7 @@ def run_build_shard(task: ShardTask) -> dict:
         for w in writers:
             w.abort()
         raise
-    checksums = [{str(p.relative_to(r)): getattr(w, "known_digests", {}).get(p) or sha256_file(p)
+    checksums = [{str(p.relative_to(r)): w.known_digests.get(p) or sha256_file(p)
                   for p in paths} for w, r, paths in zip(writers, job.roots, written)]
     return with_files({"split": job.split, "n": len(job.items), "counts": counts,
                        "skipped": skipped, "repaired": repaired, "checksums": checksums},
@@ -150,7 +150,8 @@ def _run_build(plan: BuildPlan, opts: BuildOptions, run: OutputRun, started: flo
     seconds = time.time() - started
     report = _report(plan, opts, totals, seconds, command)
     _write_csv([s / plan.recipe.csv_name for s in stagings], plan, totals)
-    _write_checksums([s / CHECKSUMS for s in stagings], run.markers, plan, opts)
+    write_checksums([s / CHECKSUMS for s in stagings], run.markers,
+                    _shard_ids(plan, opts.shard_size))
     for i, (root, staging) in enumerate(zip(run.roots, stagings)):
         fmt.finalize(staging, plan.info, report["totals"])
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
@@ -195,21 +196,6 @@ class _Totals:
         self.skipped += summary["skipped"]
         self.repaired += summary["repaired"]
         self.images += summary["n"]
-
-
-def _write_checksums(paths: list[Path], state: Path, plan: BuildPlan, opts: BuildOptions
-                     ) -> None:
-    """``sha256sum -c`` compatible, one file per size (``paths``, in size order), streamed from
-    the shard markers in a stable order; each marker is read once for every size."""
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(atomic_open(p, "w")) for p in paths]
-        for shard_id in _shard_ids(plan, opts.shard_size):
-            done = load_done(state, shard_id)
-            if done is None:
-                raise RuntimeError(f"shard {shard_id} has no summary after the run")
-            for f, sums in zip(files, done["checksums"]):
-                for rel, digest in sums.items():  # plan order
-                    f.write(f"{digest}  {rel}\n")
 
 
 def _shard_ids(plan: BuildPlan, shard_size: int) -> Iterator[str]:

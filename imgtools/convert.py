@@ -20,7 +20,6 @@ plan, which holds a few numbers per output shard, never per image.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -29,12 +28,13 @@ from pathlib import Path
 
 from imgtools import __version__
 from imgtools.atomic import atomic_write_text
+from imgtools.checksums import sha256_file
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import parse_size, split_sort_key
 from imgtools.pipeline.output import OutputRun, claim_outputs, tree_inputs
-from imgtools.pipeline.report import BUILD_INFO, already_complete
+from imgtools.pipeline.report import BUILD_INFO, CHECKSUMS, already_complete, write_checksums
 from imgtools.records import DatasetInfo, Record
 from imgtools.runner import ShardTask, resolve_jobs, run_shards, with_files
 from imgtools.transform import BadImage, RenderOptions, render
@@ -99,28 +99,10 @@ class OutputShard:
     nbytes: int
 
 
-def scan_sizes(fmt: Format, shard: InputShard, info: DatasetInfo
-               ) -> tuple[list[int], list[int] | None]:
-    """Byte size of every record of ``shard``, in order, and where each starts in the file when
-    the format can say (``scan_records``); cheap when the format can scan."""
-    scan_records = getattr(fmt, "scan_records", None)
-    if scan_records is not None:
-        return scan_records(shard, info)
-    scan = getattr(fmt, "scan_shard", None)
-    if scan is not None:
-        return list(scan(shard, info)), None
-    return [len(r.image) for r in fmt.read_shard(shard, info)], None
-
-
 def read_slice(fmt: Format, piece: Slice, info: DatasetInfo) -> Iterator[Record]:
-    """Records ``start:stop`` of a shard; formats that can seek implement ``read_range`` (and
-    take the slice's byte ``offset`` when the scan recorded one)."""
-    read_range = getattr(fmt, "read_range", None)
-    if read_range is not None:
-        if piece.offset is not None:
-            return read_range(piece.shard, info, piece.start, piece.stop, offset=piece.offset)
-        return read_range(piece.shard, info, piece.start, piece.stop)
-    return itertools.islice(fmt.read_shard(piece.shard, info), piece.start, piece.stop)
+    """Records ``start:stop`` of a shard (seeking to the slice's byte ``offset`` when the scan
+    recorded one)."""
+    return fmt.read_range(piece.shard, info, piece.start, piece.stop, offset=piece.offset)
 
 
 def cut_shards(scans: Iterable[tuple], max_records: int | None, max_bytes: int | None
@@ -158,7 +140,7 @@ def cut_shards(scans: Iterable[tuple], max_records: int | None, max_bytes: int |
 
 def _scan_one(fmt_name: str, shard: InputShard, info: DatasetInfo
               ) -> tuple[list[int], list[int] | None]:
-    return scan_sizes(get_format(fmt_name), shard, info)
+    return get_format(fmt_name).scan_records(shard, info)
 
 
 def plan_conversion(src_fmt: Format, shards: list[InputShard], info: DatasetInfo,
@@ -207,7 +189,7 @@ def _convert_shard(task: ShardTask) -> dict:
     size = p["size"]
     records = bytes_in = bytes_out = 0
     writer = dst_fmt.open_writer(Path(p["dst"]), info, out.split, out.index, out.num_shards,
-                                 **p["options"])
+                                 **{**p["options"], "digests": True})
     try:
         for piece in out.slices:
             for record in read_slice(src_fmt, piece, info):
@@ -226,8 +208,11 @@ def _convert_shard(task: ShardTask) -> dict:
         writer.abort()
         raise
     files = writer.close()
+    root = Path(p["dst"])
+    checksums = {str(f.relative_to(root)): writer.known_digests.get(f) or sha256_file(f)
+                 for f in files}
     return with_files({"split": out.split, "records": records, "bytes_in": bytes_in,
-                       "bytes_out": bytes_out}, files)
+                       "bytes_out": bytes_out, "checksums": [checksums]}, files)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,6 +259,7 @@ def _run_conversion(run: OutputRun, plan: list[OutputShard], src_fmt: Format, ds
         bytes_in += summary["bytes_in"]
         bytes_out += summary["bytes_out"]
     counts = {s: counts[s] for s in sorted(counts, key=split_sort_key)}
+    write_checksums([staging / CHECKSUMS], run.markers, (_shard_id(o) for o in plan))
     dst_fmt.finalize(staging, info, counts)
     return counts, bytes_in, bytes_out
 
@@ -303,19 +289,18 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
         raise UserError(f"--size must be a positive number of pixels, not {size}")
     if "max_shard_bytes" in format_options:
         shard_bytes = format_options.pop("max_shard_bytes")
-    max_bytes = parse_size(shard_bytes) if shard_bytes is not None else getattr(
-        dst_fmt, "default_shard_bytes", None)
-    max_records = shard_records if shard_records is not None else getattr(
-        dst_fmt, "default_shard_records", None)
+    read_options = read_options or {}
+    src_fmt.check_options(read_options, "reader")
+    dst_fmt.check_options(format_options)
+    max_bytes = (parse_size(shard_bytes) if shard_bytes is not None
+                 else dst_fmt.default_shard_bytes)
+    max_records = (shard_records if shard_records is not None
+                   else dst_fmt.default_shard_records)
     if not max_records and not max_bytes:
         max_records = DEFAULT_TASK_RECORDS
     _check_paths(dst, src)
 
     jobs = resolve_jobs(n_jobs)
-    read_options = read_options or {}
-    if read_options and src_fmt.name != "tfrecord":
-        raise UserError(f"{', '.join(sorted(read_options))} apply to TFRecord input only, and "
-                        f"this input is {src_fmt.name}", path=src, fix="drop them")
     info = src_fmt.read_info(src, **read_options)
     shards = src_fmt.input_shards(src, **read_options)
     plan = plan_conversion(src_fmt, shards, info, max_records, max_bytes, jobs, quiet)

@@ -10,9 +10,10 @@ from pathlib import Path
 import click
 
 from imgtools.errors import EXIT_PROBLEMS, UserError
+from imgtools.formats import BUILD_FORMATS
 from imgtools.transform import DEFAULT_FILTER, DEFAULT_QUALITY, FILTERS
 
-FORMATS = ("folder", "tfrecord", "webdataset", "parquet", "pickle", "npz")
+FORMATS = BUILD_FORMATS
 
 
 def parse_size(value: str) -> int | None:

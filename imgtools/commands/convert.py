@@ -8,16 +8,15 @@ import re
 import click
 
 from imgtools.errors import UserError
+from imgtools.formats import ALIASES, CONVERT_TARGETS, FORMAT_NAMES
 
-WRITABLE = ("folder", "tfrecord", "webdataset", "parquet")
-READABLE = (*WRITABLE, "pickle")
+WRITABLE = CONVERT_TARGETS
+READABLE = FORMAT_NAMES
 _DIRECTION = re.compile(r"^([a-z]+)-to-([a-z]+)$")
 
 
 def _direction(args: tuple[str, ...], to: str | None) -> tuple[str | None, str, str, str]:
     """(input format or None to detect, output format, src, dst) from the positional args."""
-    from imgtools.formats import ALIASES
-
     def canonical(name: str, allowed: tuple[str, ...]) -> str:
         name = ALIASES.get(name, name)
         if name in ("pickle", "npz") and name not in allowed:

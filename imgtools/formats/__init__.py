@@ -13,7 +13,9 @@ from imgtools.errors import UserError
 from imgtools.formats.base import Format
 from imgtools.pipeline.output import is_run_folder, pending_run_for
 
-# name -> module path; each module defines ``FORMAT`` (an instance of base.Format).
+# The one list of formats: name -> module path (each module defines ``FORMAT``, an instance
+# of base.Format). The CLI's choices, detection, verify, push-hub and the contract tests all
+# read it, so a new format is a new module and one line here.
 _FORMAT_MODULES = {
     "folder": "imgtools.formats.folder",
     "tfrecord": "imgtools.formats.tfrecord",
@@ -21,8 +23,16 @@ _FORMAT_MODULES = {
     "parquet": "imgtools.formats.parquet",
     "pickle": "imgtools.formats.pickle",
 }
-
 FORMAT_NAMES = tuple(_FORMAT_MODULES)
+BUILD_ONLY = frozenset({"pickle"})
+"""Formats whose writer needs a whole-split pass (mean, shuffle, batches): ``build`` makes
+them from source images, ``convert`` reads but does not write them (``Format.writes``)."""
+CONVERT_TARGETS = tuple(n for n in FORMAT_NAMES if n not in BUILD_ONLY)
+BUILD_FORMATS = (*FORMAT_NAMES, "npz")
+"""``build --format`` choices: npz is the pickle format's NumPy container."""
+# Detection order: pickle before folder (a folder of train_data_batch_* files is no JPEG
+# folder), folder last (any folder of images is one).
+DETECTION_ORDER = ("pickle", "tfrecord", "webdataset", "parquet", "folder")
 ALIASES = {"wds": "webdataset", "tfrec": "tfrecord", "jpeg": "folder", "npz": "pickle",
            "hf": "parquet"}
 
@@ -65,8 +75,7 @@ def detect_format(path: str | Path) -> Format:
     if not path.exists():
         raise UserError("no such file or directory", path=path,
                         fix="check the path: it should hold a dataset in a format imgtools reads")
-    # pickle before folder: a folder of train_data_batch_* files is not a JPEG folder.
-    for name in ("pickle", "tfrecord", "webdataset", "parquet", "folder"):
+    for name in DETECTION_ORDER:
         try:
             fmt = get_format(name)
         except ImportError:  # pragma: no cover - format module not available

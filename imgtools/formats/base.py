@@ -9,6 +9,7 @@ per :meth:`Format.open_writer` call, publishing it atomically on :meth:`ShardWri
 
 from __future__ import annotations
 
+import itertools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -76,7 +77,7 @@ class ShardWriter(ABC):
     the build's SHA256SUMS need not read those files back.
     """
 
-    known_digests: dict[Path, str]
+    known_digests: dict[Path, str] = {}  # noqa: RUF012 - read-only default; writers that hash set their own
 
     @abstractmethod
     def write(self, record: Record) -> None: ...
@@ -102,17 +103,34 @@ class ShardWriter(ABC):
 class Format(ABC):
     """A dataset format: how to recognise it, read it shard by shard, and write it.
 
-    Optional methods that make a conversion cheaper (``imgtools.convert`` looks them up):
-
-    * ``scan_shard(shard, info) -> list[int]``: the image byte size of every record, without
-      reading the images (tar headers, TFRecord framing, Parquet footers, ``stat``);
-    * ``scan_records(shard, info) -> (sizes, offsets)``: the same plus the byte offset where
-      each record starts;
-    * ``read_range(shard, info, start, stop[, offset])``: records ``start:stop`` without
-      reading the ones before (seeking to ``offset`` when the scan gave one).
+    What a format can do is declared, not discovered: the class attributes below say which
+    options its reader and writer take (anything else is an error before any work starts, so a
+    misspelt option never does nothing) and how it sizes output files; the methods with a
+    default here (:meth:`scan_records`, :meth:`read_range`) are overridden by formats that can
+    do them cheaply (tar headers, TFRecord framing, Parquet footers, ``stat``).
     """
 
     name: str  # "folder", "tfrecord", "webdataset", "parquet", "pickle"
+    reader_options: frozenset[str] = frozenset()
+    """Keyword options :meth:`read_info` and :meth:`input_shards` accept."""
+    writer_options: frozenset[str] = frozenset()
+    """Keyword options :meth:`open_writer` accepts besides :data:`COMMON_WRITER_OPTIONS`."""
+    default_shard_records: int | None = None
+    default_shard_bytes: int | None = None
+    writes: bool = True
+    """False for a format only a build can make (pickles need a whole-split pass)."""
+
+    def check_options(self, options: dict, kind: str = "writer") -> None:
+        """Refuse an option this format's reader or writer does not take, naming those it
+        does."""
+        known = (self.writer_options | COMMON_WRITER_OPTIONS if kind == "writer"
+                 else self.reader_options)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            takes = ", ".join(sorted(known - COMMON_WRITER_OPTIONS)) or "none"
+            raise UserError(f"the {self.name} {kind} has no option "
+                            f"{', '.join(map(repr, unknown))}",
+                            fix=f"drop it; the {self.name} {kind} takes: {takes}")
 
     @abstractmethod
     def detect(self, path: Path) -> bool:
@@ -130,15 +148,35 @@ class Format(ABC):
     def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
         """Yield the records of one shard, in stored order."""
 
+    def scan_shard(self, shard: InputShard, info: DatasetInfo) -> list[int]:
+        """The image byte size of every record of ``shard``, in order. This default reads
+        every record; formats that can tell from headers override it."""
+        return [len(r.image) for r in self.read_shard(shard, info)]
+
+    def scan_records(self, shard: InputShard, info: DatasetInfo
+                     ) -> tuple[list[int], list[int] | None]:
+        """:meth:`scan_shard` plus the byte offset where each record starts, when the format
+        can say (then :meth:`read_range` can seek there)."""
+        return list(self.scan_shard(shard, info)), None
+
+    def read_range(self, shard: InputShard, info: DatasetInfo, start: int, stop: int | None,
+                   offset: int | None = None) -> Iterator[Record]:
+        """Records ``start:stop`` of ``shard``. This default walks from the first record;
+        formats that can seek override it (``offset``: where record ``start`` begins, when
+        :meth:`scan_records` knew)."""
+        return itertools.islice(self.read_shard(shard, info), start, stop)
+
     @abstractmethod
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
-                    num_shards: int, **options) -> ShardWriter:
-        """A writer for shard ``shard_index`` of ``num_shards`` of ``split`` under ``root``."""
-
-    def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
-        """Whether a previous run already published this shard (for ``--resume``)."""
-        return False
+                    num_shards: int, *, digests: bool = False) -> ShardWriter:
+        """A writer for shard ``shard_index`` of ``num_shards`` of ``split`` under ``root``.
+        ``digests``: hash files while writing them, when the writer can (see
+        :attr:`ShardWriter.known_digests`)."""
 
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
         """Write dataset-level metadata once every shard is done (indexes, class lists)."""
         info.save(root, counts, fmt=self.name)
+
+
+COMMON_WRITER_OPTIONS = frozenset({"digests"})
+"""Options every writer takes (a writer that cannot use one ignores it)."""

@@ -9,6 +9,7 @@ ImageNet class table when they are wnids.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
@@ -101,8 +102,12 @@ class FolderWriter(ShardWriter):
         return paths
 
     def abort(self) -> None:
-        # Files already renamed into place are complete images; a rerun rewrites them.
-        pass
+        """Remove the images this shard published: an aborted shard leaves nothing, as every
+        other writer's does (a rerun writes them again)."""
+        for path in self.written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self.written.clear()
 
 
 class FolderFormat(Format):
@@ -181,7 +186,7 @@ class FolderFormat(Format):
                          wnid if label is not None else None, name)
 
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
-                    num_shards: int, *, digests: bool = False, **_options) -> ShardWriter:
+                    num_shards: int, *, digests: bool = False) -> ShardWriter:
         return FolderWriter(Path(root), split, digests)
 
 

@@ -112,6 +112,7 @@ class ParquetFormat(Format):
     name = "parquet"
     default_shard_records = None
     default_shard_bytes = 500_000_000
+    writer_options = frozenset({"row_group_rows"})
     """500 MB a file, ``datasets.push_to_hub``'s default ``max_shard_size``."""
 
     # ------------------------------------------------------------------ reading
@@ -194,7 +195,7 @@ class ParquetFormat(Format):
         return self.read_range(shard, info, 0, None)
 
     def read_range(self, shard: InputShard, info: DatasetInfo, start: int,
-                   stop: int | None) -> Iterator[Record]:
+                   stop: int | None, offset: int | None = None) -> Iterator[Record]:
         import pyarrow.parquet as pq
 
         path = Path(shard.path)
@@ -260,7 +261,7 @@ class ParquetFormat(Format):
     # ------------------------------------------------------------------ writing
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
                     num_shards: int, *, row_group_rows: int = ROW_GROUP_ROWS,
-                    **_options) -> ShardWriter:
+                    digests: bool = False) -> ShardWriter:
         return ParquetShardWriter(Path(root) / shard_name(split, shard_index, num_shards),
                                   info, row_group_rows)
 

@@ -159,6 +159,7 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 class PickleFormat(Format):
     name = "pickle"
+    writes = False  # the writer needs a whole-split pass: imgtools build --format pickle
 
     def detect(self, path: Path) -> bool:
         path = Path(path)
@@ -211,7 +212,7 @@ class PickleFormat(Format):
                          wnid=wnid, class_name=class_name)
 
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
-                    num_shards: int, **options) -> ShardWriter:
+                    num_shards: int, *, digests: bool = False) -> ShardWriter:
         raise UserError(
             "converting to CIFAR-style pickles is not supported: the format needs a shuffle "
             "and a mean over the whole train split",

@@ -257,6 +257,8 @@ class TFRecordFormat(Format):
     name = "tfrecord"
     default_shard_records = None
     default_shard_bytes = 200_000_000
+    reader_options = frozenset({"image_key", "label_key", "filename_key"})
+    writer_options = frozenset({"schema", "compression", "index"})
     """About 200 MB a shard: TensorFlow's guide asks for 100+ MB files for efficient reads."""
 
     # ------------------------------------------------------------------ reading
@@ -327,7 +329,7 @@ class TFRecordFormat(Format):
         return self.read_range(shard, info, 0, None)
 
     def read_range(self, shard: InputShard, info: DatasetInfo, start: int,
-                   stop: int | None) -> Iterator[Record]:
+                   stop: int | None, offset: int | None = None) -> Iterator[Record]:
         path = Path(shard.path)
         keys = _keys_for(shard.options)
         split = shard.split or "train"
@@ -383,7 +385,7 @@ class TFRecordFormat(Format):
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
                     num_shards: int, *, schema: str = DEFAULT_SCHEMA,
                     compression: str | None = None, index: bool = True,
-                    **_ignored) -> ShardWriter:
+                    digests: bool = False) -> ShardWriter:
         if schema not in SCHEMAS:
             raise UserError(f"unknown TFRecord schema {schema!r}",
                             fix=f"use one of: {', '.join(SCHEMAS)}")

@@ -431,7 +431,7 @@ class WebDatasetFormat(Format):
 
     # ------------------------------------------------------------------ writing
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
-                    num_shards: int, **_options) -> ShardWriter:
+                    num_shards: int, *, digests: bool = False) -> ShardWriter:
         return WebDatasetShardWriter(Path(root) / shard_name(split, shard_index))
 
     def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:

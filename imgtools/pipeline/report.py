@@ -6,13 +6,32 @@ May import: the standard library and ``imgtools.errors``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
+from imgtools.atomic import atomic_open
 from imgtools.errors import UserError
+from imgtools.runner import load_done
 
 BUILD_INFO = "build-info.json"
 CHECKSUMS = "SHA256SUMS"
+
+
+def write_checksums(paths: list[Path], markers: Path, shard_ids: Iterable[str]) -> None:
+    """``SHA256SUMS`` (``sha256sum -c`` compatible), one file per output (``paths``), streamed
+    from the shards' done markers in plan order: a shard summary's ``checksums`` holds one
+    ``{relative path: sha256}`` per output, made while the shard wrote its files."""
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(atomic_open(p, "w")) for p in paths]
+        for shard_id in shard_ids:
+            done = load_done(markers, shard_id)
+            if done is None:
+                raise RuntimeError(f"shard {shard_id} has no summary after the run")
+            for f, sums in zip(files, done["checksums"]):
+                for rel, digest in sums.items():  # plan order
+                    f.write(f"{digest}  {rel}\n")
 
 
 def already_complete(roots: list[Path]) -> dict:
