@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import struct
-import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,7 +23,6 @@ from imgtools.errors import UserError
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import dataset_root
-from imgtools.formats.tfrecord import _open
 from imgtools.pipeline.report import load_build_info
 from imgtools.records import DATASET_META, SPLITS, DatasetInfo, Record
 from imgtools.runner import resolve_jobs
@@ -187,65 +184,13 @@ def _info_report(ds: Dataset, counts: Counter, sizes: Counter, short_hist: list[
 # ----------------------------------------------------------------------------------------------
 
 
-def _tfrecord_problems(path: Path) -> list[dict]:
-    """Check both masked CRC-32C of every TFRecord record (the tfrecord reader checks none).
-
-    GZIP is told by the magic bytes, through the reader's own opener: TensorFlow's GZIP writer
-    adds no ``.gz`` suffix, and a file the reader reads must not be called corrupted here."""
-    import crc32c
-
-
-    def masked(data: bytes) -> int:
-        crc = crc32c.crc32c(data)
-        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-    problems = []
-    offset = 0
-    with _open(path) as f:
-        while True:
-            head = f.read(12)
-            if not head:
-                break
-            if len(head) < 12:
-                problems.append({"path": str(path), "offset": offset,
-                                 "what": "truncated record header"})
-                break
-            length, length_crc = struct.unpack("<QI", head)
-            if masked(head[:8]) != length_crc:
-                problems.append({"path": str(path), "offset": offset,
-                                 "what": "length CRC mismatch (corrupted record)"})
-                break
-            data = f.read(length)
-            tail = f.read(4)
-            if len(data) < length or len(tail) < 4:
-                problems.append({"path": str(path), "offset": offset,
-                                 "what": "truncated record"})
-                break
-            if masked(data) != struct.unpack("<I", tail)[0]:
-                problems.append({"path": str(path), "offset": offset,
-                                 "what": "data CRC mismatch (corrupted record)"})
-            offset += 16 + length
-    return problems
-
-
-def _container_problems(fmt_name: str, path: Path) -> list[dict]:
-    """Integrity checks of the container itself, beyond what decoding the records shows."""
+def _container_problems(fmt: Format, path: Path) -> list[dict]:
+    """Integrity checks of the container itself, beyond what decoding the records shows (each
+    format knows its own: :meth:`Format.container_problems`)."""
     try:
-        if fmt_name == "tfrecord" and path.is_file():
-            return _tfrecord_problems(path)
-        if fmt_name == "webdataset" and path.is_file():
-            with tarfile.open(path) as tar:  # header checksums, truncation
-                for _member in tar:
-                    pass
-        if fmt_name == "parquet" and path.is_file():
-            import pyarrow.parquet as pq
-
-            pf = pq.ParquetFile(path, page_checksum_verification=True)
-            for _batch in pf.iter_batches(batch_size=256):
-                pass
+        return fmt.container_problems(path) if path.is_file() else []
     except Exception as e:  # noqa: BLE001 - any failure here is a finding, reported with its path
         return [{"path": str(path), "what": f"{type(e).__name__}: {e}"}]
-    return []
 
 
 def _label_problem(record: Record, n_classes: int) -> str | None:
@@ -274,7 +219,7 @@ def _decode_problem(record: Record) -> str | None:
 
 def _verify_shard(fmt_name: str, shard: InputShard, info: DatasetInfo) -> dict:
 
-    problems = _container_problems(fmt_name, Path(shard.path))
+    problems = _container_problems(get_format(fmt_name), Path(shard.path))
     counts: Counter = Counter()
     decoded = 0
     try:

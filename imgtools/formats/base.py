@@ -173,6 +173,12 @@ class Format(ABC):
         ``digests``: hash files while writing them, when the writer can (see
         :attr:`ShardWriter.known_digests`)."""
 
+    def container_problems(self, path: Path) -> list[dict]:
+        """What is wrong with one file of this format as a container (checksums, framing,
+        truncation), beyond what decoding its records shows: ``verify`` asks each format.
+        Each problem is ``{"path", "what"[, "offset"]}``; an exception counts as one too."""
+        return []
+
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
         """Write dataset-level metadata once every shard is done (indexes, class lists)."""
         info.save(root, counts, fmt=self.name)

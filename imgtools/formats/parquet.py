@@ -259,6 +259,15 @@ class ParquetFormat(Format):
                          class_name=cls.name if cls else None)
 
     # ------------------------------------------------------------------ writing
+    def container_problems(self, path: Path) -> list[dict]:
+        """Every page's checksum, where the writer stored one, and every row group read."""
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        for _batch in pf.iter_batches(batch_size=256):
+            pass
+        return []
+
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
                     num_shards: int, *, row_group_rows: int = ROW_GROUP_ROWS,
                     digests: bool = False) -> ShardWriter:

@@ -377,6 +377,38 @@ class TFRecordFormat(Format):
                       wnid=cls.wnid if cls else None, class_name=cls.name if cls else None)
 
     # ------------------------------------------------------------------ writing
+    def container_problems(self, path: Path) -> list[dict]:
+        """Both masked CRC-32C of every record (the tfrecord reader checks none). GZIP is told
+        by the magic bytes, through the reader's own opener: TensorFlow's GZIP writer adds no
+        ``.gz`` suffix, and a file the reader reads must not be called corrupted here."""
+        problems = []
+        offset = 0
+        with _open(path) as f:
+            while True:
+                head = f.read(12)
+                if not head:
+                    break
+                if len(head) < 12:
+                    problems.append({"path": str(path), "offset": offset,
+                                     "what": "truncated record header"})
+                    break
+                length, length_crc = struct.unpack("<QI", head)
+                if masked_crc(head[:8]) != length_crc:
+                    problems.append({"path": str(path), "offset": offset,
+                                     "what": "length CRC mismatch (corrupted record)"})
+                    break
+                data = f.read(length)
+                tail = f.read(4)
+                if len(data) < length or len(tail) < 4:
+                    problems.append({"path": str(path), "offset": offset,
+                                     "what": "truncated record"})
+                    break
+                if masked_crc(data) != struct.unpack("<I", tail)[0]:
+                    problems.append({"path": str(path), "offset": offset,
+                                     "what": "data CRC mismatch (corrupted record)"})
+                offset += 16 + length
+        return problems
+
     def shard_path(self, root: Path, split: str, shard_index: int, num_shards: int,
                    compression: str | None = None) -> Path:
         suffix = ".gz" if compression else ""
