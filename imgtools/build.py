@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -20,12 +19,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from imgtools import __version__
-from imgtools.atomic import atomic_open, atomic_write_text
+from imgtools.atomic import atomic_open
 from imgtools.checksums import sha256_file
 from imgtools.downsample import build_downsampled
 from imgtools.formats import get_format
 from imgtools.pipeline.output import InputEntry, OutputRun, claim_outputs, path_inputs
-from imgtools.pipeline.report import BUILD_INFO, CHECKSUMS, already_complete, write_checksums
+from imgtools.pipeline.report import (
+    CHECKSUMS,
+    already_complete,
+    run_report,
+    write_checksums,
+    write_report,
+)
 from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
 from imgtools.resample import resizer_name
@@ -154,8 +159,7 @@ def _run_build(plan: BuildPlan, opts: BuildOptions, run: OutputRun, started: flo
                     _shard_ids(plan, opts.shard_size))
     for i, (root, staging) in enumerate(zip(run.roots, stagings)):
         fmt.finalize(staging, plan.info, report["totals"])
-        per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
-        atomic_write_text(staging / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
+        write_report(staging, dict(report, size=size_label(opts.sizes[i]), path=str(root)))
     run.publish()
     report["outputs"] = [str(r) for r in run.roots]
     return report
@@ -226,31 +230,32 @@ def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float
     counts = {s: dict(sorted(totals.counts[s].items())) for s in SPLITS
               if s in totals.counts and s != "unsup"}
     split_totals = {s: sum(totals.counts[s].values()) for s in SPLITS if s in totals.counts}
-    return {
-        "tool": "imgtools",
-        "tool_version": __version__,
-        "command": command or " ".join(sys.argv),
-        "recipe": plan.recipe.name,
-        "recipe_file": str(plan.recipe.path) if plan.recipe.path else None,
-        "source": str(plan.source.root),
-        "source_layout": plan.source.layout,
-        "val_labels": plan.source.val_label_source,
-        "options": {"split": plan.split_mode, "seed": plan.seed, "valid_pct": plan.valid_pct,
-                    "split_sources": plan.split_sources,
-                    "sizes": [size_label(s) for s in opts.sizes], "format": opts.fmt,
-                    "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
-                    "shard_size": opts.shard_size, **opts.format_options},
-        "resizer": resizer_name(opts.exact),
-        "classes": [asdict(c) for c in plan.info.classes],
-        "label_order": plan.info.label_order,
-        "planned": {s: len(v) for s, v in plan.items.items()},
-        "counts": counts,
-        "totals": split_totals,
-        "skipped": sorted(totals.skipped, key=lambda s: s["path"]),
-        "repaired": sorted(totals.repaired, key=lambda s: s["path"]),
-        "missing_from_tree": plan.missing,
-        "not_in_official_list": plan.unlisted,
-        "ignored_files": sorted(set(plan.source.ignored)),
-        "seconds": round(seconds, 3),
-        "images_per_second": round(totals.images / seconds, 1) if seconds > 0 else None,
-    }
+    return run_report(
+        tool="imgtools",
+        tool_version=__version__,
+        kind="build",
+        command=command or " ".join(sys.argv),
+        recipe=plan.recipe.name,
+        recipe_file=str(plan.recipe.path) if plan.recipe.path else None,
+        source=str(plan.source.root),
+        source_layout=plan.source.layout,
+        val_labels=plan.source.val_label_source,
+        options={"split": plan.split_mode, "seed": plan.seed, "valid_pct": plan.valid_pct,
+                 "split_sources": plan.split_sources,
+                 "sizes": [size_label(s) for s in opts.sizes], "format": opts.fmt,
+                 "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
+                 "shard_size": opts.shard_size, **opts.format_options},
+        resizer=resizer_name(opts.exact),
+        classes=[asdict(c) for c in plan.info.classes],
+        label_order=plan.info.label_order,
+        planned={s: len(v) for s, v in plan.items.items()},
+        counts=counts,
+        totals=split_totals,
+        skipped=sorted(totals.skipped, key=lambda s: s["path"]),
+        repaired=sorted(totals.repaired, key=lambda s: s["path"]),
+        missing_from_tree=plan.missing,
+        not_in_official_list=plan.unlisted,
+        ignored_files=sorted(set(plan.source.ignored)),
+        seconds=round(seconds, 3),
+        images_per_second=round(totals.images / seconds, 1) if seconds > 0 else None,
+    )

@@ -20,21 +20,26 @@ plan, which holds a few numbers per output shard, never per image.
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imgtools import __version__
-from imgtools.atomic import atomic_write_text
 from imgtools.checksums import sha256_file
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import parse_size, split_sort_key
 from imgtools.pipeline.output import OutputRun, claim_outputs, tree_inputs
-from imgtools.pipeline.report import BUILD_INFO, CHECKSUMS, already_complete, write_checksums
+from imgtools.pipeline.report import (
+    CHECKSUMS,
+    already_complete,
+    run_report,
+    write_checksums,
+    write_report,
+)
 from imgtools.records import DatasetInfo, Record
 from imgtools.runner import ShardTask, resolve_jobs, run_shards, with_files
 from imgtools.transform import BadImage, RenderOptions, render
@@ -268,7 +273,8 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
             size: int | None = None, resume: bool = False, overwrite: bool = False,
             quiet: bool = False, src_format: str | None = None,
             read_options: dict | None = None, shard_records: int | None = None,
-            shard_bytes: int | str | None = None, **format_options) -> dict:
+            shard_bytes: int | str | None = None, command: str | None = None,
+            **format_options) -> dict:
     """Convert the dataset at ``src`` (format detected, or ``src_format``) to format ``to`` in
     the new folder ``dst``.
 
@@ -319,14 +325,18 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
                                                       options, jobs, quiet)
         seconds = time.perf_counter() - started
         records = sum(counts.values())
-        summary = {
-            "tool": "imgtools", "tool_version": __version__, "command": "convert",
-            "from": src_fmt.name, "to": dst_fmt.name, "src": str(src), "dst": str(dst),
-            "splits": counts, "records": records, "bytes_in": bytes_in,
-            "bytes_out": bytes_out, "shards": len(plan), "classes": len(info.classes),
-            "seconds": round(seconds, 3),
-            "records_per_s": round(records / seconds, 1) if seconds else None,
-            "mb_per_s": round(bytes_in / 1e6 / seconds, 1) if seconds else None}
-        atomic_write_text(run.stagings[0] / BUILD_INFO, json.dumps(summary, indent=2) + "\n")
+        summary = run_report(
+            tool="imgtools", tool_version=__version__, kind="convert",
+            command=command or " ".join(sys.argv), options=settings["options"],
+            classes=[{"wnid": c.wnid, "name": c.name} for c in info.classes],
+            label_order=info.label_order,
+            **{"from": src_fmt.name}, to=dst_fmt.name, src=str(src), dst=str(dst),
+            path=str(dst), size=size, totals=counts, splits=counts, records=records,
+            bytes_in=bytes_in, bytes_out=bytes_out, shards=len(plan),
+            seconds=round(seconds, 3), images_per_second=round(records / seconds, 1)
+            if seconds else None,
+            records_per_s=round(records / seconds, 1) if seconds else None,
+            mb_per_s=round(bytes_in / 1e6 / seconds, 1) if seconds else None)
+        write_report(run.stagings[0], summary)
         run.publish()
     return summary

@@ -47,10 +47,10 @@ import numpy as np
 from PIL import Image
 
 from imgtools import __version__
-from imgtools.atomic import atomic_open, atomic_write_text, remove_stale_tmp
+from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.errors import UserError
 from imgtools.pipeline.output import claim_outputs, path_inputs
-from imgtools.pipeline.report import BUILD_INFO, already_complete
+from imgtools.pipeline.report import already_complete, run_report, write_report
 from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import DatasetInfo
 from imgtools.runner import ShardTask, run_shards, with_files
@@ -812,24 +812,24 @@ def build_downsampled(plan: BuildPlan, opts: Any, command: str | None = None) ->
             n_jobs=opts.n_jobs, resume=run.resumed, quiet=opts.quiet,
             label_base=plan.info.label_order, state_dir=run.work, keep_state=True)
         seconds = time.time() - started
-        report = {
-            "tool": "imgtools", "tool_version": __version__,
-            "command": command or " ".join(sys.argv),
-            "recipe": plan.recipe.name, "source": str(plan.source.root),
-            "options": {"split": plan.split_mode, "seed": plan.seed, "sizes": sizes,
-                        "format": opts.fmt, "exact": opts.exact, **opts.format_options},
-            "label_order": plan.info.label_order, "labels": "1-based (label index + 1)",
-            "planned": {s: len(v) for s, v in plan.items.items()},
-            "totals": summary["counts"], "skipped": summary["skipped"],
-            "repaired": summary["repaired"], "missing_from_tree": plan.missing,
-            "seconds": round(seconds, 3),
-            "images_per_second": (round(sum(summary["counts"].values()) / seconds, 1)
-                                  if seconds > 0 else None),
-        }
+        report = run_report(
+            tool="imgtools", tool_version=__version__, kind="build",
+            command=command or " ".join(sys.argv),
+            recipe=plan.recipe.name, source=str(plan.source.root),
+            options={"split": plan.split_mode, "seed": plan.seed, "sizes": sizes,
+                     "format": opts.fmt, "exact": opts.exact, **opts.format_options},
+            classes=[{"wnid": c.wnid, "name": c.name} for c in info.classes],
+            label_order=plan.info.label_order, labels="1-based (label index + 1)",
+            planned={s: len(v) for s, v in plan.items.items()},
+            totals=summary["counts"], skipped=summary["skipped"],
+            repaired=summary["repaired"], missing_from_tree=plan.missing,
+            seconds=round(seconds, 3),
+            images_per_second=(round(sum(summary["counts"].values()) / seconds, 1)
+                               if seconds > 0 else None),
+        )
         for s, out_dir in zip(sizes, out_dirs, strict=True):
-            per_size = dict(report, size=s, path=str(out_dir), files=summary["sizes"][s]["files"])
-            atomic_write_text(run.staging(out_dir) / BUILD_INFO,
-                              json.dumps(per_size, indent=2) + "\n")
+            write_report(run.staging(out_dir), dict(report, size=s, path=str(out_dir),
+                                                    files=summary["sizes"][s]["files"]))
         remove_state(run.work)  # the row files are not part of any output
         run.publish()
     report["outputs"] = [str(d) for d in out_dirs]

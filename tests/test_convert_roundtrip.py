@@ -53,9 +53,11 @@ def make_folder(root: Path, per_class: int = 4, seed: int = 0) -> Path:
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path -> bytes), sidecar and run record excluded."""
+    """Every file under ``root`` (relative path -> bytes), metadata excluded (the sidecar,
+    SHA256SUMS and the run record: tests/formats/test_contract.py checks SHA256SUMS)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "imgtools-dataset.json" and p.name not in RUN_RECORD}
+            if p.is_file() and p.name not in ("imgtools-dataset.json", "SHA256SUMS")
+            and p.name not in RUN_RECORD}
 
 
 @pytest.fixture(scope="module")

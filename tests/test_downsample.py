@@ -27,6 +27,7 @@ from imgtools.downsample import DownsampleItem, batch_bounds, downsample_dataset
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats import detect_format
 from imgtools.formats.pickle import load_batch
+from imgtools.pipeline import report as report_module
 from imgtools.records import ClassInfo, DatasetInfo
 
 WNIDS = ["n01440764", "n02102040", "n02979186"]
@@ -568,17 +569,17 @@ def test_a_kill_while_writing_reports_leaves_a_resumable_build(tree, tmp_path, m
     class Killed(BaseException):
         pass
 
-    real = downsample.atomic_write_text
+    real = report_module.atomic_write_text
 
     def dying(path, text):
         if Path(path).name == "build-info.json":
             raise Killed
         real(path, text)
 
-    monkeypatch.setattr(downsample, "atomic_write_text", dying)
+    monkeypatch.setattr(report_module, "atomic_write_text", dying)
     with pytest.raises(Killed):
         _build_pickles(tree, tmp_path / "run", 8)
-    monkeypatch.setattr(downsample, "atomic_write_text", real)
+    monkeypatch.setattr(report_module, "atomic_write_text", real)
     (staging_of(tmp_path / "run" / "three_8x8") / ".tmp-1-1-train_data_batch_3").write_bytes(
         b"partial")
     _build_pickles(tree, tmp_path / "run", 8, resume=True)

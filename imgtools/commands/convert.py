@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import sys
 
 import click
 
@@ -118,7 +120,9 @@ def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size:
     summary = run(src, dst, dst_fmt, n_jobs=n_jobs, size=size, resume=resume,
                   overwrite=overwrite, quiet=quiet or as_json, src_format=src_format,
                   read_options=read_options, shard_records=shard_records,
-                  shard_bytes=shard_bytes, **writer_options)
+                  shard_bytes=shard_bytes,
+                  command="imgtools " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                  **writer_options)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif summary.get("nothing_to_do"):

@@ -271,7 +271,7 @@ def _sentence(text: str) -> str:
 
 def _build_section(summary: ConfigSummary) -> str:
     b = summary.build_info
-    if not b:
+    if not b or b.get("kind") == "convert":  # a conversion's report holds no build settings
         return (f"Converted from the {summary.source_format or 'source'} dataset "
                 f"`{summary.source.name}` (no `build-info.json`, so the original build "
                 "settings are not known).")

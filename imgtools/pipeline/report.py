@@ -11,12 +11,45 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from imgtools.atomic import atomic_open
+from imgtools.atomic import atomic_open, atomic_write_text
 from imgtools.errors import UserError
 from imgtools.runner import load_done
 
 BUILD_INFO = "build-info.json"
 CHECKSUMS = "SHA256SUMS"
+
+REPORT_KEYS = (
+    # who made it, how
+    "tool", "tool_version", "kind", "command",
+    # what it was made from
+    "recipe", "recipe_file", "source", "source_layout", "val_labels", "from", "to",
+    # settings and the meaning of the data
+    "options", "resizer", "classes", "label_order", "labels",
+    # what came out
+    "planned", "counts", "totals", "splits", "records", "shards", "bytes_in", "bytes_out",
+    "skipped", "repaired", "missing_from_tree", "not_in_official_list", "ignored_files",
+    # how long
+    "seconds", "images_per_second", "records_per_s", "mb_per_s",
+    # this output
+    "size", "path", "src", "dst", "files",
+)
+"""Every key of ``build-info.json``, for every format and command (a key that does not apply
+is null): a reader never has to guess which command or format made a dataset to find a field.
+``kind`` is "build" or "convert"."""
+
+
+def run_report(**fields) -> dict:
+    """A ``build-info.json`` dict with exactly :data:`REPORT_KEYS`, in that order; an unknown
+    key is a programming error, caught by the tests of every command."""
+    unknown = sorted(set(fields) - set(REPORT_KEYS))
+    if unknown:
+        raise TypeError(f"not a build-info.json key: {', '.join(unknown)}")
+    return {key: fields.get(key) for key in REPORT_KEYS}
+
+
+def write_report(folder: Path, report: dict) -> None:
+    """Write ``build-info.json`` into an output (its staging folder, before publication)."""
+    atomic_write_text(folder / BUILD_INFO, json.dumps(report, indent=2) + "\n")
 
 
 def write_checksums(paths: list[Path], markers: Path, shard_ids: Iterable[str]) -> None:
