@@ -30,8 +30,9 @@ from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
 from imgtools.resample import resizer_name
 from imgtools.runner import ShardTask, load_done, run_shards
+from imgtools.sources import open_locator
 from imgtools.splits import CSV_COLUMNS
-from imgtools.transform import BadImage, RenderOptions, read_bytes, render
+from imgtools.transform import BadImage, RenderOptions, render
 
 STATE_DIR = ".imgtools-state"
 BUILD_INFO = "build-info.json"
@@ -125,7 +126,7 @@ def run_build_shard(task: ShardTask) -> dict:
     try:
         for item in job.items:
             try:
-                outputs, note = render(read_bytes(item.src), job.render)
+                outputs, note = render(open_locator(item.src), job.render)
             except BadImage as e:
                 skipped.append({"path": item.src, "reason": e.reason})
                 continue

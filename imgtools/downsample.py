@@ -48,7 +48,8 @@ from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.errors import UserError
 from imgtools.records import DatasetInfo
 from imgtools.runner import ShardTask, run_shards
-from imgtools.transform import BadImage, draft, open_image, read_bytes
+from imgtools.sources import open_locator
+from imgtools.transform import BadImage, draft, open_image
 
 FORMATS = ("pickle", "npz")
 OUTPUT_SPLITS = ("train", "val", "unsup")
@@ -112,7 +113,7 @@ def open_rgb(path: str | Path, draft_size: int | None = None
     the build's :class:`BadImage`, with the same reasons as every other report.
     ``draft_size`` enables JPEG DCT scaling (--fast).
     """
-    im = open_image(read_bytes(str(path)))
+    im = open_image(open_locator(str(path)))
     try:
         box = draft(im, "RGB", (draft_size, draft_size)) if draft_size else None
         im.load()

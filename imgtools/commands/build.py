@@ -101,7 +101,7 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
     from imgtools.build import build as run_build
     from imgtools.plan import make_plan
     from imgtools.recipes import load_recipe
-    from imgtools.source import open_source
+    from imgtools.sources import open_source
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other",

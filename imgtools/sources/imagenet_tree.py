@@ -3,8 +3,9 @@
 Three layouts are common (see the README): the Kaggle download (``ILSVRC/Data/CLS-LOC`` with
 ``LOC_val_solution.csv``), the original tarballs (flat ``val/`` labelled by the devkit's
 ``ILSVRC2012_validation_ground_truth.txt`` and ``meta.mat``), and a tree whose ``val/`` was
-already sorted into class folders. :func:`open_source` detects which one ``--src`` holds, so the
+already sorted into class folders. :func:`probe` detects which one ``--src`` holds, so the
 rest of the tool only asks "which files does class X have in ImageNet's train / val split".
+A tree's locators are plain file paths.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.errors import UserError
+from imgtools.sources.base import IMAGE_EXTENSIONS, Source
 
-IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEVKIT_DIR = "ILSVRC2012_devkit_t12"
 GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 KAGGLE_VAL_CSV = "LOC_val_solution.csv"
 
 
+LOOKED_FOR = ("an extracted tree: ILSVRC/Data/CLS-LOC/{train,val} with LOC_val_solution.csv "
+              "(Kaggle); train/ and a flat val/ with "
+              f"{DEVKIT_DIR}/data/{GROUND_TRUTH} (original tarballs + devkit); train/ and "
+              "val/<wnid>/ (val sorted into class folders)")
+
+
 @dataclass
-class ImageNetSource:
+class ImageNetSource(Source):
     """A detected ImageNet tree. ``val_labels`` maps flat val file names to wnids (empty when
     val is already in class folders)."""
 
@@ -41,6 +48,9 @@ class ImageNetSource:
         if self.val_label_source:
             parts.append(f"val labels from {self.val_label_source}")
         return ", ".join(parts)
+
+    def has_train(self) -> bool:
+        return self.train_dir is not None
 
     def has_class(self, wnid: str) -> bool:
         return self.train_dir is not None and (self.train_dir / wnid).is_dir()
@@ -74,6 +84,8 @@ class ImageNetSource:
             return os.path.join(self.val_dir, wnid, filename)
         return os.path.join(self.val_dir, filename)
 
+    locate = path_of
+
     def _list_images(self, folder: Path) -> list[str]:
         names = []
         with os.scandir(folder) as it:
@@ -91,24 +103,16 @@ class ImageNetSource:
         return sorted(names)
 
 
-def open_source(src: str | Path) -> ImageNetSource:
-    """Detect the layout of the ImageNet tree at ``src`` (the top, ``ILSVRC/`` or ``CLS-LOC/``)."""
-    src = Path(src).expanduser().resolve()
+def probe(src: Path) -> ImageNetSource | None:
+    """The layout of the ImageNet tree at ``src`` (the top, ``ILSVRC/`` or ``CLS-LOC/``), or
+    None when ``src`` holds no train/ or val/ folder."""
     if not src.is_dir():
-        raise UserError("the ImageNet source is not a directory", path=src,
-                        fix="pass --src the folder that holds ILSVRC/ (Kaggle) or train/ and val/")
+        return None
     for data in (src / "ILSVRC" / "Data" / "CLS-LOC", src / "Data" / "CLS-LOC", src):
         if (data / "train").is_dir() or (data / "val").is_dir():
             break
     else:
-        raise UserError(
-            "could not recognise an ImageNet layout here",
-            path=src,
-            fix="expected one of: ILSVRC/Data/CLS-LOC/{train,val} with LOC_val_solution.csv "
-                "(Kaggle); train/ and a flat val/ with "
-                f"{DEVKIT_DIR}/data/{GROUND_TRUTH} (original tarballs + devkit); train/ and "
-                "val/<wnid>/ (val sorted into class folders)",
-        )
+        return None
     train_dir = data / "train" if (data / "train").is_dir() else None
     val_dir = data / "val" if (data / "val").is_dir() else None
     kaggle = data.name == "CLS-LOC"

@@ -1,0 +1,229 @@
+"""Locators: one string that says where an image's bytes are, and the readers that fetch them.
+
+A plan item carries a locator instead of a path so that the shard workers (any process, any
+executor) can read an image with nothing but that string: no source object, no index, no open
+archive travels with a task. A locator is either
+
+* a plain file path (an extracted tree), or
+* ``<scheme>:<container file>//<member name>@<n1>+<n2>...``, where the numbers say where the
+  member's bytes start and how long they are. ``tar:archive.tar//n01440764.tar/x.JPEG@OFF+SIZE``
+  is read with one ``pread``; the member name is carried only so that a skipped image is listed
+  with its name and offset (the report's ``skipped`` entries are locators).
+
+Resolved container paths never hold ``//``, so the first ``//`` ends the container. Readers
+raise the build's :class:`BadImage` (skipped and listed), never anything else.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import crc32c
+
+from imgtools.transform import BadImage, read_bytes
+
+SCHEMES = ("tar", "zip", "targz", "tfrecord", "parquet")
+_LOCATOR = re.compile(r"^(tar|zip|targz|tfrecord|parquet):(.+?)//(.*)@(\d+(?:\+\d+)*)$", re.S)
+_ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... name length, extra length
+_ZIP_LOCAL_SIGNATURE = b"PK\x03\x04"
+
+
+def make_locator(scheme: str, container: str | Path, member: str, *numbers: int) -> str:
+    return f"{scheme}:{container}//{member}@{'+'.join(str(int(n)) for n in numbers)}"
+
+
+def parse_locator(locator: str) -> tuple[str, str, str, list[int]] | None:
+    """``(scheme, container, member, numbers)``, or None for a plain file path."""
+    m = _LOCATOR.match(locator)
+    if m is None:
+        return None
+    return m.group(1), m.group(2), m.group(3), [int(n) for n in m.group(4).split("+")]
+
+
+def open_locator(locator: str) -> bytes:
+    """The bytes of the image at ``locator``; :class:`BadImage` when they cannot be had."""
+    parsed = parse_locator(locator)
+    if parsed is None:
+        return read_bytes(locator)
+    scheme, container, member, numbers = parsed
+    return _READERS[scheme](container, member, numbers)
+
+
+def pread_exact(path: str, offset: int, size: int, what: str) -> bytes:
+    """``size`` bytes at ``offset`` of ``path`` (one system call, no read-ahead), or
+    :class:`BadImage` saying the archive ends too early."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise BadImage(f"unreadable archive: {e.strerror or e}") from e
+    try:
+        data = os.pread(fd, size, offset)
+    except OSError as e:
+        raise BadImage(f"unreadable archive: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise BadImage(f"truncated archive: {what} at offset {offset} needs {size} bytes, "
+                       f"the file has {len(data)}")
+    return data
+
+
+def _read_tar(container: str, member: str, numbers: list[int]) -> bytes:
+    """``OFFSET+SIZE``, or ``OFFSET+SIZE+AVAILABLE`` for a member the index found cut short
+    (its tar, inner or outer, ends before the member's data does)."""
+    offset, size = numbers[0], numbers[1]
+    if len(numbers) > 2 and numbers[2] < size:
+        raise BadImage(f"truncated archive: member {member!r} at offset {offset} has "
+                       f"{numbers[2]} of its {size} bytes")
+    if size == 0:
+        raise BadImage("empty (zero-byte) file")
+    return pread_exact(container, offset, size, f"member {member!r}")
+
+
+def _read_zip(container: str, member: str, numbers: list[int]) -> bytes:
+    """``HEADER_OFFSET+COMPRESSED+SIZE+CRC+METHOD`` from the central directory: the local
+    header gives where the data starts; the data is inflated and its CRC-32 checked."""
+    header_offset, compressed, size, crc, method = numbers
+    head = pread_exact(container, header_offset, _ZIP_LOCAL_HEADER.size, f"zip member {member!r}")
+    signature, name_len, extra_len = _ZIP_LOCAL_HEADER.unpack(head)
+    if signature != _ZIP_LOCAL_SIGNATURE:
+        raise BadImage(f"damaged zip: no local header for {member!r} at offset {header_offset}")
+    data = pread_exact(container, header_offset + _ZIP_LOCAL_HEADER.size + name_len + extra_len,
+                       compressed, f"zip member {member!r}")
+    if method == 8:
+        try:
+            inflater = zlib.decompressobj(-15)
+            data = inflater.decompress(data, size + 1) + inflater.flush()
+        except zlib.error as e:
+            raise BadImage(f"damaged zip member {member!r} at offset {header_offset}: {e}") from e
+    elif method != 0:
+        raise BadImage(f"zip member {member!r} uses compression method {method}; imgtools "
+                       "reads stored and deflated members")
+    if len(data) != size or zlib.crc32(data) != crc:
+        raise BadImage(f"damaged zip member {member!r} at offset {header_offset}: bad CRC-32 "
+                       "(the data differs from what the zip recorded)")
+    if not data:
+        raise BadImage("empty (zero-byte) file")
+    return data
+
+
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C (the format module has the same; importing it from here
+    would tie the sources into the formats' import cycle)."""
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def example_image(payload: bytes) -> bytes | None:
+    """The image bytes of a serialized ``tf.train.Example``: TFDS's ``image`` or slim's
+    ``image/encoded`` feature."""
+    from tfrecord import example_pb2  # protobuf: imported only when a TFRecord is read
+
+    feature = example_pb2.Example.FromString(payload).features.feature
+    for key in ("image", "image/encoded"):
+        if key in feature and feature[key].bytes_list.value:
+            return bytes(feature[key].bytes_list.value[0])
+    return None
+
+
+def _read_tfrecord(container: str, member: str, numbers: list[int]) -> bytes:
+    """``OFFSET+LENGTH`` of one record of an uncompressed TFRecord file; both CRCs checked,
+    the image taken from the Example's ``image`` (TFDS) or ``image/encoded`` (slim) feature."""
+    offset, length = numbers
+    frame = pread_exact(container, offset, 12 + length + 4, f"record {member!r}")
+    length_crc, = struct.unpack("<I", frame[8:12])
+    payload = frame[12:12 + length]
+    data_crc, = struct.unpack("<I", frame[12 + length:])
+    if _masked_crc(frame[:8]) != length_crc or _masked_crc(payload) != data_crc:
+        raise BadImage(f"damaged TFRecord: record {member!r} at offset {offset} fails its CRC")
+    try:
+        image = example_image(payload)
+    except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass
+        raise BadImage(f"record {member!r} at offset {offset} is not a tf.train.Example: "
+                       f"{e}") from e
+    if not image:
+        raise BadImage(f"record {member!r} at offset {offset} holds no image bytes")
+    return bytes(image)
+
+
+@functools.lru_cache(maxsize=2)
+def _parquet_row_group(container: str, row_group: int, column: str) -> list:
+    """One row group's image bytes. Kept (two at a time, per process) because a shard reads
+    its images in plan order, which visits a row group many times in a row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(container).read_row_group(row_group, columns=[column])
+    values = table.column(column).combine_chunks()
+    if pa.types.is_struct(values.type):
+        values = values.field("bytes")
+    return values.to_pylist()
+
+
+def _read_parquet(container: str, member: str, numbers: list[int]) -> bytes:
+    """``ROW_GROUP+ROW+COLUMN_INDEX`` of a Parquet file (the column by its index in the schema,
+    so that any column name fits the locator's grammar)."""
+    import pyarrow.parquet as pq
+
+    row_group, row, column_index = numbers
+    try:
+        column = pq.read_schema(container).names[column_index]
+        image = _parquet_row_group(container, row_group, column)[row]
+    except (OSError, IndexError, ValueError) as e:
+        raise BadImage(f"unreadable Parquet row {member!r} (row group {row_group}, "
+                       f"row {row}): {e}") from e
+    if not image:
+        raise BadImage(f"Parquet row {member!r} holds no image bytes")
+    return image
+
+
+class _GzipCursor:
+    """An open ``.tar.gz`` per process: members are read in plan order, so most reads move
+    forward from the last one (gzip cannot seek backwards without starting again)."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.file: gzip.GzipFile | None = None
+
+    def read(self, path: str, offset: int, size: int) -> bytes:
+        if self.path != path or self.file is None or self.file.tell() > offset:
+            self.close()
+            self.file = gzip.open(path, "rb")  # type: ignore[assignment]  # noqa: SIM115
+            self.path = path
+        assert self.file is not None
+        self.file.seek(offset)
+        return self.file.read(size)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file, self.path = None, None
+
+
+_GZIP = _GzipCursor()
+
+
+def _read_targz(container: str, member: str, numbers: list[int]) -> bytes:
+    """``OFFSET+SIZE`` in the *uncompressed* stream of a ``.tar.gz``."""
+    offset, size = numbers
+    try:
+        data = _GZIP.read(container, offset, size)
+    except (OSError, EOFError, zlib.error) as e:
+        _GZIP.close()
+        raise BadImage(f"damaged .tar.gz reading member {member!r}: {e}") from e
+    if len(data) != size:
+        raise BadImage(f"truncated archive: member {member!r} at offset {offset} has "
+                       f"{len(data)} of its {size} bytes")
+    if not data:
+        raise BadImage("empty (zero-byte) file")
+    return data
+
+
+_READERS = {"tar": _read_tar, "zip": _read_zip, "targz": _read_targz,
+            "tfrecord": _read_tfrecord, "parquet": _read_parquet}
