@@ -31,6 +31,7 @@ IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 # Tried in this order: archives and zips are files with telling names; a tree is checked
 # before a dataset copy because a JPEG folder of train/<wnid>/ is both, and is a tree.
 _SOURCE_MODULES = (
+    "imgtools.sources.imagenet_archives",
     "imgtools.sources.imagenet_tree",
 )
 

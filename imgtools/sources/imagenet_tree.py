@@ -11,9 +11,12 @@ A tree's locators are plain file paths.
 from __future__ import annotations
 
 import csv
+import io
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from imgtools.errors import UserError
 from imgtools.sources.base import IMAGE_EXTENSIONS, Source
@@ -164,19 +167,24 @@ def _flat_val_labels(data: Path, src: Path, val_dir: Path) -> tuple[dict[str, st
 
 
 def _read_kaggle_val(path: Path) -> dict[str, str]:
-    labels: dict[str, str] = {}
     with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(
-                reader.fieldnames):
-            raise UserError("expected columns ImageId,PredictionString", path=path,
-                            fix="use the LOC_val_solution.csv of the Kaggle download")
-        for row in reader:
-            tokens = row["PredictionString"].split()
-            if not tokens:
-                raise UserError(f"image {row['ImageId']} has an empty PredictionString",
-                                path=path)
-            labels[row["ImageId"] + ".JPEG"] = tokens[0]
+        return kaggle_val_labels(f, path)
+
+
+def kaggle_val_labels(lines: Iterable[str], where: str | Path) -> dict[str, str]:
+    """Val file name -> wnid from the lines of LOC_val_solution.csv (a file, or a zip member)."""
+    labels: dict[str, str] = {}
+    reader = csv.DictReader(lines)
+    if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(
+            reader.fieldnames):
+        raise UserError("expected columns ImageId,PredictionString", path=where,
+                        fix="use the LOC_val_solution.csv of the Kaggle download")
+    for row in reader:
+        tokens = row["PredictionString"].split()
+        if not tokens:
+            raise UserError(f"image {row['ImageId']} has an empty PredictionString",
+                            path=where)
+        labels[row["ImageId"] + ".JPEG"] = tokens[0]
     return labels
 
 
@@ -185,26 +193,40 @@ def _read_devkit_val(gt: Path, meta: Path, val_dir: Path) -> dict[str, str]:
     ``ILSVRC2012_val_<i, 8 digits>.JPEG``; meta.mat maps ids to wnids. Without meta.mat the
     shipped map_clsloc table is used: its ids are the devkit's ILSVRC2012_IDs."""
     id_to_wnid = _read_meta_mat(meta) if meta.is_file() else _map_clsloc_ids()
+    return devkit_val_labels(gt.read_text(), id_to_wnid, gt)
+
+
+def devkit_val_labels(truth: str, id_to_wnid: dict[int, str], where: str | Path
+                      ) -> dict[str, str]:
+    """Val file name -> wnid from the ground-truth text (line i: the ILSVRC2012_ID of
+    ``ILSVRC2012_val_<i, 8 digits>.JPEG``) and the id -> wnid map."""
     labels: dict[str, str] = {}
-    for i, line in enumerate(gt.read_text().split(), 1):
+    for i, line in enumerate(truth.split(), 1):
         try:
             labels[f"ILSVRC2012_val_{i:08d}.JPEG"] = id_to_wnid[int(line)]
         except (ValueError, KeyError) as e:
             raise UserError(f"line {i}: {line!r} is not an ILSVRC2012_ID between 1 and 1000",
-                            path=gt) from e
+                            path=where) from e
     return labels
 
 
-def _read_meta_mat(path: Path) -> dict[int, str]:
+def meta_mat_ids(mat: bytes | None, where: str | Path) -> dict[int, str]:
+    """ILSVRC2012_ID -> wnid from meta.mat's bytes (None: the shipped map_clsloc table)."""
+    return _read_meta_mat(io.BytesIO(mat), where) if mat is not None else _map_clsloc_ids()
+
+
+def _read_meta_mat(path: Path | IO[bytes], where: str | Path | None = None) -> dict[int, str]:
+    where = path if where is None else where
     try:
         from scipy.io import loadmat
     except ImportError as e:  # pragma: no cover - scipy is a dependency
-        raise UserError("reading meta.mat needs scipy", path=path,
+        raise UserError("reading meta.mat needs scipy", path=where,
                         fix="pip install scipy") from e
     try:
-        synsets = loadmat(str(path), squeeze_me=True)["synsets"]
+        synsets = loadmat(path if isinstance(path, io.IOBase) else str(path),
+                          squeeze_me=True)["synsets"]
     except Exception as e:  # noqa: BLE001 - scipy raises many kinds for a bad file
-        raise UserError(f"cannot read the devkit's meta.mat: {e}", path=path,
+        raise UserError(f"cannot read the devkit's meta.mat: {e}", path=where,
                         fix="re-extract ILSVRC2012_devkit_t12.tar.gz") from e
     out = {}
     for s in synsets:
