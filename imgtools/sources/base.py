@@ -32,6 +32,7 @@ IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 # before a dataset copy because a JPEG folder of train/<wnid>/ is both, and is a tree.
 _SOURCE_MODULES = (
     "imgtools.sources.imagenet_archives",
+    "imgtools.sources.kaggle_zip",
     "imgtools.sources.imagenet_tree",
 )
 
@@ -132,12 +133,19 @@ def cached_index(archive: Path, part: str, make) -> dict:
     except (OSError, ValueError, AttributeError):
         pass
     index = make()
+    store_index(archive, part, index)
+    return index
+
+
+def store_index(archive: Path, part: str, index: dict) -> None:
+    """Cache ``index`` as :func:`cached_index` would (for a pass that indexes several parts
+    at once)."""
+    path, key = _cache_file(archive, part)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"key": key, "index": index}))
     except OSError:
         pass
-    return index
 
 
 def open_source(src: str | Path) -> Source:

@@ -52,6 +52,13 @@ def archives(demo, tmp_path_factory):
     return pack_archives(demo, tmp_path_factory.mktemp("archives"))
 
 
+@pytest.fixture(scope="session")
+def kaggle_zip(demo, tmp_path_factory):
+    """The demo tree as the Kaggle download."""
+    return pack_kaggle_zip(demo, tmp_path_factory.mktemp("kaggle") / "download" /
+                           "imagenet-object-localization-challenge.zip")
+
+
 def official_csv(tree, path: Path) -> Path:
     """A small fastai-style membership list over the tree: most train files to train, two
     per class to val, and every val file to val; one train file per class left out."""
