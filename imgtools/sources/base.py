@@ -34,6 +34,7 @@ _SOURCE_MODULES = (
     "imgtools.sources.imagenet_archives",
     "imgtools.sources.kaggle_zip",
     "imgtools.sources.imagenet_tree",
+    "imgtools.sources.dataset_copy",
 )
 
 

@@ -1,0 +1,140 @@
+"""ImageNet copies in training formats as --src (HF tar.gz and Parquet, TFDS TFRecords,
+WebDataset), each written here with the library its publisher uses, built and compared with
+the build from the tree."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from imgtools.errors import UserError
+from imgtools.plan import make_plan
+from imgtools.recipes import load_recipe
+from imgtools.sources import open_source
+from imgtools.sources.dataset_copy import sorted_wnids
+
+
+def _images(tree):
+    """(pool, wnid, name, bytes) of every image of the tree, ImageNet's splits kept."""
+    labels = tree.val_label_of()
+    out = [("train", f.parent.name, f.name, f.read_bytes())
+           for f in sorted((tree.root / "train").rglob("*")) if f.is_file()]
+    out += [("val", labels[f.name], f.name, f.read_bytes())
+            for f in sorted((tree.root / "val").iterdir())]
+    return out
+
+
+def pack_tfds(tree, root):
+    """imagenet2012-{train,validation}.tfrecord-0000N-of-00002 with image, label, file_name
+    (written by the tfrecord package), and label.labels.txt."""
+    from tfrecord import TFRecordWriter
+
+    root.mkdir(parents=True)
+    wnids = sorted_wnids()
+    (root / "label.labels.txt").write_text("\n".join(wnids) + "\n")
+    for pool, split in (("train", "train"), ("val", "validation")):
+        items = [i for i in _images(tree) if i[0] == pool]
+        for shard in range(2):
+            w = TFRecordWriter(str(root / f"imagenet2012-{split}.tfrecord-{shard:05d}-of-00002"))
+            for _, wnid, name, data in items[shard::2]:
+                w.write({"image": (data, "byte"), "label": (wnids.index(wnid), "int"),
+                         "file_name": (name.encode(), "byte")})
+            w.close()
+    return root
+
+
+def pack_hf_parquet(tree, root):
+    """data/{train,validation}-0000N-of-00002.parquet written by `datasets`, image path
+    <name>_<wnid>.JPEG as the HF loading script made it, label in sorted-wnid order."""
+    import datasets
+
+    wnids = sorted_wnids()
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=wnids)})
+    (root / "data").mkdir(parents=True)
+    for pool, split in (("train", "train"), ("val", "validation")):
+        items = [i for i in _images(tree) if i[0] == pool]
+        for shard in range(2):
+            part = items[shard::2]
+            ds = datasets.Dataset.from_dict(
+                {"image": [{"bytes": d, "path": f"{n.rsplit('.', 1)[0]}_{w}.JPEG"}
+                           for _, w, n, d in part],
+                 "label": [wnids.index(w) for _, w, _, _ in part]}, features=features)
+            ds.to_parquet(str(root / "data" / f"{split}-{shard:05d}-of-00002.parquet"),
+                          batch_size=7)
+    return root
+
+
+def pack_hf_targz(tree, root):
+    """data/train_images_{0,1}.tar.gz and val_images.tar.gz, members <name>_<wnid>.JPEG."""
+    (root / "data").mkdir(parents=True)
+    items = _images(tree)
+    groups = {"train_images_0": [i for i in items if i[0] == "train"][0::2],
+              "train_images_1": [i for i in items if i[0] == "train"][1::2],
+              "val_images": [i for i in items if i[0] == "val"]}
+    for stem, part in groups.items():
+        with tarfile.open(root / "data" / f"{stem}.tar.gz", "w:gz") as tar:
+            for _, wnid, name, data in part:
+                info = tarfile.TarInfo(f"{name.rsplit('.', 1)[0]}_{wnid}.JPEG")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+def pack_wds(tree, root, keep_names=True):
+    """imagenet1k-{train,validation}-000N.tar written by webdataset's TarWriter: jpg, cls
+    (sorted-wnid label), json with the file name (as timm's imagenet-1k-wds)."""
+    import webdataset as wds
+
+    wnids = sorted_wnids()
+    root.mkdir(parents=True)
+    for pool, split in (("train", "train"), ("val", "validation")):
+        items = [i for i in _images(tree) if i[0] == pool]
+        for shard in range(2):
+            with wds.TarWriter(str(root / f"imagenet1k-{split}-{shard:04d}.tar"),
+                               mtime=0) as w:
+                for k, (_, wnid, name, data) in enumerate(items[shard::2]):
+                    meta = {"label": wnids.index(wnid)}
+                    if keep_names:
+                        meta["filename"] = name
+                    w.write({"__key__": f"{split}{shard}_{k:06d}", "jpg": data,
+                             "cls": wnids.index(wnid), "json": json.dumps(meta).encode()})
+    return root
+
+
+PACKERS = {"tfds": pack_tfds, "hf-parquet": pack_hf_parquet, "hf-targz": pack_hf_targz,
+           "webdataset": pack_wds}
+
+
+@pytest.fixture(scope="module")
+def copies(demo, tmp_path_factory):
+    base = tmp_path_factory.mktemp("copies")
+    return {kind: pack(demo, base / kind) for kind, pack in PACKERS.items()}
+
+
+@pytest.mark.parametrize("kind", list(PACKERS))
+@pytest.mark.parametrize("split", ["official", "random"])
+def test_copy_builds_the_same_bytes_as_the_tree(demo, copies, helpers, tmp_path, kind, split):
+    kw = {}
+    if split == "official":
+        kw["split_csvs"] = [helpers.official_csv(demo, tmp_path / "list.csv")]
+    _, want = helpers.build_digest("imagenette", demo.src, tmp_path / "tree", split, **dict(kw))
+    report, got = helpers.build_digest("imagenette", copies[kind], tmp_path / kind, split,
+                                       n_jobs=2, **kw)
+    assert report["source_layout"] == f"copy:{kind}"
+    assert got == want and len(want) > 60
+
+
+def test_copy_without_names_refuses_official_and_builds_random(demo, helpers, tmp_path):
+    copy = pack_wds(demo, tmp_path / "wds", keep_names=False)
+    src = open_source(copy)
+    assert not src.keeps_names
+    with pytest.raises(UserError, match="does not keep them"):
+        make_plan(load_recipe("imagenette"), src, split_mode="official", seed=0,
+                  split_csvs=[helpers.official_csv(demo, tmp_path / "list.csv")])
+    report, _ = helpers.build_digest("imagenette", copy, tmp_path / "out", "random")
+    tree_report, _ = helpers.build_digest("imagenette", demo.src, tmp_path / "t", "random")
+    assert sum(report["totals"].values()) == sum(tree_report["totals"].values())
