@@ -17,7 +17,6 @@ raise the build's :class:`BadImage` (skipped and listed), never anything else.
 from __future__ import annotations
 
 import functools
-import gzip
 import os
 import re
 import struct
@@ -183,27 +182,72 @@ def _read_parquet(container: str, member: str, numbers: list[int]) -> bytes:
     return image
 
 
+_GZIP_CHUNK = 1 << 16  # compressed bytes fed to zlib at a time
+_GZIP_CHECKPOINT_EVERY = 64 << 20  # decompressed bytes between saved inflater states
+
+
 class _GzipCursor:
-    """An open ``.tar.gz`` per process: members are read in plan order, so most reads move
-    forward from the last one (gzip cannot seek backwards without starting again)."""
+    """Random reads from one ``.tar.gz`` per process. Reads mostly move forward (plan order);
+    for the ones that go back, the inflater's state is saved every 64 MB of output
+    (``zlib``'s ``Decompress.copy``, about 40 KB each), so a backward read inflates at most
+    64 MB again instead of the whole file from its start."""
 
     def __init__(self) -> None:
         self.path: str | None = None
-        self.file: gzip.GzipFile | None = None
+        self.fd: int | None = None
+
+    def _start(self, path: str) -> None:
+        self.close()
+        self.fd, self.path = os.open(path, os.O_RDONLY), path
+        self.inflater = zlib.decompressobj(wbits=31)
+        self.in_pos, self.out_pos, self.buf = 0, 0, b""
+        self.checkpoints: list[tuple[int, int, object]] = [(0, 0, self.inflater.copy())]
+
+    def _restore(self, offset: int) -> None:
+        out_pos, in_pos, state = max((c for c in self.checkpoints if c[0] <= offset),
+                                     key=lambda c: c[0])
+        self.inflater = state.copy()  # type: ignore[attr-defined]
+        self.in_pos, self.out_pos, self.buf = in_pos, out_pos, b""
+
+    def _fill(self) -> bool:
+        """Inflate one more chunk onto ``buf``; False at the end of the file."""
+        assert self.fd is not None
+        chunk = os.pread(self.fd, _GZIP_CHUNK, self.in_pos)
+        if not chunk:
+            return False
+        self.in_pos += len(chunk)
+        out = self.inflater.decompress(chunk)
+        while self.inflater.eof and self.inflater.unused_data:  # a multi-member gzip
+            rest = self.inflater.unused_data
+            self.inflater = zlib.decompressobj(wbits=31)
+            out += self.inflater.decompress(rest)
+        self.buf += out
+        end = self.out_pos + len(self.buf)  # the inflater has given everything before this
+        if end >= self.checkpoints[-1][0] + _GZIP_CHECKPOINT_EVERY:
+            self.checkpoints.append((end, self.in_pos, self.inflater.copy()))
+        return True
 
     def read(self, path: str, offset: int, size: int) -> bytes:
-        if self.path != path or self.file is None or self.file.tell() > offset:
-            self.close()
-            self.file = gzip.open(path, "rb")  # type: ignore[assignment]  # noqa: SIM115
-            self.path = path
-        assert self.file is not None
-        self.file.seek(offset)
-        return self.file.read(size)
+        if self.path != path:
+            self._start(path)
+        if offset < self.out_pos:
+            self._restore(offset)
+        while True:
+            if self.out_pos < offset:  # drop what lies before the member
+                cut = min(len(self.buf), offset - self.out_pos)
+                self.buf, self.out_pos = self.buf[cut:], self.out_pos + cut
+            if self.out_pos == offset and len(self.buf) >= size:
+                break
+            if not self._fill():
+                break
+        data = self.buf[:size] if self.out_pos == offset else b""
+        self.buf, self.out_pos = self.buf[len(data):], self.out_pos + len(data)
+        return data
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        self.file, self.path = None, None
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd, self.path = None, None
 
 
 _GZIP = _GzipCursor()

@@ -217,3 +217,15 @@ def test_plan_of_archives_names_members_not_paths(archives):
     assert all(s.startswith(f"tar:{archives}/ILSVRC2012_img_") for s in srcs)
     assert any(s.startswith(f"tar:{archives}/ILSVRC2012_img_train.tar//n01440764.tar/n01440764_")
                for s in srcs)
+
+
+def test_downsampled_build_from_archives_and_zip_matches_the_tree(demo, archives, kaggle_zip,
+                                                                   helpers, tmp_path):
+    """The downsampler reads through the same locators (--format pickle)."""
+    _, want = helpers.build_digest("imagenette", demo.src, tmp_path / "tree", sizes=(16,),
+                                   fmt="pickle")
+    _, from_tar = helpers.build_digest("imagenette", archives, tmp_path / "tar", sizes=(16,),
+                                       fmt="pickle")
+    _, from_zip = helpers.build_digest("imagenette", kaggle_zip, tmp_path / "zip",
+                                       sizes=(16,), fmt="pickle", n_jobs=2)
+    assert from_tar == want and from_zip == want and want
