@@ -21,6 +21,8 @@ from imgtools.recipes import load_recipe
 from imgtools.sources import open_source
 from imgtools.sources.base import cache_dir
 
+pytestmark = pytest.mark.usefixtures("own_cache")
+
 
 @pytest.mark.parametrize("split", ["official", "random"])
 def test_archives_build_the_same_bytes_as_the_tree(demo, archives, helpers, tmp_path, split):

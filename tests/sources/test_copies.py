@@ -16,6 +16,8 @@ from imgtools.recipes import load_recipe
 from imgtools.sources import open_source
 from imgtools.sources.dataset_copy import sorted_wnids
 
+pytestmark = pytest.mark.usefixtures("own_cache")
+
 
 def _images(tree):
     """(pool, wnid, name, bytes) of every image of the tree, ImageNet's splits kept."""

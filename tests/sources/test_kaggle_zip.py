@@ -9,6 +9,8 @@ import pytest
 from imgtools.errors import UserError
 from imgtools.sources import open_source
 
+pytestmark = pytest.mark.usefixtures("own_cache")
+
 
 @pytest.mark.parametrize("split", ["official", "random"])
 def test_kaggle_zip_builds_the_same_bytes_as_the_tree(demo, kaggle_zip, helpers, tmp_path,
