@@ -158,8 +158,9 @@ class DatasetCopy(Source):
         self.ignored: list[str] = []
         self.val_label_source = "the copy's labels"
         _, indexer, self.scheme = _KINDS[kind]
-        labels = root / "label.labels.txt"
-        classes = labels.read_text().split() if labels.is_file() else sorted_wnids()
+        labels = next((d / "label.labels.txt" for d in (root, files[0].parent)
+                       if (d / "label.labels.txt").is_file()), None)
+        classes = labels.read_text().split() if labels is not None else sorted_wnids()
         entries: dict[tuple[str, str], list] = {}
         unnamed = 0
         for number, file in enumerate(files):
