@@ -132,14 +132,30 @@ def _index_webdataset(path: Path, classes: list[str]) -> list[list]:
         image = next((fields[f] for f in ("jpg", "jpeg", "png", "webp") if f in fields), None)
         if image is None or "cls" not in fields:
             continue
-        label = int(pread_exact(str(path), *fields["cls"], f"{key}.cls"))
+        try:
+            label = int(pread_exact(str(path), *fields["cls"], f"{key}.cls"))
+        except ValueError:
+            continue  # not a class index: not a sample of an ImageNet copy
         meta = json.loads(pread_exact(str(path), *fields["json"], f"{key}.json")) \
             if "json" in fields else {}
+        meta = meta if isinstance(meta, dict) else {}
         name = meta.get("filename") or meta.get("file_name") or (
             f"{key}.JPEG" if _IMAGENET_NAME.match(key) else "")
         if 0 <= label < len(classes):
             out.append([classes[label], os.path.basename(name), *image])
     return out
+
+
+def _index(indexer, file: Path, classes: list[str]) -> list[list]:
+    """``indexer(file, classes)``, any failure to read the file as one clear error."""
+    try:
+        return indexer(file, classes)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tarfile, protobuf, pyarrow, struct, json: many kinds
+        raise UserError(f"cannot index this file of the copy: {e}", path=file,
+                        fix="the file is damaged or not what its name says; copy it again, "
+                            "or move it out of --src") from e
 
 
 _KINDS = {  # kind: (file name test, indexer, locator scheme)
@@ -169,7 +185,7 @@ class DatasetCopy(Source):
                 self.ignored.append(str(file))
                 continue
             index = cached_index(file, f"copy:{kind}:{len(classes)}",
-                                 lambda f=file: {"entries": indexer(f, classes)})
+                                 lambda f=file: {"entries": _index(indexer, f, classes)})
             for row, (wnid, name, *numbers) in enumerate(index["entries"]):
                 if not name or not is_image_name(name):
                     unnamed += 1

@@ -41,7 +41,7 @@ VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT_TARS = ("ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_devkit_t12.tar")
 _CLASS_TAR = re.compile(r"^(n\d{8})\.tar$")
 LOOKED_FOR = (f"the image-net.org archives: a folder holding {TRAIN_TAR} and/or {VAL_TAR} "
-              f"(+ {DEVKIT_TARS[0]} for val labels), or {TRAIN_TAR} itself with the others "
+              f"(+ {DEVKIT_TARS[0]} for val labels), or one of them with the others "
               "beside it")
 
 
@@ -284,9 +284,9 @@ def _devkit_labels(devkit: Path) -> dict[str, str]:
 
 
 def probe(src: Path) -> ImageNetArchives | None:
-    """A folder holding the train and/or val tar, or the train tar itself."""
+    """A folder holding the train and/or val tar, or one of the archives (its folder)."""
     if src.is_file():
-        if src.name != TRAIN_TAR:
+        if src.name not in (TRAIN_TAR, VAL_TAR, *DEVKIT_TARS):
             return None
         src = src.parent
     elif not src.is_dir():

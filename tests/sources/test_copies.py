@@ -161,3 +161,31 @@ def test_tar_gz_members_read_in_any_order(tmp_path, monkeypatch):
         assert members.open_locator(f"targz:{path}//m@{offset}+{size}") == \
             data[offset:offset + size]
     assert len(members._GZIP.checkpoints) > 5
+
+
+def test_damaged_copies_skip_or_fail_clearly(demo, helpers, tmp_path):
+    """A flipped byte in a record's image: that image skipped and listed with its name and
+    offset. A TFRecord cut short, or a .tar that is no tar: one clear error, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    copy = pack_tfds(demo, tmp_path / "tfds")
+    first = sorted(copy.glob("imagenet2012-train.tfrecord-*"))[0]
+    raw = bytearray(first.read_bytes())
+    raw[12 + 400] ^= 0xFF  # inside the first record's JPEG bytes (image comes first)
+    first.write_bytes(bytes(raw))
+    report, _ = helpers.build_digest("imagenette", copy, tmp_path / "out")
+    crc = [s for s in report["skipped"] if "fails its CRC" in s["reason"]]
+    assert len(crc) == 1 and crc[0]["path"].startswith(f"tfrecord:{first}//") \
+        and crc[0]["path"].endswith(f"@0+{crc[0]['path'].rsplit('+', 1)[1]}")
+    os.truncate(first, len(raw) // 2)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "c")}
+    for src in (copy, pack_wds(demo, tmp_path / "wds")):
+        if src.name == "wds":
+            (src / "imagenet1k-train-0000.tar").write_bytes(b"no tar" * 1000)
+        proc = subprocess.run([sys.executable, "-m", "imgtools.cli", "build", "imagenette",
+                               "--src", str(src), "--split", "random", "--out",
+                               str(tmp_path / "o")], capture_output=True, text=True, env=env)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "cannot index this file" in proc.stderr
