@@ -19,6 +19,7 @@ from it decompresses each shard about once per pass in plan order).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import tarfile
 from pathlib import Path
 
 from imgtools.errors import UserError
+from imgtools.records import DATASET_META, DatasetInfo
 from imgtools.resources import manifest_path
 from imgtools.sources.base import MemberTable, Source, cached_index, is_image_name
 from imgtools.sources.imagenet_archives import scan_tar
@@ -54,6 +56,35 @@ def pool_of(path: Path) -> str | None:
     if "val" in name:  # val, validation
         return "val"
     return None
+
+
+def class_order(root: Path, files: list[Path]) -> tuple[list[str], str]:
+    """The copy's wnids by label, and where that order came from: TFDS's label.labels.txt,
+    an imgtools-dataset.json, a Parquet ClassLabel whose names are wnids, else ImageNet-1k's
+    sorted-wnid order (HF imagenet-1k's ClassLabel names are words, not wnids)."""
+    for folder in dict.fromkeys((root, files[0].parent)):
+        labels = folder / "label.labels.txt"
+        if labels.is_file():
+            names = labels.read_text().split()
+            if not names or not all(_WNID.match(n) for n in names):
+                raise UserError("label.labels.txt does not list wnids", path=labels,
+                                fix="an ImageNet copy's classes must be wnids (n01440764 ...)")
+            return names, str(labels)
+        info = DatasetInfo.load(folder)
+        if info is not None and info.wnids and all(_WNID.match(w or "") for w in info.wnids):
+            return info.wnids, str(folder / DATASET_META)
+    if files[0].name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            meta = json.loads((pq.read_schema(files[0]).metadata or {})[b"huggingface"])
+            label = meta["info"]["features"]["label"]
+            names = label["names"] if label.get("_type") == "ClassLabel" else []
+        except (OSError, ValueError, KeyError, TypeError):
+            names = []
+        if names and all(_WNID.match(str(n)) for n in names):
+            return list(names), f"{files[0]} (ClassLabel names)"
+    return sorted_wnids(), "labels in ImageNet-1k's sorted-wnid order"
 
 
 # ------------------------------------------------------------------------- indexers
@@ -141,8 +172,11 @@ def _index_webdataset(path: Path, classes: list[str]) -> list[list]:
         meta = meta if isinstance(meta, dict) else {}
         name = meta.get("filename") or meta.get("file_name") or (
             f"{key}.JPEG" if _IMAGENET_NAME.match(key) else "")
-        if 0 <= label < len(classes):
-            out.append([classes[label], os.path.basename(name), *image])
+        wnid = str(meta.get("wnid") or "")  # imgtools' own copies say it per sample
+        if not _WNID.match(wnid):
+            wnid = classes[label] if 0 <= label < len(classes) else ""
+        if wnid:
+            out.append([wnid, os.path.basename(name), *image])
     return out
 
 
@@ -172,11 +206,9 @@ class DatasetCopy(Source):
     def __init__(self, root: Path, kind: str, files: list[Path]):
         self.root, self.layout, self.files = root, f"copy:{kind}", files
         self.ignored: list[str] = []
-        self.val_label_source = "the copy's labels"
         _, indexer, self.scheme = _KINDS[kind]
-        labels = next((d / "label.labels.txt" for d in (root, files[0].parent)
-                       if (d / "label.labels.txt").is_file()), None)
-        classes = labels.read_text().split() if labels is not None else sorted_wnids()
+        classes, self.val_label_source = class_order(root, files)
+        order = hashlib.sha256("\n".join(classes).encode()).hexdigest()[:16]
         entries: dict[tuple[str, str], list] = {}
         unnamed = 0
         for number, file in enumerate(files):
@@ -184,7 +216,7 @@ class DatasetCopy(Source):
             if pool is None:
                 self.ignored.append(str(file))
                 continue
-            index = cached_index(file, f"copy:{kind}:{len(classes)}",
+            index = cached_index(file, f"copy:{kind}:{order}",
                                  lambda f=file: {"entries": _index(indexer, f, classes)})
             for row, (wnid, name, *numbers) in enumerate(index["entries"]):
                 if not name or not is_image_name(name):

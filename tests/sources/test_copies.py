@@ -189,3 +189,22 @@ def test_damaged_copies_skip_or_fail_clearly(demo, helpers, tmp_path):
                                str(tmp_path / "o")], capture_output=True, text=True, env=env)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert "cannot index this file" in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
+def test_labels_of_a_copy_in_its_own_class_order(demo, helpers, tmp_path, fmt):
+    """A copy labelled in its own order (an imgtools build: Imagenette's 0..9) is read through
+    its class list (imgtools-dataset.json, a sample's wnid), never as ImageNet-1k's sorted
+    order, which would give every image another class."""
+    from imgtools.build import BuildOptions, build
+
+    plan = make_plan(load_recipe("imagenette"), open_source(demo.src), split_mode="random",
+                     seed=0)
+    report = build(plan, BuildOptions(out=tmp_path / "b", sizes=[None], fmt=fmt, quiet=True,
+                                      n_jobs=1), command="test")
+    copy = report["outputs"][0]
+    src = open_source(copy)
+    for wnid in demo.wnids:
+        names = src.train_files(wnid) + src.val_files(wnid)
+        assert names
+        assert all(n.startswith(wnid) for n in names if not n.startswith("ILSVRC2012_val_"))
