@@ -49,12 +49,15 @@ def sorted_wnids() -> list[str]:
 
 
 def pool_of(path: Path) -> str | None:
-    """ImageNet split a copy's file holds, from its name (None: test or unknown)."""
-    name = path.name.lower()
-    if "train" in name:
-        return "train"
-    if "val" in name:  # val, validation
-        return "val"
+    """ImageNet split a copy's file holds, from its name or else its folder's (HF's Parquet
+    conversion names files ``train/0000.parquet``); None: test or unknown."""
+    for name in (path.name.lower(), path.parent.name.lower()):
+        if "train" in name:
+            return "train"
+        if "val" in name:  # val, validation
+            return "val"
+        if "test" in name:
+            return None
     return None
 
 

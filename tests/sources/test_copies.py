@@ -208,3 +208,17 @@ def test_labels_of_a_copy_in_its_own_class_order(demo, helpers, tmp_path, fmt):
         names = src.train_files(wnid) + src.val_files(wnid)
         assert names
         assert all(n.startswith(wnid) for n in names if not n.startswith("ILSVRC2012_val_"))
+
+
+def test_split_of_a_copy_file_from_its_name_or_folder():
+    from pathlib import Path
+
+    from imgtools.sources.dataset_copy import pool_of
+
+    assert pool_of(Path("data/train_images_3.tar.gz")) == "train"
+    assert pool_of(Path("data/val_images.tar.gz")) == "val"
+    assert pool_of(Path("data/test_images.tar.gz")) is None
+    assert pool_of(Path("default/train/0000.parquet")) == "train"  # HF's Parquet conversion
+    assert pool_of(Path("default/validation/0001.parquet")) == "val"
+    assert pool_of(Path("imagenet2012-validation.tfrecord-00000-of-00064")) == "val"
+    assert pool_of(Path("imagenet1k-train-0042.tar")) == "train"
