@@ -112,15 +112,20 @@ def _index_tfrecord(path: Path, classes: list[str]) -> list[list]:
 
 
 def _index_parquet(path: Path, classes: list[str]) -> list[list]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    names = pf.schema_arrow.names
-    image_col = names.index("image")
+    schema = pf.schema_arrow
+    image_col = schema.names.index("image")
+    kind = schema.field("image").type
+    has_path = pa.types.is_struct(kind) and kind.get_field_index("path") >= 0
     out = []
     for group in range(pf.num_row_groups):
-        table = pf.read_row_group(group, columns=["image", "label"])
-        paths = table.column("image").combine_chunks().field("path").to_pylist()
+        # Only the path leaf of the image struct: the index pass never reads image bytes.
+        table = pf.read_row_group(group, columns=["label", *(["image.path"] if has_path else [])])
+        paths = (table.column("image").combine_chunks().field("path").to_pylist() if has_path
+                 else [None] * table.num_rows)
         for row, (label, p) in enumerate(zip(table.column("label").to_pylist(), paths)):
             if label is None or not 0 <= label < len(classes):
                 continue

@@ -222,3 +222,28 @@ def test_split_of_a_copy_file_from_its_name_or_folder():
     assert pool_of(Path("default/validation/0001.parquet")) == "val"
     assert pool_of(Path("imagenet2012-validation.tfrecord-00000-of-00064")) == "val"
     assert pool_of(Path("imagenet1k-train-0042.tar")) == "train"
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/io"), reason="needs /proc")
+def test_indexing_a_parquet_copy_reads_no_image_bytes(copies):
+    """Labels and names are columns of their own: the index pass reads those and the footers,
+    not the image bytes (HF's Parquet imagenet-1k is 150 GB)."""
+    from pathlib import Path
+
+    def rchar() -> int:
+        line = next(x for x in Path("/proc/self/io").read_text().splitlines()
+                    if x.startswith("rchar:"))
+        return int(line.split()[1])
+
+    import shutil
+
+    from imgtools.sources.base import cache_dir
+
+    open_source(copies["hf-parquet"])  # warm the imports, then empty this test's own cache
+    shutil.rmtree(cache_dir())
+    before = rchar()
+    src = open_source(copies["hf-parquet"])
+    read = rchar() - before
+    total = sum(p.stat().st_size for p in copies["hf-parquet"].rglob("*.parquet"))
+    assert src.train_files("n01440764")
+    assert read < total / 4, f"indexing read {read} of {total} bytes"
