@@ -47,3 +47,28 @@ def test_a_zip_without_imagenet_is_a_clear_error(tmp_path):
         z.writestr("hello.txt", "hi")
     with pytest.raises(UserError, match="holds no ILSVRC/Data/CLS-LOC"):
         open_source(tmp_path / "x.zip")
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+def test_central_directory_agrees_with_zipfile(tmp_path, zip64):
+    """The streamed directory gives what zipfile's does, zip64 entries and UTF-8 names too."""
+    from imgtools.sources.kaggle_zip import central_directory
+
+    path = tmp_path / "x.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(300):
+            info = zipfile.ZipInfo(f"ILSVRC/Data/CLS-LOC/train/n01440764/é_{i}.JPEG")
+            info.compress_type = zipfile.ZIP_DEFLATED if i % 2 else zipfile.ZIP_STORED
+            with z.open(info, "w", force_zip64=zip64) as f:
+                f.write(bytes([i % 256]) * (i * 7))
+    with zipfile.ZipFile(path) as z:
+        want = [(i.filename, i.header_offset, i.compress_size, i.file_size, i.CRC,
+                 i.compress_type) for i in z.infolist()]
+    assert list(central_directory(path)) == want
+
+
+def test_a_cut_zip_is_a_clear_error(kaggle_zip, tmp_path):
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(kaggle_zip.read_bytes()[:-5000])
+    with pytest.raises(UserError, match="cannot read the zip"):
+        open_source(cut)
