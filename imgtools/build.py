@@ -23,7 +23,7 @@ from imgtools.atomic import atomic_open
 from imgtools.checksums import sha256_file
 from imgtools.downsample import build_downsampled
 from imgtools.formats import get_format
-from imgtools.pipeline.output import InputEntry, OutputRun, claim_outputs, path_inputs
+from imgtools.pipeline.output import InputEntry, OutputRun, claim_outputs
 from imgtools.pipeline.report import (
     CHECKSUMS,
     already_complete,
@@ -35,8 +35,9 @@ from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
 from imgtools.resample import resizer_name
 from imgtools.runner import ShardTask, run_shards, with_files
+from imgtools.sources import locator_inputs, open_locator
 from imgtools.splits import CSV_COLUMNS
-from imgtools.transform import BadImage, RenderOptions, read_bytes, render
+from imgtools.transform import BadImage, RenderOptions, render
 
 
 @dataclass
@@ -95,7 +96,7 @@ def run_build_shard(task: ShardTask) -> dict:
     try:
         for item in job.items:
             try:
-                outputs, note = render(read_bytes(item.src), job.render)
+                outputs, note = render(open_locator(item.src), job.render)
             except BadImage as e:
                 skipped.append({"path": item.src, "reason": e.reason})
                 continue
@@ -137,7 +138,7 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
 def _inputs(plan: BuildPlan) -> Iterator[InputEntry]:
     """The identity of every source image, in plan order (a resumed build must read the same
     bytes as the interrupted one)."""
-    return path_inputs(item.src for split in SPLITS for item in plan.items.get(split, ()))
+    return locator_inputs(item.src for split in SPLITS for item in plan.items.get(split, ()))
 
 
 def _run_build(plan: BuildPlan, opts: BuildOptions, run: OutputRun, started: float,

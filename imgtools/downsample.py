@@ -49,12 +49,13 @@ from PIL import Image
 from imgtools import __version__
 from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.errors import UserError
-from imgtools.pipeline.output import claim_outputs, path_inputs
+from imgtools.pipeline.output import claim_outputs
 from imgtools.pipeline.report import already_complete, run_report, write_report
 from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import DatasetInfo
 from imgtools.runner import ShardTask, run_shards, with_files
-from imgtools.transform import BadImage, draft, open_image, read_bytes
+from imgtools.sources import locator_inputs, open_locator
+from imgtools.transform import BadImage, draft, open_image
 
 FORMATS = ("pickle", "npz")
 OUTPUT_SPLITS = ("train", "val", "unsup")
@@ -118,7 +119,7 @@ def open_rgb(path: str | Path, draft_size: int | None = None
     the build's :class:`BadImage`, with the same reasons as every other report.
     ``draft_size`` enables JPEG DCT scaling (--fast).
     """
-    im = open_image(read_bytes(str(path)))
+    im = open_image(open_locator(str(path)))
     try:
         box = draft(im, "RGB", (draft_size, draft_size)) if draft_size else None
         im.load()
@@ -796,8 +797,8 @@ def build_downsampled(plan: BuildPlan, opts: Any, command: str | None = None) ->
                 "seed": plan.seed, "sizes": sizes, "format": opts.fmt, "exact": opts.exact,
                 "shard_size": opts.shard_size, "format_options": opts.format_options,
                 "source": str(plan.source.root), "plan": plan.digest()}
-    inputs = path_inputs(item.src for split in OUTPUT_SPLITS
-                         for item in plan.items.get(split, ()))
+    inputs = locator_inputs(item.src for split in OUTPUT_SPLITS
+                            for item in plan.items.get(split, ()))
     with claim_outputs(out_dirs, settings, inputs, resume=opts.resume,
                        overwrite=opts.overwrite) as run:
         if run.complete:

@@ -26,7 +26,7 @@ from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.recipes import Part, Recipe
 from imgtools.records import SPLITS, DatasetInfo
-from imgtools.source import ImageNetSource
+from imgtools.sources.base import Source
 from imgtools.splits import (
     OfficialRow,
     noisy_labels,
@@ -78,7 +78,7 @@ class PlanTable(Sequence):
     anonymised unsup name (``unsup_000017.JPEG``) or -1 to keep the file's own name.
     """
 
-    def __init__(self, split: str, source: ImageNetSource, wnids: Sequence[str],
+    def __init__(self, split: str, source: Source, wnids: Sequence[str],
                  pool: np.ndarray, cls: np.ndarray, label: np.ndarray, name: np.ndarray,
                  alias: np.ndarray | None = None):
         self.split, self.source, self.wnids = split, source, wnids
@@ -114,7 +114,7 @@ class PlanTable(Sequence):
     def item(self, i: int) -> PlanItem:
         wnid = self.wnids[self.cls[i]]
         name = self.name[i].decode("utf-8", "surrogateescape")
-        src = self.source.path_of(POOLS[self.pool[i]], wnid, name)
+        src = self.source.locate(POOLS[self.pool[i]], wnid, name)
         alias = int(self.alias[i])
         out_name = jpeg_name(name) if alias < 0 else f"unsup_{alias:06d}.JPEG"
         label = int(self.label[i])
@@ -160,7 +160,7 @@ class _TableBuilder:
             np.full(n, -1 if label is None else label, dtype=np.int32),
             np.array([_encode(c.filename) for c in cands], dtype=np.bytes_)))
 
-    def build(self, split: str, source: ImageNetSource, wnids: list[str]) -> PlanTable:
+    def build(self, split: str, source: Source, wnids: list[str]) -> PlanTable:
         if not self.chunks:
             empty = np.zeros(0, np.int32)
             return PlanTable(split, source, wnids, np.zeros(0, np.uint8), empty, empty,
@@ -173,7 +173,7 @@ class _TableBuilder:
 class BuildPlan:
     recipe: Recipe
     info: DatasetInfo
-    source: ImageNetSource
+    source: Source
     split_mode: str
     seed: int
     items: dict[str, PlanTable]
@@ -245,7 +245,7 @@ class BuildPlan:
                 yield it, [f"{split}/{it.wnid}/{it.out_name}", *noisy, str(split == "val")]
 
 
-def make_plan(recipe: Recipe, source: ImageNetSource, *, split_mode: str | None, seed: int,
+def make_plan(recipe: Recipe, source: Source, *, split_mode: str | None, seed: int,
               valid_pct: float | None = None, split_csvs: list[Path] | None = None,
               allow_missing: bool = False) -> BuildPlan:
     split_mode = split_mode or recipe.default_split
@@ -295,26 +295,33 @@ def make_plan(recipe: Recipe, source: ImageNetSource, *, split_mode: str | None,
     return plan
 
 
-def _check_classes(recipe: Recipe, source: ImageNetSource) -> None:
+def _check_classes(recipe: Recipe, source: Source) -> None:
     """Every class must exist in the tree before any work starts."""
-    if source.train_dir is None:
-        raise UserError("the ImageNet tree has no train/ folder", path=source.root,
-                        fix="point --src at the top of the ImageNet tree")
+    if not source.has_train():
+        raise UserError("the ImageNet source has no train split", path=source.root,
+                        fix="point --src at the top of the ImageNet tree (or the folder of "
+                            "the archives)")
     absent = [c.wnid for c in recipe.classes if not source.has_class(c.wnid)]
     if absent:
         raise UserError(
             f"{len(absent)} of the recipe's {len(recipe.classes)} classes are not in the tree: "
             f"{', '.join(absent[:10])}{' ...' if len(absent) > 10 else ''}",
-            path=source.train_dir,
-            fix="check --src (it must hold train/<wnid>/ folders) and the recipe's class list")
+            path=source.root,
+            fix="check --src (it must hold every class's train images) and the recipe's "
+                "class list")
 
 
-def _assign(recipe: Recipe, source: ImageNetSource, split_mode: str, seed: int,
+def _assign(recipe: Recipe, source: Source, split_mode: str, seed: int,
             valid_pct: float | None, split_csvs: list[Path],
             plan: BuildPlan) -> Iterator[tuple[str, str, list[Candidate]]]:
     """``(split, wnid, candidates)`` for a non-composite recipe, one class at a time (so only
     one class's file list is ever held as Python objects)."""
     if split_mode == "official":
+        if not source.keeps_names:
+            raise UserError(
+                "--split official needs the images' ImageNet file names, and this copy does "
+                "not keep them", path=source.root,
+                fix="use --split random (seeded, stratified), or a copy that keeps file names")
         path, origin = official_csv_path(recipe, split_csvs)
         rows = read_official_csv(path)
         plan.split_sources.append(_describe_list(recipe, rows, path, origin))

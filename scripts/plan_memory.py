@@ -19,7 +19,7 @@ from pathlib import Path
 
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
-from imgtools.source import ImageNetSource
+from imgtools.sources.imagenet_tree import ImageNetSource
 
 
 class ListingOnlySource(ImageNetSource):

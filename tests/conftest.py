@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import subprocess
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from imgtools.build import BuildOptions, build
 from imgtools.demo_tree import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS, make_imagenet_tree
 from imgtools.pipeline.output import INPUTS_COPY, MANIFEST, run_folder
+from imgtools.plan import make_plan
+from imgtools.recipes import load_recipe
+from imgtools.sources import open_source
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_REFERENCE = REPO.parent / "shared" / "reference"
@@ -59,3 +67,144 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
 def staging_of(output: Path) -> Path:
     """Where an unfinished run writes ``output`` (see :mod:`imgtools.pipeline.output`)."""
     return run_folder([output]) / output.name
+
+
+# ---------------------------------------------------------------- sources (tests/sources)
+# The demo tree packed into every form a user may hold ImageNet in (docs/sources.md), and a
+# build helper; the tests build from each and compare with the build from the tree.
+
+SMALL = ((120, 90), (320, 240))
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """An empty index cache for the test (never the user's): tests/sources use it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("IMGTOOLS_CACHE_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """An Imagenette-classed tree in the devkit layout, quirks planted (an unreadable file,
+    which no archive could hold, removed)."""
+    root = tmp_path_factory.mktemp("sources-tree") / "imagenet"
+    tree = make_imagenet_tree(root, layout="devkit", wnids=IMAGENETTE_WNIDS, train_per_class=8,
+                              val_per_class=3, seed=3, size_range=SMALL, test_images=0)
+    unreadable = tree.quirks.pop("unreadable", None)
+    if unreadable:
+        path = tree.root / unreadable
+        path.chmod(0o644)
+        path.unlink()
+        tree.train_files[path.parent.name].remove(path.name)
+    return tree
+
+
+@pytest.fixture(scope="session")
+def archives(demo, tmp_path_factory):
+    """The demo tree as the image-net.org archive trio."""
+    return pack_archives(demo, tmp_path_factory.mktemp("archives"))
+
+
+@pytest.fixture(scope="session")
+def kaggle_zip(demo, tmp_path_factory):
+    """The demo tree as the Kaggle download."""
+    return pack_kaggle_zip(demo, tmp_path_factory.mktemp("kaggle") / "download" /
+                           "imagenet-object-localization-challenge.zip")
+
+
+def official_csv(tree, path: Path) -> Path:
+    """A small fastai-style membership list over the tree: most train files to train, two
+    per class to val, and every val file to val; one train file per class left out."""
+    lines = ["path,noisy_labels_0,noisy_labels_1,noisy_labels_5,noisy_labels_25,"
+             "noisy_labels_50,is_valid"]
+    for wnid in tree.wnids:
+        names = sorted(n for n in tree.train_files[wnid] if n.startswith(wnid))
+        for i, name in enumerate(names[:-1]):
+            split = "val" if i < 2 else "train"
+            lines.append(f"{split}/{wnid}/{name},{wnid},{wnid},{wnid},{wnid},{wnid},"
+                         f"{split == 'val'}")
+        for name in tree.val_files[wnid]:
+            lines.append(f"val/{wnid}/{name},{wnid},{wnid},{wnid},{wnid},{wnid},True")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 1_300_000_000, 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def inner_tar(folder: Path) -> bytes:
+    """One class's tar, as in ILSVRC2012_img_train.tar: ``<wnid>_N.JPEG`` at its top."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for f in sorted(folder.iterdir()):
+            _add(tar, f.name, f.read_bytes())
+    return buf.getvalue()
+
+
+def pack_archives(tree, out: Path, inner=inner_tar) -> Path:
+    """The image-net.org trio: a tar of per-class tars, the flat val tar, the devkit .tar.gz."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out / "ILSVRC2012_img_train.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        for folder in sorted((tree.root / "train").iterdir()):
+            _add(tar, f"{folder.name}.tar", inner(folder))
+    with tarfile.open(out / "ILSVRC2012_img_val.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        for f in sorted((tree.root / "val").iterdir()):
+            _add(tar, f.name, f.read_bytes())
+    with tarfile.open(out / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+        for f in sorted((tree.root / "ILSVRC2012_devkit_t12").rglob("*")):
+            if f.is_file():
+                _add(tar, str(f.relative_to(tree.root)), f.read_bytes())
+    return out
+
+
+def pack_kaggle_zip(tree, path: Path) -> Path:
+    """imagenet-object-localization-challenge.zip: ILSVRC/Data/CLS-LOC/{train,val} and the
+    LOC_*.{txt,csv} files at its top (val labels from the tree's ground truth)."""
+    from imgtools.demo_tree import write_kaggle_meta
+
+    meta = path.parent / "kaggle-meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    order = sorted(tree.val_label_of().items())
+    write_kaggle_meta(meta, [wnid for _, wnid in order])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in ("LOC_synset_mapping.txt", "LOC_val_solution.csv"):
+            z.write(meta / name, name)
+        for f in sorted((tree.root / "train").rglob("*")):
+            if f.is_file():
+                z.write(f, f"ILSVRC/Data/CLS-LOC/train/{f.relative_to(tree.root / 'train')}")
+        for f in sorted((tree.root / "val").iterdir()):
+            z.write(f, f"ILSVRC/Data/CLS-LOC/val/{f.name}")
+    return path
+
+
+def build_digest(recipe: str, src: Path, out: Path, split: str = "random", **kw) -> tuple:
+    """Build and return (report, {relative path: sha256}) of every output file except
+    build-info.json, which names the source."""
+    plan = make_plan(load_recipe(recipe), open_source(src), split_mode=split, seed=0,
+                     split_csvs=kw.pop("split_csvs", None))
+    opts = BuildOptions(out=out, sizes=list(kw.pop("sizes", (64,))), quiet=True,
+                        n_jobs=kw.pop("n_jobs", 1), shard_size=kw.pop("shard_size", 16), **kw)
+    report = build(plan, opts, command="test")
+    digests = {}
+    for root in map(Path, report["outputs"]):
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and p.name != "build-info.json":
+                digests[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return report, digests
+
+
+@pytest.fixture
+def helpers():
+    """The packers and the build helper, as one fixture for the tests/sources modules."""
+    class H:
+        pass
+
+    h = H()
+    h.official_csv, h.pack_archives, h.pack_kaggle_zip = official_csv, pack_archives, \
+        pack_kaggle_zip
+    h.inner_tar, h.build_digest, h.add = inner_tar, build_digest, _add
+    return h

@@ -21,7 +21,7 @@ from imgtools.build import BuildOptions, build
 from imgtools.errors import UserError
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
-from imgtools.source import open_source
+from imgtools.sources import open_source
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -293,7 +293,7 @@ def _small_corpus(folder: Path, n: int = 7) -> list[Path]:
 
 @pytest.mark.parametrize("layout", ["kaggle", "devkit", "valprep"])
 def test_corpus_tree_is_read_as_imagenet(tmp_path, layout):
-    from imgtools.source import open_source
+    from imgtools.sources import open_source
 
     make_corpus_tree, _ = _scripts()
     photos = _small_corpus(tmp_path / "corpus")

@@ -544,7 +544,7 @@ def _build_pickles(tree, out: Path, *sizes: int, **kw) -> dict:
     recipe = out.parent / "three.toml"
     recipe.write_text('name = "three"\nclasses = ["n01440764", "n02102040", "n02979186"]\n'
                       'pool = ["train", "val"]\ndefault_split = "source"\n')
-    from imgtools.source import open_source
+    from imgtools.sources import open_source
 
     plan = make_plan(load_recipe(str(recipe)), open_source(tree.root), split_mode="source",
                      seed=0)

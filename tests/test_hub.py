@@ -31,7 +31,7 @@ def build_sample(out: Path, dataset: str = "imagenette", sizes=(64, 32), train=6
     from imgtools.demo_tree import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS, make_imagenet_tree
     from imgtools.plan import make_plan
     from imgtools.recipes import load_recipe
-    from imgtools.source import open_source
+    from imgtools.sources import open_source
 
     wnids = list(IMAGENETTE_WNIDS + (IMAGEWOOF_WNIDS if dataset == "imagewang" else ()))
     tree = make_imagenet_tree(out / "imagenet", wnids=wnids, train_per_class=train,

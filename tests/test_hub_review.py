@@ -51,7 +51,7 @@ def test_the_card_says_how_downsampled_images_were_sized(tmp_path):
     from imgtools.demo_tree import IMAGENETTE_WNIDS, make_imagenet_tree
     from imgtools.plan import make_plan
     from imgtools.recipes import load_recipe
-    from imgtools.source import open_source
+    from imgtools.sources import open_source
 
     tree = make_imagenet_tree(tmp_path / "imagenet", wnids=list(IMAGENETTE_WNIDS),
                               train_per_class=4, val_per_class=2, seed=0)

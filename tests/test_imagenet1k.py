@@ -15,7 +15,7 @@ from imgtools.build import BuildOptions, build
 from imgtools.demo_tree import load_clsloc, make_imagenet_tree
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
-from imgtools.source import open_source
+from imgtools.sources import open_source
 
 CLSLOC = load_clsloc()
 

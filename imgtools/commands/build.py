@@ -1,4 +1,4 @@
-"""``imgtools build``: carve a dataset out of a raw ImageNet tree."""
+"""``imgtools build``: carve a dataset out of ImageNet (a tree, the archives or a copy)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,10 @@ def parse_size(value: str) -> int | None:
 @click.command(context_settings={"show_default": True})
 @click.argument("dataset")
 @click.option("--src", required=True, type=click.Path(path_type=Path),
-              help="ImageNet tree: the top folder (holding ILSVRC/ or train/ + val/), ILSVRC/ "
-                   "or CLS-LOC/. Kaggle, tarball+devkit and val-in-folders layouts are detected.")
+              help="Where ImageNet is: an extracted tree (the top folder, ILSVRC/ or CLS-LOC/; "
+                   "Kaggle, tarball+devkit and val-in-folders layouts), the folder of the "
+                   "image-net.org archives (read in place), the Kaggle zip, or an HF / TFDS / "
+                   "WebDataset copy. Detected; see docs/sources.md.")
 @click.option("--out", default="out", type=click.Path(path_type=Path),
               help="Parent folder of the outputs (imagenette2-320/ and so on are made in it).")
 @click.option("--size", "sizes", multiple=True, metavar="full|N",
@@ -106,7 +108,7 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
     from imgtools.build import build as run_build
     from imgtools.plan import make_plan
     from imgtools.recipes import load_recipe
-    from imgtools.source import open_source
+    from imgtools.sources import open_source
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other",

@@ -36,7 +36,7 @@ def demo(out: Path, dataset: str, layout: str, sizes: tuple[str, ...], train_per
     from imgtools.demo_tree import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS, make_imagenet_tree
     from imgtools.plan import make_plan
     from imgtools.recipes import load_recipe
-    from imgtools.source import open_source
+    from imgtools.sources import open_source
 
     requested = [parse_size(s) for s in sizes]  # a bad --size fails before any work
     tree_root = out / "imagenet-sample"

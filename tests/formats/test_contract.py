@@ -21,7 +21,7 @@ from imgtools.inspect import verify
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
 from imgtools.records import DATASET_META, Record
-from imgtools.source import open_source
+from imgtools.sources import open_source
 
 SIDECARS = RUN_RECORD | {DATASET_META}
 

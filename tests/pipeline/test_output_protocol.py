@@ -23,7 +23,7 @@ from imgtools.locks import exclusive
 from imgtools.pipeline.output import MANIFEST, run_folder
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
-from imgtools.source import open_source
+from imgtools.sources import open_source
 
 
 def digest(root: Path, *, data_only: bool = False) -> dict[str, str]:

@@ -12,7 +12,7 @@ from imgtools.convert import convert
 from imgtools.pipeline.report import BUILD_INFO, REPORT_KEYS, run_report
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
-from imgtools.source import open_source
+from imgtools.sources import open_source
 
 
 def _report(path: Path) -> dict:

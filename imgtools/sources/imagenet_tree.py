@@ -3,28 +3,38 @@
 Three layouts are common (see the README): the Kaggle download (``ILSVRC/Data/CLS-LOC`` with
 ``LOC_val_solution.csv``), the original tarballs (flat ``val/`` labelled by the devkit's
 ``ILSVRC2012_validation_ground_truth.txt`` and ``meta.mat``), and a tree whose ``val/`` was
-already sorted into class folders. :func:`open_source` detects which one ``--src`` holds, so the
+already sorted into class folders. :func:`probe` detects which one ``--src`` holds, so the
 rest of the tool only asks "which files does class X have in ImageNet's train / val split".
+A tree's locators are plain file paths.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from imgtools.errors import UserError
 from imgtools.resources import manifest_path
+from imgtools.sources.base import IMAGE_EXTENSIONS, Source
 
-IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEVKIT_DIR = "ILSVRC2012_devkit_t12"
 GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 KAGGLE_VAL_CSV = "LOC_val_solution.csv"
 
 
+LOOKED_FOR = ("an extracted tree: ILSVRC/Data/CLS-LOC/{train,val} with LOC_val_solution.csv "
+              "(Kaggle); train/ and a flat val/ with "
+              f"{DEVKIT_DIR}/data/{GROUND_TRUTH} (original tarballs + devkit); train/ and "
+              "val/<wnid>/ (val sorted into class folders)")
+
+
 @dataclass
-class ImageNetSource:
+class ImageNetSource(Source):
     """A detected ImageNet tree. ``val_labels`` maps flat val file names to wnids (empty when
     val is already in class folders)."""
 
@@ -42,6 +52,9 @@ class ImageNetSource:
         if self.val_label_source:
             parts.append(f"val labels from {self.val_label_source}")
         return ", ".join(parts)
+
+    def has_train(self) -> bool:
+        return self.train_dir is not None
 
     def has_class(self, wnid: str) -> bool:
         return self.train_dir is not None and (self.train_dir / wnid).is_dir()
@@ -75,6 +88,8 @@ class ImageNetSource:
             return os.path.join(self.val_dir, wnid, filename)
         return os.path.join(self.val_dir, filename)
 
+    locate = path_of
+
     def _list_images(self, folder: Path) -> list[str]:
         names = []
         with os.scandir(folder) as it:
@@ -92,24 +107,16 @@ class ImageNetSource:
         return sorted(names)
 
 
-def open_source(src: str | Path) -> ImageNetSource:
-    """Detect the layout of the ImageNet tree at ``src`` (the top, ``ILSVRC/`` or ``CLS-LOC/``)."""
-    src = Path(src).expanduser().resolve()
+def probe(src: Path) -> ImageNetSource | None:
+    """The layout of the ImageNet tree at ``src`` (the top, ``ILSVRC/`` or ``CLS-LOC/``), or
+    None when ``src`` holds no train/ or val/ folder."""
     if not src.is_dir():
-        raise UserError("the ImageNet source is not a directory", path=src,
-                        fix="pass --src the folder that holds ILSVRC/ (Kaggle) or train/ and val/")
+        return None
     for data in (src / "ILSVRC" / "Data" / "CLS-LOC", src / "Data" / "CLS-LOC", src):
         if (data / "train").is_dir() or (data / "val").is_dir():
             break
     else:
-        raise UserError(
-            "could not recognise an ImageNet layout here",
-            path=src,
-            fix="expected one of: ILSVRC/Data/CLS-LOC/{train,val} with LOC_val_solution.csv "
-                "(Kaggle); train/ and a flat val/ with "
-                f"{DEVKIT_DIR}/data/{GROUND_TRUTH} (original tarballs + devkit); train/ and "
-                "val/<wnid>/ (val sorted into class folders)",
-        )
+        return None
     train_dir = data / "train" if (data / "train").is_dir() else None
     val_dir = data / "val" if (data / "val").is_dir() else None
     kaggle = data.name == "CLS-LOC"
@@ -161,19 +168,24 @@ def _flat_val_labels(data: Path, src: Path, val_dir: Path) -> tuple[dict[str, st
 
 
 def _read_kaggle_val(path: Path) -> dict[str, str]:
-    labels: dict[str, str] = {}
     with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(
-                reader.fieldnames):
-            raise UserError("expected columns ImageId,PredictionString", path=path,
-                            fix="use the LOC_val_solution.csv of the Kaggle download")
-        for row in reader:
-            tokens = row["PredictionString"].split()
-            if not tokens:
-                raise UserError(f"image {row['ImageId']} has an empty PredictionString",
-                                path=path)
-            labels[row["ImageId"] + ".JPEG"] = tokens[0]
+        return kaggle_val_labels(f, path)
+
+
+def kaggle_val_labels(lines: Iterable[str], where: str | Path) -> dict[str, str]:
+    """Val file name -> wnid from the lines of LOC_val_solution.csv (a file, or a zip member)."""
+    labels: dict[str, str] = {}
+    reader = csv.DictReader(lines)
+    if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(
+            reader.fieldnames):
+        raise UserError("expected columns ImageId,PredictionString", path=where,
+                        fix="use the LOC_val_solution.csv of the Kaggle download")
+    for row in reader:
+        tokens = row["PredictionString"].split()
+        if not tokens:
+            raise UserError(f"image {row['ImageId']} has an empty PredictionString",
+                            path=where)
+        labels[row["ImageId"] + ".JPEG"] = tokens[0]
     return labels
 
 
@@ -182,26 +194,40 @@ def _read_devkit_val(gt: Path, meta: Path, val_dir: Path) -> dict[str, str]:
     ``ILSVRC2012_val_<i, 8 digits>.JPEG``; meta.mat maps ids to wnids. Without meta.mat the
     shipped map_clsloc table is used: its ids are the devkit's ILSVRC2012_IDs."""
     id_to_wnid = _read_meta_mat(meta) if meta.is_file() else _map_clsloc_ids()
+    return devkit_val_labels(gt.read_text(), id_to_wnid, gt)
+
+
+def devkit_val_labels(truth: str, id_to_wnid: dict[int, str], where: str | Path
+                      ) -> dict[str, str]:
+    """Val file name -> wnid from the ground-truth text (line i: the ILSVRC2012_ID of
+    ``ILSVRC2012_val_<i, 8 digits>.JPEG``) and the id -> wnid map."""
     labels: dict[str, str] = {}
-    for i, line in enumerate(gt.read_text().split(), 1):
+    for i, line in enumerate(truth.split(), 1):
         try:
             labels[f"ILSVRC2012_val_{i:08d}.JPEG"] = id_to_wnid[int(line)]
         except (ValueError, KeyError) as e:
             raise UserError(f"line {i}: {line!r} is not an ILSVRC2012_ID between 1 and 1000",
-                            path=gt) from e
+                            path=where) from e
     return labels
 
 
-def _read_meta_mat(path: Path) -> dict[int, str]:
+def meta_mat_ids(mat: bytes | None, where: str | Path) -> dict[int, str]:
+    """ILSVRC2012_ID -> wnid from meta.mat's bytes (None: the shipped map_clsloc table)."""
+    return _read_meta_mat(io.BytesIO(mat), where) if mat is not None else _map_clsloc_ids()
+
+
+def _read_meta_mat(path: Path | IO[bytes], where: str | Path | None = None) -> dict[int, str]:
+    where = path if where is None else where
     try:
         from scipy.io import loadmat
     except ImportError as e:  # pragma: no cover - scipy is a dependency
-        raise UserError("reading meta.mat needs scipy", path=path,
+        raise UserError("reading meta.mat needs scipy", path=where,
                         fix="pip install scipy") from e
     try:
-        synsets = loadmat(str(path), squeeze_me=True)["synsets"]
+        synsets = loadmat(path if isinstance(path, io.IOBase) else str(path),
+                          squeeze_me=True)["synsets"]
     except Exception as e:  # noqa: BLE001 - scipy raises many kinds for a bad file
-        raise UserError(f"cannot read the devkit's meta.mat: {e}", path=path,
+        raise UserError(f"cannot read the devkit's meta.mat: {e}", path=where,
                         fix="re-extract ILSVRC2012_devkit_t12.tar.gz") from e
     out = {}
     for s in synsets:
