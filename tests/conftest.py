@@ -192,7 +192,7 @@ def build_digest(recipe: str, src: Path, out: Path, split: str = "random", **kw)
     digests = {}
     for root in map(Path, report["outputs"]):
         for p in sorted(root.rglob("*")):
-            if p.is_file() and p.name != "build-info.json":
+            if p.is_file() and p.name not in RUN_RECORD:
                 digests[str(p.relative_to(out))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return report, digests
 

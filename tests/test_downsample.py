@@ -602,8 +602,7 @@ def test_every_image_failing_names_them(tmp_path):
     with pytest.raises(UserError, match="empty") as err:
         _build_pickles(tree_like, tmp_path / "out", 8)
     assert "every image failed" in str(err.value.message())
-    assert not (tmp_path / "out" / ".imgtools-state").exists() or not any(
-        (tmp_path / "out" / ".imgtools-state").rglob("rows-*"))
+    assert not any((tmp_path / "out").rglob("rows-*"))  # no row files left taking disk space
 
 
 def test_the_plan_scan_keeps_no_items(tmp_path):

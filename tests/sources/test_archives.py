@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import RUN_RECORD
 
 from imgtools.errors import UserError
 from imgtools.plan import make_plan
@@ -210,7 +211,7 @@ def test_resume_after_kill_from_archives(demo, archives, helpers, tmp_path):
             "--shard-size", "2", "-q"]
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "c")}
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    state = tmp_path / "run" / ".imgtools-state" / "imagenette2-64"
+    state = tmp_path / "run" / ".imgtools-run-imagenette2-64" / "markers"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(state.glob("*-*.json"))) < 5:
         time.sleep(0.005)
@@ -220,7 +221,7 @@ def test_resume_after_kill_from_archives(demo, archives, helpers, tmp_path):
     subprocess.run([*args, "--resume"], check=True, env=env)
     out = tmp_path / "run" / "imagenette2-64"
     got = {str(p.relative_to(tmp_path / "run")): hashlib.sha256(p.read_bytes()).hexdigest()
-           for p in sorted(out.rglob("*")) if p.is_file() and p.name != "build-info.json"}
+           for p in sorted(out.rglob("*")) if p.is_file() and p.name not in RUN_RECORD}
     assert got == want
 
 
