@@ -26,6 +26,7 @@ from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.formats import get_format
 from imgtools.locks import exclusive
+from imgtools.pipeline import packing
 from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
 from imgtools.resample import resizer_name
@@ -186,7 +187,7 @@ def _build_locked(plan: BuildPlan, opts: BuildOptions, roots: list[Path], starte
     prepare_outputs(roots, state, opts, fingerprint)
     fmt = get_format(opts.fmt)
     shuffle = opts.fmt != "folder"
-    tasks = _tasks(plan, opts, roots, shuffle)
+    tasks = _tasks(plan, opts, packing.work_roots(opts.fmt, state, roots), shuffle)
     totals = _Totals()
     for _task, summary in run_shards(tasks, run_build_shard, state_dir=state, n_jobs=opts.n_jobs,
                                      resume=opts.resume, desc=f"build {plan.recipe.name}",
@@ -197,7 +198,13 @@ def _build_locked(plan: BuildPlan, opts: BuildOptions, roots: list[Path], starte
     for root in roots:
         root.mkdir(parents=True, exist_ok=True)
     _write_csv([root / plan.recipe.csv_name for root in roots], plan, totals)
-    _write_checksums([root / CHECKSUMS for root in roots], state, plan, opts)
+    packed = packing.pack_outputs(opts.fmt, roots, state, plan.info, opts.format_options,
+                                  opts.n_jobs, opts.quiet)  # record formats: sized files
+    if packed is None:
+        _write_checksums([root / CHECKSUMS for root in roots], state, plan, opts)
+    else:
+        for root, files in zip(roots, packed):
+            packing.write_checksums(root / CHECKSUMS, files)
     for i, root in enumerate(roots):
         fmt.finalize(root, plan.info, report["totals"])
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
