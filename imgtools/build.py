@@ -26,6 +26,7 @@ from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.formats import get_format
 from imgtools.locks import exclusive
+from imgtools.metadata.croissant import write_croissant
 from imgtools.pipeline import packing
 from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
@@ -207,6 +208,7 @@ def _build_locked(plan: BuildPlan, opts: BuildOptions, roots: list[Path], starte
             packing.write_checksums(root / CHECKSUMS, files)
     for i, root in enumerate(roots):
         fmt.finalize(root, plan.info, report["totals"])
+        write_croissant(root, plan.info, opts.fmt, list(report["totals"]))  # folders too
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
         atomic_write_text(root / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
     shutil.rmtree(state, ignore_errors=True)

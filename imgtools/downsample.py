@@ -46,6 +46,7 @@ from PIL import Image
 
 from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.errors import UserError
+from imgtools.metadata.croissant import write_croissant
 from imgtools.records import DatasetInfo
 from imgtools.runner import ShardTask, run_shards
 from imgtools.transform import BadImage, draft, open_image, read_bytes
@@ -832,6 +833,7 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
         }
         for s, out_dir in zip(sizes, out_dirs, strict=True):
             per_size = dict(report, size=s, path=str(out_dir), files=summary["sizes"][s]["files"])
+            write_croissant(out_dir, plan.info, opts.fmt, list(summary["counts"]))
             atomic_write_text(out_dir / "build-info.json", json.dumps(per_size, indent=2) + "\n")
         # Only now: a kill before the reports are written must leave the run resumable.
         remove_state(state)

@@ -44,6 +44,7 @@ import crc32c
 from imgtools.atomic import TMP_PREFIX, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter, files_named
+from imgtools.metadata.croissant import write_croissant
 from imgtools.metadata.tfds import tfds_readable, write_tfds_metadata
 from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
@@ -416,6 +417,7 @@ class TFRecordFormat(Format):
                       for split, split_files in shards.items()}
             write_tfds_metadata(root, info, self._schema_of(root)["schema"], lengths, nbytes)
         super().finalize(root, info, counts)
+        write_croissant(root, info, self.name, [s for s, n in counts.items() if n])
 
 
 def example_features(record: Record, schema: str) -> dict[str, tuple[object, str]]:

@@ -46,6 +46,7 @@ from imgtools.formats.base import (
     files_with_suffix,
     listed_files,
 )
+from imgtools.metadata.croissant import write_croissant
 from imgtools.metadata.huggingface import write_webdataset_card
 from imgtools.records import DatasetInfo, Record, plain_filename
 
@@ -480,6 +481,7 @@ class WebDatasetFormat(Format):
         images = [f for f in IMAGE_FIELDS if f in {x.lower() for x in fields}] or ["jpg"]
         write_webdataset_card(root, info, {s: v for s, v in shards.items() if v}, counts, images)
         super().finalize(root, info, counts)
+        write_croissant(root, info, self.name, [s for s, n in counts.items() if n])
 
 
 def member_header(name: str, size: int) -> bytes:
