@@ -118,8 +118,8 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
     downsampled = fmt in ("pickle", "npz")
     parsed = [parse_size(s) for s in sizes] or [32 if downsampled else 320]
     parsed = list(dict.fromkeys(parsed))
-    format_options = {"batches": batches, "crop": crop} if downsampled else \
-        file_size_options(fmt, shard_bytes, shard_records)
+    file_options = file_size_options(fmt, shard_bytes, shard_records)  # refused for folder/pickle
+    format_options = {"batches": batches, "crop": crop} if downsampled else file_options
     recipe = load_recipe(dataset)
     source = open_source(src)
     plan = make_plan(recipe, source, split_mode=split_mode, seed=seed, valid_pct=valid_pct,

@@ -136,3 +136,7 @@ def test_cli_file_size_options(kaggle_tree, tmp_path):
                   "random",
                   "--shard-bytes", "100KB", "--out", tmp_path / "f", check=False)
     assert bad.returncode == 2 and "--shard-bytes" in bad.stderr
+    bad = run_cli("build", "imagenette", "--src", kaggle_tree.src, "--size", "8", "--split",
+                  "random", "--format", "pickle", "--shard-records", "10", "--out",
+                  tmp_path / "p", check=False)
+    assert bad.returncode == 2 and "--shard-records" in bad.stderr
