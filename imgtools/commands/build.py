@@ -145,6 +145,7 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
 def file_size_options(fmt: str, shard_bytes: str | None, shard_records: int | None) -> dict:
     """``--shard-bytes``/``--shard-records`` as build options (checked now, before any work);
     only the record formats pack their output into files."""
+    # Lazy, as every import of the pipeline in this module: `imgtools --help` stays fast.
     from imgtools.convert import parse_size
     from imgtools.pipeline.packing import PACKED_FORMATS
 
