@@ -23,6 +23,8 @@ from imgtools.atomic import atomic_open
 from imgtools.checksums import sha256_file
 from imgtools.downsample import build_downsampled
 from imgtools.formats import get_format
+from imgtools.metadata.croissant import write_croissant
+from imgtools.pipeline import packing
 from imgtools.pipeline.output import InputEntry, OutputRun, claim_outputs
 from imgtools.pipeline.report import (
     CHECKSUMS,
@@ -146,7 +148,7 @@ def _run_build(plan: BuildPlan, opts: BuildOptions, run: OutputRun, started: flo
     fmt = get_format(opts.fmt)
     shuffle = opts.fmt != "folder"
     stagings = run.stagings
-    tasks = _tasks(plan, opts, stagings, shuffle)
+    tasks = _tasks(plan, opts, packing.work_roots(opts.fmt, run.work, stagings), shuffle)
     totals = _Totals()
     for _task, summary in run_shards(tasks, run_build_shard, state_dir=run.markers,
                                      n_jobs=opts.n_jobs, resume=run.resumed,
@@ -156,10 +158,17 @@ def _run_build(plan: BuildPlan, opts: BuildOptions, run: OutputRun, started: flo
     seconds = time.time() - started
     report = _report(plan, opts, totals, seconds, command)
     _write_csv([s / plan.recipe.csv_name for s in stagings], plan, totals)
-    write_checksums([s / CHECKSUMS for s in stagings], run.markers,
-                    _shard_ids(plan, opts.shard_size))
+    packed = packing.pack_outputs(opts.fmt, stagings, run.work, plan.info, opts.format_options,
+                                  opts.n_jobs, opts.quiet)  # record formats: sized files
+    if packed is None:
+        write_checksums([s / CHECKSUMS for s in stagings], run.markers,
+                        _shard_ids(plan, opts.shard_size))
+    else:
+        for staging, files in zip(stagings, packed):
+            packing.write_checksums(staging / CHECKSUMS, files)
     for i, (root, staging) in enumerate(zip(run.roots, stagings)):
         fmt.finalize(staging, plan.info, report["totals"])
+        write_croissant(staging, plan.info, opts.fmt, list(report["totals"]))  # folders too
         write_report(staging, dict(report, size=size_label(opts.sizes[i]), path=str(root)))
     run.publish()
     report["outputs"] = [str(r) for r in run.roots]

@@ -49,6 +49,7 @@ from PIL import Image
 from imgtools import __version__
 from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.errors import UserError
+from imgtools.metadata.croissant import write_croissant
 from imgtools.pipeline.output import claim_outputs
 from imgtools.pipeline.report import already_complete, run_report, write_report
 from imgtools.plan import BuildPlan, PlanItem
@@ -829,6 +830,7 @@ def build_downsampled(plan: BuildPlan, opts: Any, command: str | None = None) ->
                                if seconds > 0 else None),
         )
         for s, out_dir in zip(sizes, out_dirs, strict=True):
+            write_croissant(run.staging(out_dir), plan.info, opts.fmt, list(summary["counts"]))
             write_report(run.staging(out_dir), dict(report, size=s, path=str(out_dir),
                                                     files=summary["sizes"][s]["files"]))
         remove_state(run.work)  # the row files are not part of any output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import subprocess
 import sys
 import tarfile
@@ -208,3 +209,23 @@ def helpers():
         pack_kaggle_zip
     h.inner_tar, h.build_digest, h.add = inner_tar, build_digest, _add
     return h
+
+
+def build_dataset(recipe: str, src: Path, out: Path, *, sizes=(160,), split: str = "random",
+                  seed: int = 0, n_jobs: int = 2, **opts) -> dict:
+    """``imgtools build`` through the Python API (quiet); ``opts`` go to ``BuildOptions``
+    (``fmt``, ``shard_size``, ``format_options``...). Returns the build report."""
+    plan = make_plan(load_recipe(recipe), open_source(src), split_mode=split, seed=seed)
+    return build(plan, BuildOptions(out=out, sizes=list(sizes), quiet=True, n_jobs=n_jobs,
+                                    **opts), command="test")
+
+
+def clients_python(module: str) -> str:
+    """A Python that can import ``module``: IMGTOOLS_CLIENTS_PYTHON (CI installs TensorFlow,
+    TFDS, torch, wids and mlcroissant there, apart from the project's process) or this one;
+    skip if neither has it."""
+    python = os.environ.get("IMGTOOLS_CLIENTS_PYTHON", sys.executable)
+    if subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode:
+        pytest.skip(f"{module} is not installed (set IMGTOOLS_CLIENTS_PYTHON to a Python that "
+                    "has it; .ci/run does)")
+    return python

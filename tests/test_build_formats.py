@@ -32,7 +32,7 @@ def test_webdataset_build_reads_in_webdataset(kaggle_tree, folder_build, tmp_pat
     seen = {}
     unlabelled = 0
     for split in ("train", "val", "unsup"):
-        shards = sorted(str(p) for p in root.glob(f"{split}-*.tar"))
+        shards = sorted(str(p) for p in root.glob(f"data/{split}-*.tar"))
         assert shards, split
         for sample in wds.WebDataset(shards, shardshuffle=False):
             meta = json.loads(sample["json"])

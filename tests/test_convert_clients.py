@@ -57,7 +57,7 @@ def test_webdataset_reads_our_shards(folder, tmp_path):
     import webdataset as wds
 
     convert(folder, tmp_path / "w", "webdataset", quiet=True, shard_records=4, n_jobs=1)
-    urls = sorted(str(p) for p in (tmp_path / "w").glob("train-*.tar"))
+    urls = sorted(str(p) for p in (tmp_path / "w").glob("data/train-*.tar"))
     labels = _folder_labels(folder)
     seen = []
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil"):
@@ -246,7 +246,7 @@ def test_cli_direction_names_json_and_exit_codes(folder, tmp_path):
     assert json.loads(out.stdout)["splits"] == {"train": 13, "val": 6, "unsup": 3}
     out = _cli("convert", str(tmp_path / "p"), str(tmp_path / "w"), "--to", "wds", "-q")
     assert out.returncode == 0 and out.stdout == ""
-    assert (tmp_path / "w" / "train-000000.tar").is_file()
+    assert (tmp_path / "w" / "data" / "train-00000-of-00001.tar").is_file()
     out = _cli("convert", str(tmp_path / "p"), str(tmp_path / "x"))
     assert out.returncode == 2 and "--to" in out.stderr
     out = _cli("convert", str(tmp_path / "p"), str(tmp_path / "w"), "--to", "parquet")
@@ -255,10 +255,10 @@ def test_cli_direction_names_json_and_exit_codes(folder, tmp_path):
     assert out.returncode == 2 and "unknown format" in out.stderr
     out = _cli("convert", str(tmp_path / "nowhere"), str(tmp_path / "y"), "--to", "parquet")
     assert out.returncode == 2 and "no such file" in out.stderr
-    bad = tmp_path / "w" / "val-000000.tar"
+    bad = tmp_path / "w" / "data" / "val-00000-of-00001.tar"
     bad.write_bytes(bad.read_bytes()[:700])
     out = _cli("convert", str(tmp_path / "w"), str(tmp_path / "z"), "--to", "folder")
-    assert out.returncode == 2 and "val-000000.tar" in out.stderr and "offset" in out.stderr
+    assert out.returncode == 2 and "val-00000-of-00001.tar" in out.stderr and "offset" in out.stderr
 
 
 def test_cli_help_explains_formats():
@@ -288,5 +288,5 @@ def test_our_tar_bytes_equal_webdatasets_own_tarwriter(folder, tmp_path):
                         "split": r.split, "filename": r.filename}
                 sink.write({"__key__": r.key, ext: r.image, "cls": str(r.label).encode(),
                             "json": json.dumps(meta, sort_keys=True).encode()})
-    assert (tmp_path / "w" / "train-000000.tar").read_bytes() == \
+    assert (tmp_path / "w" / "data" / "train-00000-of-00001.tar").read_bytes() == \
         (tmp_path / "theirs.tar").read_bytes()

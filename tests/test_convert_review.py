@@ -96,8 +96,8 @@ def test_same_file_names_in_two_classes_convert_to_webdataset_and_back(tmp_path)
     convert(src, tmp_path / "wds", "webdataset", quiet=True, n_jobs=1)
     import webdataset as wds
 
-    keys = [s["__key__"] for s in wds.WebDataset(str(tmp_path / "wds" / "train-000000.tar"),
-                                                  shardshuffle=False)]
+    shard = tmp_path / "wds" / "data" / "train-00000-of-00001.tar"
+    keys = [s["__key__"] for s in wds.WebDataset(str(shard), shardshuffle=False)]
     assert len(keys) == len(set(keys)) == 4
     convert(tmp_path / "wds", tmp_path / "back", "folder", quiet=True, n_jobs=1)
     assert tree(tmp_path / "back") == tree(src)

@@ -80,7 +80,7 @@ def test_round_trip_through_every_format_is_byte_identical(folder, tmp_path):
     assert info.wnids == list(WNIDS) and info.class_names == [f"class {w}" for w in WNIDS]
     # Several shards were really made along the way.
     assert len(list((tmp_path / "tfrecord").glob("train.tfrecord-*-of-00003"))) == 3
-    assert len(list((tmp_path / "webdataset").glob("train-*.tar"))) == 4
+    assert len(list((tmp_path / "webdataset").glob("data/train-*.tar"))) == 4
 
 
 def _records(path: Path) -> list[tuple]:
@@ -175,7 +175,7 @@ def test_output_is_deterministic_across_runs_and_job_counts(folder, tmp_path):
 
 def test_webdataset_members_keys_headers_and_wids_index(folder, tmp_path):
     convert(folder, tmp_path / "w", "webdataset", quiet=True, shard_records=5, n_jobs=1)
-    shard = tmp_path / "w" / "train-000000.tar"
+    shard = tmp_path / "w" / "data" / "train-00000-of-00003.tar"
     with tarfile.open(shard) as tar:
         members = tar.getmembers()
         names = [m.name for m in members]
@@ -189,8 +189,8 @@ def test_webdataset_members_keys_headers_and_wids_index(folder, tmp_path):
     index = json.loads((tmp_path / "w" / "train.wids.json").read_text())
     assert index["__kind__"] == "wids-shard-index-v1"
     assert [s["nsamples"] for s in index["shardlist"]] == [5, 5, 3]
-    assert index["shardlist"][0]["url"] == "train-000000.tar"
-    with tarfile.open(tmp_path / "w" / "unsup-000000.tar") as tar:
+    assert index["shardlist"][0]["url"] == "data/train-00000-of-00003.tar"
+    with tarfile.open(tmp_path / "w" / "data" / "unsup-00000-of-00001.tar") as tar:
         unsup = tar.getnames()
     assert not [n for n in unsup if n.endswith(".cls")]
 
@@ -283,14 +283,16 @@ def test_failure_leaves_no_partial_file_and_resume_finishes_identically(folder, 
     with pytest.raises(OSError, match="disk full"):
         convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=3)
     assert not dst.exists()  # the output appears only complete
-    left = sorted(p.name for p in staging_of(dst).iterdir() if p.is_file())
-    assert left == ["train-000000.tar", "train-000001.tar"]  # two whole shards, no temp
+    left = sorted(p.name for p in (staging_of(dst) / "data").iterdir() if p.is_file())
+    # two whole shards, no temp
+    assert left == ["train-00000-of-00005.tar", "train-00001-of-00005.tar"]
     restore()
     with pytest.raises(UserError, match="different"):
         convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=4, resume=True)
-    done_before = (staging_of(dst) / "train-000000.tar").stat().st_mtime_ns
+    done_before = (staging_of(dst) / "data" / "train-00000-of-00005.tar").stat().st_mtime_ns
     convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=3, resume=True)
-    assert (dst / "train-000000.tar").stat().st_mtime_ns == done_before  # not redone
+    not_redone = (dst / "data" / "train-00000-of-00005.tar").stat().st_mtime_ns == done_before
+    assert not_redone
     assert tree(dst) == tree(tmp_path / "clean")
     assert not staging_of(dst).parent.exists()
 
@@ -338,7 +340,7 @@ def test_truncated_tfrecord_is_an_error(tfr, tmp_path):
 @pytest.mark.parametrize("cut", ["mid-member", "between-members"])
 def test_truncated_tar_is_an_error(folder, tmp_path, cut):
     convert(folder, tmp_path / "w", "webdataset", quiet=True, n_jobs=1)
-    shard = tmp_path / "w" / "val-000000.tar"
+    shard = tmp_path / "w" / "data" / "val-00000-of-00001.tar"
     with tarfile.open(shard) as tar:
         members = tar.getmembers()
     end = members[3].offset_data + members[3].size

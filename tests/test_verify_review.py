@@ -75,7 +75,7 @@ def test_single_shard_file_is_not_held_to_whole_dataset_counts(ds, tmp_path, fmt
     convert(ds, out, to=fmt, n_jobs=1, quiet=True)
     whole = verify(out, n_jobs=1)
     assert whole["ok"]
-    shard = next(p for p in sorted(out.iterdir()) if p.name.startswith("val")
+    shard = next(p for p in sorted(out.rglob("*")) if p.name.startswith("val")
                  and p.suffix not in (".json", ".index"))
     r = verify(shard, n_jobs=1)
     assert r["ok"], r["problems"]
@@ -91,7 +91,7 @@ def test_single_shard_file_is_not_held_to_whole_dataset_counts(ds, tmp_path, fmt
 def test_single_shard_file_still_reports_its_own_damage(ds, tmp_path):
     out = tmp_path / "wds"
     convert(ds, out, to="webdataset", n_jobs=1, quiet=True)
-    shard = sorted(out.glob("val-*.tar"))[0]
+    shard = sorted(out.glob("data/val-*.tar"))[0]
     with tarfile.open(shard) as tar:
         jpg = next(m for m in tar if m.name.endswith((".jpg", ".jpeg", ".JPEG")))
     data = bytearray(shard.read_bytes())

@@ -77,7 +77,15 @@ def parse_size(value: str) -> int | None:
 @click.option("-j", "--jobs", "n_jobs", type=int, default=0,
               help="Parallel workers (0 = all cores).")
 @click.option("--shard-size", type=click.IntRange(1), default=256,
-              help="Images per shard (unit of parallel work, resume and output files).")
+              help="Images per work shard (unit of parallel work and resume). Record formats "
+                   "pack the work shards into files of --shard-bytes/--shard-records.")
+@click.option("--shard-bytes", metavar="SIZE", default=None,
+              help="tfrecord/webdataset/parquet: close an output file at this many bytes of "
+                   "records (500MB, 1.5GB). [default: 200MB TFRecord, 500MB Parquet and "
+                   "WebDataset]")
+@click.option("--shard-records", type=click.IntRange(1), default=None,
+              help="tfrecord/webdataset/parquet: close an output file at this many images. "
+                   "[default: 10000 for WebDataset, no limit for the others]")
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted build (same command). Refused if a setting or an "
                    "input file changed; on a complete output made the same way, does nothing.")
@@ -91,7 +99,8 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
           split_mode: str | None, valid_pct: float | None, seed: int,
           split_csvs: tuple[Path, ...], allow_missing: bool, resample: str, quality: int,
           exact: bool | None, batches: int, crop: bool, n_jobs: int, shard_size: int,
-          resume: bool, overwrite: bool, strict: bool, quiet: bool, as_json: bool) -> None:
+          shard_bytes: str | None, shard_records: int | None, resume: bool,
+          overwrite: bool, strict: bool, quiet: bool, as_json: bool) -> None:
     """Build DATASET (imagenette, imagewoof, imagewang, imagenet, or a recipe .toml file)
     from the ImageNet tree at --src.
 
@@ -116,6 +125,8 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
     downsampled = fmt in ("pickle", "npz")
     parsed = [parse_size(s) for s in sizes] or [32 if downsampled else 320]
     parsed = list(dict.fromkeys(parsed))
+    file_options = file_size_options(fmt, shard_bytes, shard_records)  # refused for folder/pickle
+    format_options = {"batches": batches, "crop": crop} if downsampled else file_options
     recipe = load_recipe(dataset)
     source = open_source(src)
     plan = make_plan(recipe, source, split_mode=split_mode, seed=seed, valid_pct=valid_pct,
@@ -123,7 +134,7 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
     opts = BuildOptions(out=out, sizes=parsed, fmt=fmt, filter=resample, quality=quality,
                         exact=downsampled if exact is None else exact, n_jobs=n_jobs,
                         shard_size=shard_size, resume=resume, overwrite=overwrite, quiet=quiet,
-                        format_options={"batches": batches, "crop": crop} if downsampled else {})
+                        format_options=format_options)
     command = "imgtools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not quiet and not as_json:
         click.echo(f"source: {source.describe()}", err=True)
@@ -136,6 +147,28 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
         print_summary(report)
     if strict and report.get("skipped"):
         sys.exit(EXIT_PROBLEMS)
+
+
+def file_size_options(fmt: str, shard_bytes: str | None, shard_records: int | None) -> dict:
+    """``--shard-bytes``/``--shard-records`` as build options (checked now, before any work);
+    only the record formats pack their output into files."""
+    # Lazy, as every import of the pipeline in this module: `imgtools --help` stays fast.
+    from imgtools.formats.common import parse_size
+    from imgtools.pipeline.packing import PACKED_FORMATS
+
+    if fmt not in PACKED_FORMATS:
+        if shard_bytes or shard_records:
+            raise UserError(f"--shard-bytes/--shard-records size record files; --format {fmt} "
+                            "writes none", fix="drop them, or use --format tfrecord, "
+                                               "webdataset or parquet")
+        return {}
+    options: dict = {}
+    if shard_bytes:
+        parse_size(shard_bytes)
+        options["shard_bytes"] = shard_bytes
+    if shard_records:
+        options["shard_records"] = shard_records
+    return options
 
 
 def print_summary(report: dict) -> None:

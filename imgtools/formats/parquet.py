@@ -36,6 +36,7 @@ from imgtools.formats.base import (
     listed_files,
 )
 from imgtools.formats.common import dataset_root, generic_classes, image_ext, split_from_name
+from imgtools.metadata.croissant import write_croissant
 from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "unsup": "unsup", "test": "test"}
@@ -276,6 +277,11 @@ class ParquetFormat(Format):
 
     def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
         return (Path(root) / shard_name(split, shard_index, num_shards)).is_file()
+
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+        """Sidecar, plus ``croissant.json`` (:mod:`imgtools.metadata.croissant`)."""
+        super().finalize(root, info, counts)
+        write_croissant(root, info, self.name, [s for s, n in counts.items() if n])
 
 
 def _image_from_path(parquet: Path, row: int, name: str | None) -> bytes:

@@ -45,6 +45,8 @@ from imgtools.atomic import TMP_PREFIX, atomic_write_text, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter, files_named
 from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
+from imgtools.metadata.croissant import write_croissant
+from imgtools.metadata.tfds import tfds_readable, write_tfds_metadata
 from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
 SCHEMAS: dict[str, dict[str, str]] = {
@@ -431,6 +433,23 @@ class TFRecordFormat(Format):
     def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
         return any(self.shard_path(root, split, shard_index, num_shards, c).is_file()
                    for c in (None, "gzip"))
+
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+        """Sidecar, plus TFDS's metadata so ``tfds.builder_from_directory(root)`` loads the
+        files in place (:mod:`imgtools.metadata.tfds`; not for GZIP, which TFDS cannot read)."""
+        root = Path(root)
+        shards = {split: [f for f in sorted(root.glob(f"{split}.tfrecord-*-of-*"))
+                          if not f.name.endswith(".index")] for split in counts}
+        shards = {split: files for split, files in shards.items() if files}
+        files = [f for split_files in shards.values() for f in split_files]
+        if files and tfds_readable(files) is None:
+            lengths = {split: [sum(1 for _ in scan_lengths(f)) for f in split_files]
+                       for split, split_files in shards.items()}
+            nbytes = {split: sum(f.stat().st_size for f in split_files)
+                      for split, split_files in shards.items()}
+            write_tfds_metadata(root, info, self._schema_of(root)["schema"], lengths, nbytes)
+        super().finalize(root, info, counts)
+        write_croissant(root, info, self.name, [s for s, n in counts.items() if n])
 
 
 def example_features(record: Record, schema: str) -> dict[str, tuple[object, str]]:

@@ -6,11 +6,16 @@ One sample is a run of tar members sharing a key (the name up to the first dot):
 ``<key>.json`` (``label``, ``class_name``, ``wnid``, ``split``, ``filename``: everything needed to
 rebuild the folder). Keys never contain dots, or ``webdataset`` would split them.
 
-Shards are ``<split>-000000.tar`` (brace notation ``train-{000000..000012}.tar``), written with
-``webdataset``'s own ``TarWriter`` with a fixed ``mtime`` so that the same input gives the same
-bytes. ``<split>.wids.json`` lists each split's shards with their sample counts in the ``wids``
-shard-index format (``wids-shard-index-v1``; no ``md5sum``, which ``wids`` treats as optional),
-for random access with ``wids.ShardListDataset``.
+Shards are ``data/<split>-00000-of-00013.tar`` (brace notation
+``data/train-{00000..00012}-of-00013.tar``), written as ``webdataset``'s own ``TarWriter``
+writes them with a fixed ``mtime`` so that the same input gives the same bytes. The names are
+the ones ``datasets.push_to_hub`` gives shards: ``datasets.load_dataset("webdataset",
+data_dir=root)`` finds every split by them (a split named other than train/validation/test,
+such as ``unsup``, is found by no other name) and reads nothing else. ``<split>.wids.json``
+lists each split's shards with their sample counts in the ``wids`` shard-index format
+(``wids-shard-index-v1``; no ``md5sum``, which ``wids`` treats as optional), for random access
+with ``wids.ShardListDataset``; ``README.md`` carries the features for ``load_dataset(root)``
+(:mod:`imgtools.metadata.huggingface`).
 
 Reading is strict where tar readers are lenient: a member cut short, a missing end-of-archive
 marker (a tar truncated exactly between members) or a sample without an image is an error that
@@ -42,6 +47,8 @@ from imgtools.formats.base import (
     listed_files,
 )
 from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
+from imgtools.metadata.croissant import write_croissant
+from imgtools.metadata.huggingface import write_webdataset_card
 from imgtools.records import DatasetInfo, Record, plain_filename
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "img",
@@ -51,8 +58,12 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 WIDS_SUFFIX = ".wids.json"
 
 
-def shard_name(split: str, index: int) -> str:
-    return f"{split}-{index:06d}.tar"
+SHARD_FOLDER = "data"
+
+
+def shard_name(split: str, index: int, num_shards: int) -> str:
+    """``data/<split>-00000-of-00004.tar``: see the module docstring for why."""
+    return f"{SHARD_FOLDER}/{split}-{index:05d}-of-{num_shards:05d}.tar"
 
 
 def _tar_error(path: Path, offset: int | None, what: str) -> CorruptDataError:
@@ -297,11 +308,11 @@ def _image_member(path: Path, key: str, members: list[Member]) -> Member:
                            fix=f"each sample needs one of .{', .'.join(IMAGE_FIELDS[:4])}")
 
 
-def count_samples(path: Path) -> int:
+def count_samples(path: Path, fields: set[str] | None = None) -> int:
     """Number of samples of a shard this tool has just written, from the names and sizes in
-    its headers alone. Deliberately lighter than :func:`_members` (no checksums, no member
-    records: 2.5x faster, and finalize counts every shard serially); any header beyond a plain
-    file goes to :func:`_walk`."""
+    its headers alone, adding the members' extensions to ``fields`` when given. Deliberately
+    lighter than :func:`_members` (no checksums, no member records: 2.5x faster, and finalize
+    counts every shard serially); any header beyond a plain file goes to :func:`_walk`."""
     count, last, offset = 0, None, 0
     with open(path, "rb") as f:
         while True:
@@ -310,14 +321,25 @@ def count_samples(path: Path) -> int:
             if len(header) < tarfile.BLOCKSIZE or not header.strip(b"\0"):
                 return count
             if header[156:157] not in (b"0", b"\0"):  # PAX/GNU headers: let tarfile do it
-                return sum(1 for _ in _walk(path))
+                return _count_with_tarfile(path, fields)
             name = header[:100].rstrip(b"\0").decode("utf-8", "replace")
             size = int(header[124:136].strip(b"\0 ") or b"0", 8)
             m = _MEMBER.match(name)
             key = m.group(1) if m else name
+            if m and fields is not None:
+                fields.add(m.group(2))
             if key != last:
                 count, last = count + 1, key
             offset += tarfile.BLOCKSIZE + size + (-size % tarfile.BLOCKSIZE)
+
+
+def _count_with_tarfile(path: Path, fields: set[str] | None) -> int:
+    count = 0
+    for _f, _key, members in _walk(path):
+        count += 1
+        if fields is not None:
+            fields.update(_MEMBER.match(m.name).group(2) for m in members)  # type: ignore
+    return count
 
 
 class WebDatasetFormat(Format):
@@ -336,7 +358,8 @@ class WebDatasetFormat(Format):
 
     def input_shards(self, path: Path) -> list[InputShard]:
 
-        files, base = listed_files(self, path, ".tar shards", "train-000000.tar …")
+        files, base = listed_files(self, path, ".tar shards",
+                                   "data/train-00000-of-00004.tar …")
         return [InputShard(str(f), split_from_name(str(f.relative_to(base)))) for f in files]
 
     def read_info(self, path: Path) -> DatasetInfo:
@@ -440,24 +463,31 @@ class WebDatasetFormat(Format):
 
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
                     num_shards: int, *, digests: bool = False) -> ShardWriter:
-        return WebDatasetShardWriter(Path(root) / shard_name(split, shard_index))
+        return WebDatasetShardWriter(Path(root) / shard_name(split, shard_index, num_shards))
 
     def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
-        return (Path(root) / shard_name(split, shard_index)).is_file()
+        return (Path(root) / shard_name(split, shard_index, num_shards)).is_file()
 
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
-        """Sidecar plus one ``wids`` shard index per split."""
+        """Sidecar, one ``wids`` shard index per split, and the card YAML that gives
+        ``datasets.load_dataset(root)`` the class names."""
         root = Path(root)
+        fields: set[str] = set()
+        shards: dict[str, list[str]] = {}
         for split in counts:
             shardlist = []
-            for file in sorted(root.glob(f"{split}-[0-9]*.tar")):
-                nsamples = count_samples(file)
-                shardlist.append({"url": file.name, "nsamples": nsamples,
-                                  "filesize": file.stat().st_size})
+            for file in sorted((root / SHARD_FOLDER).glob(f"{split}-[0-9]*-of-[0-9]*.tar")):
+                nsamples = count_samples(file, fields)
+                shardlist.append({"url": file.relative_to(root).as_posix(),
+                                  "nsamples": nsamples, "filesize": file.stat().st_size})
+            shards[split] = [s["url"] for s in shardlist]
             index = {"__kind__": "wids-shard-index-v1", "wids_version": 1,
                      "name": f"{info.name}-{split}", "shardlist": shardlist}
             atomic_write_text(root / f"{split}{WIDS_SUFFIX}", json.dumps(index, indent=1) + "\n")
+        images = [f for f in IMAGE_FIELDS if f in {x.lower() for x in fields}] or ["jpg"]
+        write_webdataset_card(root, info, {s: v for s, v in shards.items() if v}, counts, images)
         super().finalize(root, info, counts)
+        write_croissant(root, info, self.name, [s for s, n in counts.items() if n])
 
 
 def member_header(name: str, size: int) -> bytes:
