@@ -154,7 +154,7 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
     if opts.fmt in ("pickle", "npz"):
         from imgtools.downsample import build_downsampled
 
-        return build_downsampled(plan, opts, command=command)
+        return build_downsampled(plan.for_downsampled(), opts, command=command)
     started = time.time()
     roots = output_roots(plan, opts)
     check_out_dir(opts.out, roots)
