@@ -31,7 +31,7 @@ from imgtools.records import SPLITS, DatasetInfo, Record, safe_key
 from imgtools.resample import resizer_name
 from imgtools.runner import ShardTask, load_done, run_shards
 from imgtools.splits import CSV_COLUMNS
-from imgtools.transform import BadImage, RenderOptions, read_bytes, render
+from imgtools.transform import PIXEL_POLICY, BadImage, RenderOptions, read_bytes, render
 
 STATE_DIR = ".imgtools-state"
 BUILD_INFO = "build-info.json"
@@ -301,6 +301,7 @@ def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float
                     "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
                     "shard_size": opts.shard_size, **opts.format_options},
         "resizer": resizer_name(opts.exact),
+        "pixels": PIXEL_POLICY,
         "classes": [asdict(c) for c in plan.info.classes],
         "label_order": plan.info.label_order,
         "planned": {s: len(v) for s, v in plan.items.items()},

@@ -33,10 +33,14 @@ on both: HF ``datasets`` applies the Orientation tag on decode (``exif_transpose
 torchvision and ``tf.io.decode_jpeg`` do not, and none of them applies an ICC profile. So an
 image is shown as its tag says (the tag's rotation or flip applied to the pixels, after the
 resize, where it costs least) and a colour profile other than sRGB is converted to sRGB
-(LittleCMS through ``PIL.ImageCms``, on the decoded image). A source that needs either is not
-copied byte for byte even when no resize is needed: it is re-encoded and listed as repaired,
-like a CMYK JPEG. Neither check decodes anything: the tag and the profile are in the header
-Pillow has already parsed, and whether a profile is sRGB is decided once per distinct profile.
+(LittleCMS through ``PIL.ImageCms``; also after the resize for RGB profiles, the usual kind, as
+it costs about two JPEG decodes per pixel; grey and CMYK profiles on the decoded image). About
+1 in 10 ImageNet photos carries such a profile (11 of the workplace corpus's 100: camera,
+Adobe RGB, ColorMatch, Apple profiles); sRGB-tagged ones (21) are left alone. A source that
+needs either is not copied byte for byte even when no resize is needed: it is re-encoded and
+listed as repaired, like a CMYK JPEG. Neither check decodes anything: the tag and the profile
+are in the header Pillow has already parsed, and whether a profile is sRGB is decided once per
+distinct profile.
 """
 
 from __future__ import annotations
@@ -67,9 +71,16 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
            8: Image.Transpose.ROTATE_90}
 """What shows an image as its EXIF Orientation (2-8) says, as ``ImageOps.exif_transpose``."""
+PIXEL_POLICY = ("upright sRGB JPEGs: EXIF orientation applied to the pixels (no Orientation tag) "
+                "and ICC profiles other than sRGB converted to sRGB (no profile embedded), so "
+                "every reader returns the same dimensions and colours; a source that is already "
+                "an upright sRGB RGB JPEG and needs no resize is copied byte for byte")
+"""The policy in one sentence, for build-info.json (and so the dataset card)."""
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 PROFILE_MODES = {"RGB ": "RGB", "GRAY": "L", "CMYK": "CMYK"}
 """ICC colour space -> the Pillow mode a transform from it takes."""
+RGB_UNDERNEATH = ("P", "PA", "RGBA", "RGBX")
+"""Modes whose colours are RGB values: an RGB profile applies once :func:`to_rgb` has run."""
 
 # ImageNet has a few huge images; refuse decompression bombs far beyond them, not them.
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
@@ -237,7 +248,7 @@ def _fix_for_profile(icc: bytes, mode: str) -> ColourFix | None:
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         in_mode = PROFILE_MODES.get(profile.profile.xcolor_space)
-        if in_mode is None or (in_mode != mode and in_mode != "RGB"):
+        if in_mode != mode and not (in_mode == "RGB" and mode in RGB_UNDERNEATH):
             return None  # a profile for another colour space than the pixels': unusable
         transform = ImageCms.buildTransform(profile, SRGB, in_mode, "RGB")
         if in_mode == "RGB" and _is_identity(transform):
@@ -299,10 +310,19 @@ def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None,
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data: {e}") from e
-    if colour is None:
-        return to_rgb(im), box
-    source = im if im.mode == colour.in_mode else to_rgb(im)  # e.g. a palette PNG, RGB profile
-    return ImageCms.applyTransform(source, colour.transform), box
+    if colour is None or colour.in_mode == "RGB":
+        return to_rgb(im), box  # an RGB profile is applied to each output (:func:`finish`)
+    # A grey or CMYK profile needs the pixels before they become RGB.
+    return ImageCms.applyTransform(im, colour.transform), box
+
+
+def finish(im: Image.Image, colour: ColourFix | None, orientation: int) -> Image.Image:
+    """The last steps of every re-encoded output: an RGB profile's conversion to sRGB, on the
+    output's own pixels (after the resize: a fraction of the decoded image's, and an ICC
+    transform costs about twice a JPEG decode per pixel), then the Orientation applied."""
+    if colour is not None and colour.in_mode == "RGB":
+        im = ImageCms.applyTransform(im, colour.transform)
+    return upright(im, orientation)
 
 
 def resize_decoded(rgb: Image.Image, box: Box | None, dims: tuple[int, int],
@@ -344,11 +364,12 @@ def render(data: bytes, opts: RenderOptions) -> tuple[list[bytes], str | None]:
         if size is None or min(w, h) <= size:
             # Never upscale: keep the original bytes when nothing about them needs changing.
             if full is None:
-                full = encode_jpeg(upright(rgb, orientation), opts.quality) if notes else data
+                full = encode_jpeg(finish(rgb, colour, orientation), opts.quality) \
+                    if notes else data
             outputs.append(full)
             continue
-        # Resized, then turned upright: the same size as the other way round (the rule is
-        # symmetric), pixels within rounding, and the turn costs less on the smaller image.
+        # Resized, then converted and turned upright: the same size as the other way round
+        # (the rule is symmetric), pixels within rounding, and both cost less on fewer pixels.
         resized = resize_decoded(rgb, box, target_size(w, h, size), opts.filter, opts.exact)
-        outputs.append(encode_jpeg(upright(resized, orientation), opts.quality))
+        outputs.append(encode_jpeg(finish(resized, colour, orientation), opts.quality))
     return outputs, "; ".join(notes) or None
