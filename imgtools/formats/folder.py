@@ -30,6 +30,7 @@ SPLIT_ALIASES = {"validation": "val", "valid": "val", "test": "test"}
 _CHUNK = 512  # files per input shard of a flat folder (unsup)
 CLASSES_TXT = "classes.txt"
 CLASS_TO_IDX = "class_to_idx.json"
+CLASS_FILES = (CLASSES_TXT, CLASS_TO_IDX)
 
 
 def _is_image(name: str) -> bool:
