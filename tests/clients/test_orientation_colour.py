@@ -152,31 +152,44 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 out = Path(sys.argv[1])
-for path in sys.argv[2:]:
+for i, path in enumerate(sys.argv[2:]):
     pixels = tf.io.decode_jpeg(tf.io.read_file(path), channels=3).numpy()
-    np.save(out / (Path(path).name + ".npy"), pixels)
+    np.save(out / f"{i}.npy", pixels)
 print("done")
 """
 
 
-def tf_read(paths: list[Path], tmp: Path) -> dict[str, np.ndarray]:
-    """``tf.io.decode_jpeg`` in the clients' Python (TensorFlow must not share our process)."""
+def tf_read(paths: list[Path], tmp: Path) -> list[np.ndarray]:
+    """``tf.io.decode_jpeg`` on each of ``paths`` in the clients' Python (TensorFlow must not
+    share our process), in one interpreter."""
     python = os.environ.get("IMGTOOLS_CLIENTS_PYTHON", sys.executable)
     proc = subprocess.run([python, "-W", "ignore", "-c", _TF_SCRIPT, str(tmp), *map(str, paths)],
                           capture_output=True, text=True)
     if proc.returncode and "No module named 'tensorflow" in proc.stderr:
         pytest.skip("tensorflow is not installed (set IMGTOOLS_CLIENTS_PYTHON; .ci/run does)")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {p.name: np.load(tmp / (p.name + ".npy")) for p in paths}
+    return [np.load(tmp / f"{i}.npy") for i in range(len(paths))]
+
+
+@pytest.fixture(scope="module")
+def tf_pixels(built, tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
+    """size -> file name -> TensorFlow's pixels (one TensorFlow start for both sizes)."""
+    keys = [(size, n) for size in ("full", "160") for n in (ROTATED, ADOBE)]
+    pixels = tf_read([built[f"folder-{size}"] / "train" / WNID / n for size, n in keys],
+                     tmp_path_factory.mktemp("tf"))
+    out: dict[str, dict[str, np.ndarray]] = {"full": {}, "160": {}}
+    for (size, name), array in zip(keys, pixels):
+        out[size][name] = array
+    return out
 
 
 @pytest.mark.parametrize("size", ["full", "160"])
-def test_every_reader_sees_the_same_upright_srgb_image(built, size, tmp_path):
+def test_every_reader_sees_the_same_upright_srgb_image(built, tf_pixels, size):
     folder, parquet = built[f"folder-{size}"], built[f"parquet-{size}"]
     files = [folder / "train" / WNID / n for n in (ROTATED, ADOBE)]
     pil = {p.name: pil_read(p) for p in files}
     hf = hf_read(folder, parquet)
-    tf = tf_read(files, tmp_path)
+    tf = tf_pixels[size]
     for name in (ROTATED, ADOBE):
         readers = [pil[name], *hf[name], tf[name]]
         assert len(readers) == 4
