@@ -39,7 +39,7 @@ from imgtools.resample import resizer_name
 from imgtools.runner import ShardTask, run_shards, with_files
 from imgtools.sources import locator_inputs, open_locator
 from imgtools.splits import CSV_COLUMNS
-from imgtools.transform import BadImage, RenderOptions, render
+from imgtools.transform import PIXEL_POLICY, BadImage, RenderOptions, render
 
 
 @dataclass
@@ -127,7 +127,7 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
     """Run the whole build; returns the report (also written as build-info.json per output).
     Outputs follow :mod:`imgtools.pipeline.output`: staged, then moved into place whole."""
     if opts.fmt in ("pickle", "npz"):
-        return build_downsampled(plan, opts, command=command)
+        return build_downsampled(plan.for_downsampled(), opts, command=command)
     started = time.time()
     roots = output_roots(plan, opts)
     with claim_outputs(roots, _fingerprint(plan, opts), _inputs(plan), resume=opts.resume,
@@ -256,6 +256,7 @@ def _report(plan: BuildPlan, opts: BuildOptions, totals: _Totals, seconds: float
                  "filter": opts.filter, "quality": opts.quality, "exact": opts.exact,
                  "shard_size": opts.shard_size, **opts.format_options},
         resizer=resizer_name(opts.exact),
+        pixels=PIXEL_POLICY,
         classes=[asdict(c) for c in plan.info.classes],
         label_order=plan.info.label_order,
         planned={s: len(v) for s, v in plan.items.items()},

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,7 +25,7 @@ import numpy as np
 from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.recipes import Part, Recipe
-from imgtools.records import SPLITS, DatasetInfo
+from imgtools.records import SPLITS, ClassInfo, DatasetInfo
 from imgtools.sources.base import Source
 from imgtools.splits import (
     OfficialRow,
@@ -38,7 +38,8 @@ from imgtools.splits import (
 
 
 class PlanItem(NamedTuple):
-    """One image to produce. ``label`` is 0-based in the recipe's class order (None: unsup)."""
+    """One image to produce. ``label`` is 0-based in the plan's label order (sorted wnid
+    unless the recipe pins another; None: unsup)."""
 
     src: str
     split: str
@@ -227,6 +228,29 @@ class BuildPlan:
     def num_shards(self, split: str, shard_size: int) -> int:
         return -(-len(self.items.get(split, ())) // shard_size)
 
+    def for_downsampled(self) -> BuildPlan:
+        """This plan numbered as the recipe wants its pickle/npz outputs numbered: the same
+        order as every other output, except where the recipe pins one (``imagenet`` keeps the
+        published downsampled-ImageNet labels, map_clsloc ids)."""
+        classes, label_order = self.recipe.labelled_classes(downsampled=True)
+        return self.relabelled(classes, label_order)
+
+    def relabelled(self, classes: list[ClassInfo], label_order: str) -> BuildPlan:
+        """The same images with labels indexing ``classes`` (a reordering of this plan's)."""
+        if [c.wnid for c in classes] == self.info.wnids:
+            return replace(self, info=replace(self.info, label_order=label_order))
+        index = {c.wnid: i for i, c in enumerate(classes)}
+        new_of_old = np.array([index[w] for w in self.info.wnids], dtype=np.int32)
+        wnids = [c.wnid for c in classes]
+        items = {}
+        for split, t in self.items.items():
+            label = np.where(t.label >= 0, new_of_old[np.maximum(t.label, 0)], -1)
+            table = PlanTable(split, t.source, wnids, t.pool, new_of_old[t.cls],
+                              label.astype(np.int32), t.name, t.alias)
+            items[split] = table if split == "unsup" else table.sorted()  # unsup: keep shuffle
+        info = DatasetInfo(self.info.name, list(classes), label_order, dict(self.info.extra))
+        return replace(self, info=info, items=items)
+
     def csv_rows(self) -> Iterator[tuple[PlanItem, list[str]]]:
         """``(item, row)`` of the fastai CSV for the labelled images (unsup has no labels to
         give): the published noisy columns where the list had them, else seeded ones."""
@@ -248,10 +272,16 @@ class BuildPlan:
 def make_plan(recipe: Recipe, source: Source, *, split_mode: str | None, seed: int,
               valid_pct: float | None = None, split_csvs: list[Path] | None = None,
               allow_missing: bool = False) -> BuildPlan:
+    """Decide every image's split and label. Labels index the classes in the recipe's label
+    order: sorted wnid unless the recipe pins another (pickle/npz outputs may use their own,
+    :meth:`BuildPlan.for_downsampled`)."""
     split_mode = split_mode or recipe.default_split
     _check_classes(recipe, source)
-    info = DatasetInfo(recipe.name, list(recipe.classes), label_order=recipe.label_order)
-    class_of = {c.wnid: i for i, c in enumerate(recipe.classes)}
+    classes, label_order = recipe.labelled_classes()
+    info = DatasetInfo(recipe.name, classes, label_order=label_order)
+    class_of = {c.wnid: i for i, c in enumerate(classes)}
+    if recipe.parts:
+        info.extra["composition"] = describe_parts(recipe.parts, seed)
     plan = BuildPlan(recipe, info, source, split_mode, seed, {}, {})
     if split_mode == "random":
         plan.valid_pct = recipe.valid_pct if valid_pct is None else valid_pct
@@ -264,19 +294,23 @@ def make_plan(recipe: Recipe, source: Source, *, split_mode: str | None, seed: i
         bookkeeping = (list(plan.missing), plan.unlisted, list(plan.split_sources))
         repeat = part.recipe.name in assigned
         assigned.add(part.recipe.name)
-        for part_split, wnid, cands in _assign(part.recipe, source, split_mode, seed, valid_pct,
-                                               split_csvs or [], plan):
-            target = part.take.get(part_split)
-            if target is None:
-                continue
+        for wnid, by_split in _assign(part.recipe, source, split_mode, seed, valid_pct,
+                                      split_csvs or [], plan):
             cls = class_of[wnid]
-            if part.fraction is not None:
-                kept, rest = take_fraction(cands, part.fraction, seed, wnid)
-                builders[target].add(kept, cls, cls)
-                if part.rest:
-                    builders[part.rest].add(rest, cls, None)
-            else:
-                builders[target].add(cands, cls, cls)
+            class_total = sum(len(c) for c in by_split.values())
+            for part_split, cands in by_split.items():
+                target = part.take.get(part_split)
+                if target is None:
+                    continue
+                if part.fraction is not None:
+                    # Imagewang: 10 % of the whole class (train + val), drawn from its train part
+                    of = class_total if part.fraction_of == "class" else None
+                    kept, rest = take_fraction(cands, part.fraction, seed, wnid, of=of)
+                    builders[target].add(kept, cls, cls)
+                    if part.rest:
+                        builders[part.rest].add(rest, cls, None)
+                else:
+                    builders[target].add(cands, cls, cls)
         if repeat:
             plan.missing, plan.unlisted, plan.split_sources = bookkeeping
     if plan.missing and not allow_missing:
@@ -293,6 +327,26 @@ def make_plan(recipe: Recipe, source: Source, *, split_mode: str | None, seed: i
         if len(table):
             plan.items[split] = table.anonymised(seed) if split == "unsup" else table
     return plan
+
+
+def describe_parts(parts: list[Part], seed: int) -> list[str]:
+    """How a composite dataset is made, one sentence a part, for its metadata (and so its
+    card): which split of which dataset went where, and how a share was counted and drawn."""
+    lines = []
+    for part in parts:
+        name = part.recipe.name
+        for src, dst in part.take.items():
+            if part.fraction is None:
+                lines.append(f"{dst}: every image of {name}'s {src} split")
+                continue
+            counted = ("counted on all of the class's images (train + val)"
+                       if part.fraction_of == "class" else f"of its {src} images")
+            lines.append(f"{dst}: {part.fraction:.0%} of each {name} class, {counted}, drawn "
+                         f"at random (seed {seed}) from its {src} split")
+            if part.rest:
+                lines.append(f"{part.rest}: the rest of {name}'s {src} split, without labels, "
+                             "renamed in a seeded shuffled order")
+    return lines
 
 
 def _check_classes(recipe: Recipe, source: Source) -> None:
@@ -313,9 +367,10 @@ def _check_classes(recipe: Recipe, source: Source) -> None:
 
 def _assign(recipe: Recipe, source: Source, split_mode: str, seed: int,
             valid_pct: float | None, split_csvs: list[Path],
-            plan: BuildPlan) -> Iterator[tuple[str, str, list[Candidate]]]:
-    """``(split, wnid, candidates)`` for a non-composite recipe, one class at a time (so only
-    one class's file list is ever held as Python objects)."""
+            plan: BuildPlan) -> Iterator[tuple[str, dict[str, list[Candidate]]]]:
+    """``(wnid, {split: candidates})`` for a non-composite recipe, one class at a time (so
+    only one class's file list is ever held as Python objects); both splits together, so a
+    share of a class can be counted on the whole class."""
     if split_mode == "official":
         if not source.keeps_names:
             raise UserError(
@@ -343,21 +398,18 @@ def _assign(recipe: Recipe, source: Source, split_mode: str, seed: int,
                 out[row.split].append(Candidate(pool, row.filename))
                 plan.noisy[(row.split, row.filename)] = row.noisy
             plan.unlisted += len(present - listed)
-            for split, cands in out.items():
-                yield split, cls.wnid, cands
+            yield cls.wnid, out
         return
     for cls in recipe.classes:
         cands = [Candidate("train", f) for f in source.train_files(cls.wnid)]
         val = [Candidate("val", f) for f in source.val_files(cls.wnid)] if "val" in recipe.pool \
             else []
         if split_mode == "source":
-            yield "train", cls.wnid, cands
-            yield "val", cls.wnid, val
+            yield cls.wnid, {"train": cands, "val": val}
         elif split_mode == "random":
             pct = recipe.valid_pct if valid_pct is None else valid_pct
             train, valid = random_split(cands + val, pct, seed, cls.wnid)
-            yield "train", cls.wnid, train
-            yield "val", cls.wnid, valid
+            yield cls.wnid, {"train": train, "val": valid}
         else:
             raise UserError(f"unknown split mode {split_mode!r}",
                             fix="use official, random or source")

@@ -16,10 +16,18 @@ Recipe keys (all optional except ``name`` and ``classes`` or ``parts``)::
     pool          ImageNet splits to draw images from: ["train", "val"] (default ["train"])
     default_split "official" (needs [official]), "random", or "source" (keep ImageNet's split)
     csv_name      name of the fastai-style label CSV written beside the output
+    label_order   "wnid" (default): label i is the i-th class in sorted wnid order, as
+                  torchvision/HF/TFDS/Keras/fastai number class folders; "recipe": pin the
+                  order the recipe lists its classes in (every output then says so)
+    downsampled_label_order
+                  the same choice for pickle/npz outputs only (default: label_order);
+                  ``imagenet`` pins "recipe" there to keep the published map_clsloc ids
     [official]    url, sha256, counts: the published membership list (fastai CSV)
     [random]      valid_pct: fraction of each class sent to val by --split random
     [[parts]]     composite recipes (Imagewang): recipe=, take={from_split = to_split},
                   fraction= (share of each class kept in the mapped split),
+                  fraction_of= "part" (default: of the images taken) or "class" (of all
+                  the class's images, train + val, still drawn from the taken split),
                   rest= (the split that gets the others)
 """
 
@@ -39,6 +47,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 IMAGENET_MANIFEST = "imagenet1k_map_clsloc.txt"
+LABEL_ORDERS = ("wnid", "recipe")
+LABEL_ORDER_TEXT = {
+    "wnid": "sorted wnid: label i is the i-th class in sorted WordNet-id order, as torchvision "
+            "ImageFolder, HF imagefolder, TFDS, Keras and fastai number class folders",
+    "recipe": "recipe order (pinned by the recipe): label i is the i-th class {listed}, not "
+              "the sorted-folder order of ImageFolder-style readers",
+}
+"""What ``label_order`` means, as every output's metadata (and so the dataset card) states it."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,7 @@ class Part:
     take: dict[str, str]
     fraction: float | None = None
     rest: str | None = None
+    fraction_of: str = "part"
 
 
 @dataclass
@@ -73,7 +90,9 @@ class Recipe:
     csv_name: str = ""
     official: OfficialSplit | None = None
     valid_pct: float = 0.3
-    label_order: str = "recipe order"
+    label_order: str = "wnid"
+    downsampled_label_order: str = ""
+    classes_file: str = ""  # the manifest the classes came from ("" for an inline list)
     parts: list[Part] = field(default_factory=list)
 
     @property
@@ -84,6 +103,22 @@ class Recipe:
         """``imagenette2`` for full size, ``imagenette2-320`` otherwise (the tarballs' names)."""
         stem = self.output_name or self.name
         return stem if size is None else f"{stem}-{size}"
+
+    def labelled_classes(self, downsampled: bool = False) -> tuple[list[ClassInfo], str]:
+        """The classes in label order and the sentence that states the order.
+
+        Sorted wnid order unless the recipe pins its own: that is how every ImageFolder-style
+        reader numbers class folders, so an integer means one class whichever reader or
+        format a user picks. ``downsampled`` selects the pickle/npz order (``imagenet`` keeps
+        map_clsloc there, the published Imagenet8-64 ids)."""
+        order = (self.downsampled_label_order or self.label_order) if downsampled \
+            else self.label_order
+        if order == "recipe":
+            listed = ("in ImageNet's devkit (map_clsloc) order" if
+                      self.classes_file == IMAGENET_MANIFEST else
+                      f"of {self.classes_file}" if self.classes_file else "the recipe lists")
+            return list(self.classes), LABEL_ORDER_TEXT["recipe"].format(listed=listed)
+        return sorted(self.classes, key=lambda c: c.wnid), LABEL_ORDER_TEXT["wnid"]
 
 
 def imagenet_names() -> dict[str, str]:
@@ -142,7 +177,7 @@ def _parse(path: Path) -> Recipe:
         raw["name"] = path.stem
     known = {"name", "pretty_name", "output_name", "description", "homepage", "license",
              "classes", "pool", "default_split", "csv_name", "official", "random", "parts",
-             "label_order"}
+             "label_order", "downsampled_label_order"}
     unknown = set(raw) - known
     if unknown:
         raise UserError(f"unknown recipe keys: {', '.join(sorted(unknown))}", path=path,
@@ -167,6 +202,10 @@ def _parse(path: Path) -> Recipe:
     pool = tuple(raw.get("pool", ["train"]))
     if not set(pool) <= {"train", "val"}:
         raise UserError(f"pool may hold 'train' and 'val' only, not {list(pool)}", path=path)
+    for key in ("label_order", "downsampled_label_order"):
+        if raw.get(key, "wnid") not in LABEL_ORDERS:
+            raise UserError(f"{key} must be one of {', '.join(LABEL_ORDERS)}, not {raw[key]!r}",
+                            path=path, fix='"wnid" (sorted, the default) or "recipe" (as listed)')
     name = raw["name"]
     return Recipe(
         name=name,
@@ -182,7 +221,9 @@ def _parse(path: Path) -> Recipe:
         csv_name=raw.get("csv_name", f"noisy_{name}.csv"),
         official=official,
         valid_pct=float(raw.get("random", {}).get("valid_pct", 0.3)),
-        label_order=raw.get("label_order", "recipe order"),
+        label_order=raw.get("label_order", "wnid"),
+        downsampled_label_order=raw.get("downsampled_label_order", ""),
+        classes_file=raw["classes"] if isinstance(raw.get("classes"), str) else "",
         parts=parts,
     )
 
@@ -200,7 +241,12 @@ def _parse_part(raw: dict, path: Path) -> Part:
     fraction = raw.get("fraction")
     if fraction is not None and not 0 <= float(fraction) <= 1:
         raise UserError(f"part fraction must be within 0..1, not {fraction}", path=path)
-    return Part(sub, take, None if fraction is None else float(fraction), raw.get("rest"))
+    fraction_of = raw.get("fraction_of", "part")
+    if fraction_of not in ("part", "class"):
+        raise UserError(f"part fraction_of must be 'part' or 'class', not {fraction_of!r}",
+                        path=path, fix='"class": counted on all the class\'s images')
+    return Part(sub, take, None if fraction is None else float(fraction), raw.get("rest"),
+                fraction_of)
 
 
 def _union_classes(parts: list[Part]) -> list[ClassInfo]:

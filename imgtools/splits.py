@@ -130,12 +130,18 @@ def random_split(files: list[str], valid_pct: float, seed: int, wnid: str) -> tu
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
 
 
-def take_fraction(files: list, fraction: float, seed: int, wnid: str) -> tuple[list, list]:
-    """Keep ``fraction`` of a class (seeded, per class); return (kept, rest)."""
+def take_fraction(files: list, fraction: float, seed: int, wnid: str, of: int | None = None
+                  ) -> tuple[list, list]:
+    """Keep ``fraction`` of a class (seeded, per class); return (kept, rest).
+
+    The share is counted on ``of`` images when given (Imagewang: 10 % of all the class's
+    images, train + val, as fastai describes it: "only 10 % of Imagewoof images are in the
+    training set"), else on ``files``; it is always drawn from ``files`` (never more than
+    they hold)."""
     rng = random.Random(f"{seed}:fraction:{wnid}")
     order = sorted(files)
     rng.shuffle(order)
-    k = round(len(order) * fraction)
+    k = min(len(order), round((len(order) if of is None else of) * fraction))
     return sorted(order[:k]), sorted(order[k:])
 
 

@@ -27,20 +27,32 @@ convolution, vectorised; 2.5-5x faster, within 2 levels of Pillow's bilinear). `
 always decodes at full resolution and resizes with Pillow: bit for bit what a plain Pillow
 loop gives.
 
-EXIF orientation: pixels are never rotated (ImageNet loaders ignore the tag), and a resized
-image keeps the Orientation tag of its source, so a copied and a resized output of the same
-photo display the same way.
+Orientation and colour: every output is upright sRGB with neither an EXIF Orientation tag nor an
+ICC profile, so every reader returns the same dimensions and the same colours. Readers disagree
+on both: HF ``datasets`` applies the Orientation tag on decode (``exif_transpose``) while PIL,
+torchvision and ``tf.io.decode_jpeg`` do not, and none of them applies an ICC profile. So an
+image is shown as its tag says (the tag's rotation or flip applied to the pixels, after the
+resize, where it costs least) and a colour profile other than sRGB is converted to sRGB
+(LittleCMS through ``PIL.ImageCms``; also after the resize for RGB profiles, the usual kind, as
+it costs about two JPEG decodes per pixel; grey and CMYK profiles on the decoded image). About
+1 in 10 ImageNet photos carries such a profile (11 of the workplace corpus's 100: camera,
+Adobe RGB, ColorMatch, Apple profiles); sRGB-tagged ones (21) are left alone. A source that
+needs either is not copied byte for byte even when no resize is needed: it is re-encoded and
+listed as repaired, like a CMYK JPEG. Neither check decodes anything: the tag and the profile
+are in the header Pillow has already parsed, and whether a profile is sRGB is decided once per
+distinct profile.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from imgtools import resample
 from imgtools.resample import FILTERS as FILTERS  # re-exported: the --filter choices
@@ -54,6 +66,21 @@ AFTER_DCT_FILTER = {"bilinear": "bicubic", "hamming": "bicubic", "box": "bicubic
 """The filter for the (less than 2x) resize left after a DCT-scaled decode: a soft filter at a
 ratio near 1 mostly blurs, so those are replaced by bicubic; the others are kept."""
 ORIENTATION_TAG = 0x0112
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+"""What shows an image as its EXIF Orientation (2-8) says, as ``ImageOps.exif_transpose``."""
+PIXEL_POLICY = ("upright sRGB JPEGs: EXIF orientation applied to the pixels (no Orientation tag) "
+                "and ICC profiles other than sRGB converted to sRGB (no profile embedded), so "
+                "every reader returns the same dimensions and colours; a source that is already "
+                "an upright sRGB RGB JPEG and needs no resize is copied byte for byte")
+"""The policy in one sentence, for build-info.json (and so the dataset card)."""
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+PROFILE_MODES = {"RGB ": "RGB", "GRAY": "L", "CMYK": "CMYK"}
+"""ICC colour space -> the Pillow mode a transform from it takes."""
+RGB_UNDERNEATH = ("P", "PA", "RGBA", "RGBX")
+"""Modes whose colours are RGB values: an RGB profile applies once :func:`to_rgb` has run."""
 
 # ImageNet has a few huge images; refuse decompression bombs far beyond them, not them.
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
@@ -172,25 +199,74 @@ def _scaled_gray(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
 
 
-def encode_jpeg(im: Image.Image, quality: int, orientation: int = 1) -> bytes:
+def encode_jpeg(im: Image.Image, quality: int) -> bytes:
+    """A baseline JPEG with no EXIF and no ICC profile: the pixels are upright sRGB already."""
     buf = io.BytesIO()
-    if orientation != 1:
-        exif = Image.Exif()
-        exif[ORIENTATION_TAG] = orientation
-        im.save(buf, "JPEG", quality=quality, exif=exif)
-    else:
-        im.save(buf, "JPEG", quality=quality)
+    im.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
 def _orientation(im: Image.Image) -> int:
-    """The EXIF Orientation (1-8) to carry over to resized outputs; 1 when absent, broken or
-    out of range (EXIF allows only 1-8, and no other value can be written back)."""
+    """The EXIF Orientation (1-8) to apply to the pixels; 1 when absent, broken or out of
+    range (EXIF allows only 1-8; a reader that honours the tag ignores any other value)."""
     try:
         value = int(im.getexif().get(ORIENTATION_TAG, 1))
     except (ValueError, TypeError, OSError, SyntaxError, struct.error):  # broken EXIF block
         return 1
     return value if 1 <= value <= 8 else 1
+
+
+def upright(im: Image.Image, orientation: int) -> Image.Image:
+    """``im`` as its EXIF Orientation says it is shown (a no-op for 1)."""
+    method = UPRIGHT.get(orientation)
+    return im if method is None else im.transpose(method)
+
+
+@dataclass(frozen=True)
+class ColourFix:
+    """How to turn a decoded image with an embedded ICC profile into sRGB."""
+
+    transform: ImageCms.ImageCmsTransform
+    in_mode: str  # the mode the transform takes ("RGB", "L", "CMYK")
+    note: str
+
+
+def srgb_fix(im: Image.Image) -> ColourFix | None:
+    """The conversion to sRGB an opened image needs, or None: no profile, a profile that is
+    sRGB already, or one LittleCMS cannot use (readers ignore profiles, so such an image is
+    kept as stored, as every reader shows it)."""
+    icc = im.info.get("icc_profile")
+    if not icc or not isinstance(icc, bytes):
+        return None
+    return _fix_for_profile(icc, im.mode)
+
+
+@functools.lru_cache(maxsize=64)
+def _fix_for_profile(icc: bytes, mode: str) -> ColourFix | None:
+    """Cached per distinct profile: photos from one camera or editor share theirs, so the
+    probe below runs once per profile per worker, not per image."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        in_mode = PROFILE_MODES.get(profile.profile.xcolor_space)
+        if in_mode != mode and not (in_mode == "RGB" and mode in RGB_UNDERNEATH):
+            return None  # a profile for another colour space than the pixels': unusable
+        transform = ImageCms.buildTransform(profile, SRGB, in_mode, "RGB")
+        if in_mode == "RGB" and _is_identity(transform):
+            return None  # an sRGB profile (one of its many encodings): nothing to convert
+        name = (ImageCms.getProfileDescription(profile) or "unnamed").strip()
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+    return ColourFix(transform, in_mode, f"ICC profile {name!r} converted to sRGB")
+
+
+def _is_identity(transform: ImageCms.ImageCmsTransform) -> bool:
+    """Whether an RGB -> sRGB transform leaves every colour of a 16-level grid within one
+    level: then the profile is sRGB under another name."""
+    levels = np.linspace(0, 255, 16).round().astype(np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels), -1).reshape(16, 256, 3)
+    probe = Image.fromarray(grid, "RGB")
+    out = np.asarray(ImageCms.applyTransform(probe, transform), dtype=np.int16)
+    return int(np.abs(out - grid.astype(np.int16)).max()) <= 1
 
 
 def decode(data: bytes, draft_to: tuple[int, int] | None = None
@@ -218,10 +294,11 @@ def draft(im: Image.Image, mode: str, size: tuple[int, int]) -> Box | None:
     return None
 
 
-def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None
-             ) -> tuple[Image.Image, Box | None]:
-    """Decode an opened image to RGB. A truncated or corrupt file raises :class:`BadImage`
-    rather than yielding grey padding (the whole stream is read even when DCT-scaled).
+def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None,
+             colour: ColourFix | None = None) -> tuple[Image.Image, Box | None]:
+    """Decode an opened image to RGB (to sRGB through ``colour`` when given). A truncated or
+    corrupt file raises :class:`BadImage` rather than yielding grey padding (the whole stream
+    is read even when DCT-scaled).
 
     With ``draft_to``, a JPEG may be DCT-scaled; the second value is then the region of the
     scaled image that the original covers (scaled sizes are rounded up to whole pixels, so the
@@ -233,7 +310,19 @@ def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data: {e}") from e
-    return to_rgb(im), box
+    if colour is None or colour.in_mode == "RGB":
+        return to_rgb(im), box  # an RGB profile is applied to each output (:func:`finish`)
+    # A grey or CMYK profile needs the pixels before they become RGB.
+    return ImageCms.applyTransform(im, colour.transform), box
+
+
+def finish(im: Image.Image, colour: ColourFix | None, orientation: int) -> Image.Image:
+    """The last steps of every re-encoded output: an RGB profile's conversion to sRGB, on the
+    output's own pixels (after the resize: a fraction of the decoded image's, and an ICC
+    transform costs about twice a JPEG decode per pixel), then the Orientation applied."""
+    if colour is not None and colour.in_mode == "RGB":
+        im = ImageCms.applyTransform(im, colour.transform)
+    return upright(im, orientation)
 
 
 def resize_decoded(rgb: Image.Image, box: Box | None, dims: tuple[int, int],
@@ -251,27 +340,36 @@ def render(data: bytes, opts: RenderOptions) -> tuple[list[bytes], str | None]:
     """Encoded output for each of ``opts.sizes`` and the repair note (None if untouched).
 
     The file is opened and decoded once for all sizes. Sizes at or above the image's shortest
-    side are copies: the original bytes for a clean RGB JPEG, else the repaired full image.
+    side are copies: the original bytes for an RGB JPEG that is upright and sRGB as stored,
+    else the repaired full image. Every output is upright sRGB (module docstring).
     """
     im = open_image(data)
     w, h = im.size
     if w < 1 or h < 1:
         raise BadImage(f"degenerate image size {w}x{h}")
-    note = repair_note(im)
+    orientation = _orientation(im)
+    colour = srgb_fix(im)
+    notes = [n for n in (repair_note(im), colour and colour.note,
+                         orientation != 1 and f"EXIF Orientation {orientation} applied to the "
+                                              "pixels") if n]
     shrunk = [s for s in opts.sizes if s is not None and min(w, h) > s]
-    full_reencode = note is not None and len(shrunk) < len(opts.sizes)
+    full_reencode = bool(notes) and len(shrunk) < len(opts.sizes)
     draft_to = None
     if shrunk and not opts.exact and not full_reencode:
         draft_to = target_size(w, h, DRAFT_MARGIN * max(shrunk))
-    orientation = _orientation(im)
-    rgb, box = load_rgb(im, draft_to)
+    rgb, box = load_rgb(im, draft_to, colour)
     outputs: list[bytes] = []
+    full: bytes | None = None
     for size in opts.sizes:
         if size is None or min(w, h) <= size:
-            # Never upscale: keep the original bytes when they already are an RGB JPEG.
-            outputs.append(data if note is None else
-                           encode_jpeg(rgb, opts.quality, orientation))
+            # Never upscale: keep the original bytes when nothing about them needs changing.
+            if full is None:
+                full = encode_jpeg(finish(rgb, colour, orientation), opts.quality) \
+                    if notes else data
+            outputs.append(full)
             continue
+        # Resized, then converted and turned upright: the same size as the other way round
+        # (the rule is symmetric), pixels within rounding, and both cost less on fewer pixels.
         resized = resize_decoded(rgb, box, target_size(w, h, size), opts.filter, opts.exact)
-        outputs.append(encode_jpeg(resized, opts.quality, orientation))
-    return outputs, note
+        outputs.append(encode_jpeg(finish(resized, colour, orientation), opts.quality))
+    return outputs, "; ".join(notes) or None

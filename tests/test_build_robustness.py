@@ -83,12 +83,15 @@ def test_an_out_of_range_exif_orientation_is_ignored():
     assert Image.open(io.BytesIO(outputs[0])).getexif().get(ORIENTATION) in (None, 1)
 
 
-def test_a_repaired_copy_keeps_its_orientation_like_a_resized_one():
-    """README: a copied and a resized output of the same photo display the same way."""
+def test_a_repaired_copy_is_upright_like_a_resized_one():
+    """README: a copied and a resized output of the same photo display the same way (since
+    issue 12: upright pixels and no Orientation tag in both, so every reader agrees)."""
     data = _jpeg(_photo().convert("CMYK"), orientation=6)
     outputs, note = render(data, RenderOptions((None, 160, 1000)))
-    assert note and "CMYK" in note
-    assert [Image.open(io.BytesIO(o)).getexif().get(ORIENTATION) for o in outputs] == [6, 6, 6]
+    assert note and "CMYK" in note and "Orientation 6" in note
+    opened = [Image.open(io.BytesIO(o)) for o in outputs]
+    assert [im.getexif().get(ORIENTATION) for im in opened] == [None, None, None]
+    assert [im.size for im in opened] == [(200, 300), (160, 240), (200, 300)]
 
 
 def test_16_bit_grey_is_scaled_to_8_bits_not_clipped():

@@ -18,6 +18,7 @@ from test_convert_roundtrip import fail_webdataset_write, make_folder, tree
 from imgtools.convert import convert
 from imgtools.errors import UserError
 from imgtools.formats import detect_format
+from imgtools.formats.folder import CLASS_FILES
 from imgtools.records import ClassInfo, DatasetInfo, plain_filename
 
 
@@ -73,7 +74,7 @@ def test_stored_names_cannot_write_outside_the_output(tmp_path):
     written = sorted(p.relative_to(tmp_path / "out").as_posix()
                      for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert [w for w in written if not w.startswith("imgtools")
-            and w not in RUN_RECORD | {"SHA256SUMS"}] == [
+            and w not in RUN_RECORD | {"SHA256SUMS", *CLASS_FILES}] == [
         "train/n01440764/abs.jpg", "train/n01440764/escaped.jpg", "train/n01440764/sub.JPEG"]
     assert not (tmp_path / "abs.jpg").exists()
 

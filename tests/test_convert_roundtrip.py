@@ -17,6 +17,7 @@ from imgtools.convert import convert, cut_shards
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats import get_format
 from imgtools.formats.common import parse_size, split_from_name
+from imgtools.formats.folder import CLASS_FILES
 from imgtools.records import ClassInfo, DatasetInfo
 
 WNIDS = ("n01440764", "n02102040", "n02979186")
@@ -54,9 +55,10 @@ def make_folder(root: Path, per_class: int = 4, seed: int = 0) -> Path:
 
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path -> bytes), metadata excluded (the sidecar,
-    SHA256SUMS and the run record: tests/formats/test_contract.py checks SHA256SUMS)."""
+    the folder format's class lists, SHA256SUMS and the run record:
+    tests/formats/test_contract.py checks SHA256SUMS)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name not in ("imgtools-dataset.json", "SHA256SUMS")
+            if p.is_file() and p.name not in ("imgtools-dataset.json", "SHA256SUMS", *CLASS_FILES)
             and p.name not in RUN_RECORD}
 
 
@@ -76,6 +78,7 @@ def test_round_trip_through_every_format_is_byte_identical(folder, tmp_path):
         assert summary["bytes_in"] == summary["bytes_out"]
         src = dst
     assert tree(tmp_path / "folder") == tree(folder)
+    assert (tmp_path / "folder" / "classes.txt").read_text().split() == list(WNIDS)
     info = DatasetInfo.load(tmp_path / "folder")
     assert info.wnids == list(WNIDS) and info.class_names == [f"class {w}" for w in WNIDS]
     # Several shards were really made along the way.

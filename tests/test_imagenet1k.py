@@ -1,6 +1,6 @@
-"""The full ImageNet-1k recipe: labels in devkit (map_clsloc) order, the published 1-based ids in
-the downsampled pickles, and ClassLabel names that `datasets` accepts (ImageNet-1k has two
-"crane" and two "maillot" classes)."""
+"""The full ImageNet-1k recipe: labels in sorted wnid order (as HF imagenet-1k and TFDS), the
+published 1-based map_clsloc ids in the downsampled pickles, and ClassLabel names that
+`datasets` accepts (ImageNet-1k has two "crane" and two "maillot" classes)."""
 
 from __future__ import annotations
 
@@ -68,14 +68,14 @@ def test_imagenet_parquet_loads_in_datasets(tree, tmp_path):
                                split="train")
     names = ds.features["label"].names
     assert len(names) == len(set(names)) == 1000
-    assert names[:2] == ["kit fox", "English setter"]  # devkit order, label 0 = id 1
+    assert names[:2] == ["tench", "goldfish"]  # sorted wnid order, as HF's imagenet-1k
     assert "crane (n03126707)" in names and "crane (n02012849)" in names
     assert sorted(ds["label"]) == list(range(1000))
     assert ds[0]["image"].size[0] > 0
-    # label i is the i-th class of map_clsloc: check it against each file's wnid prefix
+    # label i is the i-th class in sorted wnid order: check it against each file's wnid prefix
     import pyarrow.parquet as pq
 
-    wnids = [s.wnid for s in CLSLOC]
+    wnids = sorted(s.wnid for s in CLSLOC)
     table = pq.read_table(sorted((tmp_path / "pq").glob("train-*.parquet")))
     paths = [img["path"] for img in table.column("image").to_pylist()]
     for path, label in zip(paths, table.column("label").to_pylist()):

@@ -5,17 +5,23 @@ name or the path, as in the official tarball. This is what fastai's and torchvis
 ``ImageFolder`` read. The class list travels in the ``imgtools-dataset.json`` sidecar; without
 one (a folder some other tool wrote) the classes are the sorted folder names, named from the
 ImageNet class table when they are wnids.
+
+Beside the split folders go ``classes.txt`` (one wnid a line; line i is label i) and
+``class_to_idx.json`` (torchvision's ``class_to_idx``): ImageFolder numbers the folders *present*,
+so a split holding only some classes (Imagewang's val: 10 of 20) would be numbered differently
+from train; with these files (README: "Labels") every split gets the dataset's integers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_new
+from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_new, atomic_write_text
 from imgtools.errors import UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter
 from imgtools.recipes import imagenet_names
@@ -24,6 +30,9 @@ from imgtools.records import SPLITS, ClassInfo, DatasetInfo, Record, safe_key
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SPLIT_ALIASES = {"validation": "val", "valid": "val", "test": "test"}
 _CHUNK = 512  # files per input shard of a flat folder (unsup)
+CLASSES_TXT = "classes.txt"
+CLASS_TO_IDX = "class_to_idx.json"
+CLASS_FILES = (CLASSES_TXT, CLASS_TO_IDX)
 
 
 def _is_image(name: str) -> bool:
@@ -188,6 +197,20 @@ class FolderFormat(Format):
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
                     num_shards: int, *, digests: bool = False) -> ShardWriter:
         return FolderWriter(Path(root), split, digests)
+
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+        """The sidecar, plus the class list in the two shapes ImageFolder readers take."""
+        write_class_files(Path(root), info)
+        super().finalize(root, info, counts)
+
+
+def write_class_files(root: Path, info: DatasetInfo) -> None:
+    """``classes.txt`` and ``class_to_idx.json``: the dataset's label order for readers that
+    would otherwise number the class folders each split happens to hold."""
+    folders = [c.wnid or str(i) for i, c in enumerate(info.classes)]  # as FolderWriter names
+    atomic_write_text(root / CLASSES_TXT, "".join(f"{f}\n" for f in folders))
+    mapping = {f: i for i, f in enumerate(folders)}
+    atomic_write_text(root / CLASS_TO_IDX, json.dumps(mapping, indent=1) + "\n")
 
 
 FORMAT = FolderFormat()

@@ -283,7 +283,9 @@ def _build_section(summary: ConfigSummary) -> str:
     facts = [("recipe", b.get("recipe")), ("imgtools version", b.get("tool_version")),
              ("source layout", b.get("source_layout")), ("seed", options.get("seed")),
              ("split", options.get("split")), ("size", _size_line(summary)),
-             ("JPEG quality", options.get("quality")), ("filter", options.get("filter"))]
+             ("JPEG quality", options.get("quality")), ("filter", options.get("filter")),
+             ("pixels", b.get("pixels")),
+             ("composition", "; ".join(summary.info.extra.get("composition", [])))]
     skipped = b.get("skipped") or []
     if skipped:
         facts.append(("skipped source files", f"{len(skipped)} (unreadable or not images; "

@@ -24,7 +24,7 @@ REPORT_KEYS = (
     # what it was made from
     "recipe", "recipe_file", "source", "source_layout", "val_labels", "from", "to",
     # settings and the meaning of the data
-    "options", "resizer", "classes", "label_order", "labels",
+    "options", "resizer", "pixels", "classes", "label_order", "labels",
     # what came out
     "planned", "counts", "totals", "splits", "records", "shards", "bytes_in", "bytes_out",
     "skipped", "repaired", "missing_from_tree", "not_in_official_list", "ignored_files",
