@@ -24,6 +24,7 @@ from imgtools import __version__
 from imgtools.atomic import atomic_open, atomic_write_text, remove_stale_tmp
 from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
+from imgtools.executors.base import Executor
 from imgtools.formats import get_format
 from imgtools.locks import exclusive
 from imgtools.plan import BuildPlan, PlanItem
@@ -52,6 +53,7 @@ class BuildOptions:
     overwrite: bool = False
     quiet: bool = False
     format_options: dict = field(default_factory=dict)
+    executor: Executor | None = None  # where shards run (None: this machine, n_jobs workers)
 
     def render_options(self) -> RenderOptions:
         return RenderOptions(tuple(self.sizes), self.filter, self.quality, self.exact)
@@ -190,8 +192,12 @@ def _build_locked(plan: BuildPlan, opts: BuildOptions, roots: list[Path], starte
     totals = _Totals()
     for _task, summary in run_shards(tasks, run_build_shard, state_dir=state, n_jobs=opts.n_jobs,
                                      resume=opts.resume, desc=f"build {plan.recipe.name}",
-                                     total_weight=plan.total(), quiet=opts.quiet):
+                                     total_weight=plan.total(), quiet=opts.quiet,
+                                     executor=opts.executor):
         totals.add(summary)
+    for root in roots:  # a task retried after its worker died left that attempt's temporaries
+        if root.exists():
+            remove_stale_tmp(root)
     seconds = time.time() - started
     report = _report(plan, opts, totals, seconds, command)
     for root in roots:

@@ -20,6 +20,7 @@ plan, which holds a few numbers per output shard, never per image.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -32,6 +33,8 @@ from pathlib import Path
 
 from imgtools.atomic import remove_stale_tmp
 from imgtools.errors import UserError
+from imgtools.executors.base import Executor
+from imgtools.executors.local import LocalExecutor
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
 from imgtools.records import DATASET_META, SPLITS, DatasetInfo, Record
@@ -275,16 +278,17 @@ def cut_shards(scans: Iterable[tuple], max_records: int | None, max_bytes: int |
     return shards
 
 
-def _scan_one(fmt_name: str, shard: InputShard, info: DatasetInfo
+def _scan_one(fmt_name: str, info: DatasetInfo, shard: InputShard
               ) -> tuple[list[int], list[int] | None]:
     return scan_sizes(get_format(fmt_name), shard, info)
 
 
 def plan_conversion(src_fmt: Format, shards: list[InputShard], info: DatasetInfo,
                     max_records: int | None, max_bytes: int | None, n_jobs: int,
-                    quiet: bool = True) -> list[OutputShard]:
-    """Scan the input and cut every split into output shards (see the module docstring)."""
-    from joblib import Parallel, delayed
+                    quiet: bool = True, executor: Executor | None = None
+                    ) -> list[OutputShard]:
+    """Scan the input and cut every split into output shards (see the module docstring); the
+    scans run on ``executor`` (default: this machine with ``n_jobs`` workers)."""
     from tqdm import tqdm
 
     for shard in shards:
@@ -295,10 +299,11 @@ def plan_conversion(src_fmt: Format, shards: list[InputShard], info: DatasetInfo
     for shard in shards:
         by_split.setdefault(shard.split, []).append(shard)
     plan: list[OutputShard] = []
-    parallel = Parallel(n_jobs=n_jobs if len(shards) > 1 else 1, return_as="generator")
+    executor = executor or LocalExecutor(n_jobs if len(shards) > 1 else 1)
+    scan = functools.partial(_scan_one, src_fmt.name, info)
     for split in sorted(by_split, key=split_sort_key):
         group = by_split[split]
-        sizes = parallel(delayed(_scan_one)(src_fmt.name, s, info) for s in group)
+        sizes = executor.map(scan, group, tasks=len(group))
         scans = ((shard, *scan) for shard, scan in zip(
             group, tqdm(sizes, total=len(group), desc=f"scan {split}", unit="file",
                         disable=quiet), strict=True))
@@ -411,14 +416,16 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
             size: int | None = None, resume: bool = False, overwrite: bool = False,
             quiet: bool = False, src_format: str | None = None,
             read_options: dict | None = None, shard_records: int | None = None,
-            shard_bytes: int | str | None = None, **format_options) -> dict:
+            shard_bytes: int | str | None = None, executor: Executor | None = None,
+            **format_options) -> dict:
     """Convert the dataset at ``src`` (format detected, or ``src_format``) to format ``to`` in
     the new folder ``dst``.
 
     ``read_options`` go to the input reader (TFRecord: ``image_key``, ``label_key``,
     ``filename_key``). ``shard_records``/``shard_bytes`` cap output shards (defaults per format:
     ``FORMAT.default_shard_records``/``default_shard_bytes``); ``max_shard_bytes`` is accepted as
-    an alias of ``shard_bytes`` (the ``datasets.push_to_hub`` spelling). Other
+    an alias of ``shard_bytes`` (the ``datasets.push_to_hub`` spelling). ``executor`` runs the
+    scan and the shards (default: this machine with ``n_jobs`` workers). Other
     ``format_options`` go to the output writer (TFRecord: ``schema``, ``compression``).
 
     Returns a summary: ``{"from", "to", "src", "dst", "splits": {split: records},
@@ -447,7 +454,7 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
                         f"this input is {src_fmt.name}", path=src, fix="drop them")
     info = src_fmt.read_info(src, **read_options)
     shards = src_fmt.input_shards(src, **read_options)
-    plan = plan_conversion(src_fmt, shards, info, max_records, max_bytes, jobs, quiet)
+    plan = plan_conversion(src_fmt, shards, info, max_records, max_bytes, jobs, quiet, executor)
     if not plan:
         raise UserError("the input holds no records", path=src,
                         fix="check that this is the dataset you meant; nothing was written")
@@ -467,10 +474,12 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
     bytes_in = bytes_out = 0
     for _task, summary in run_shards(tasks, _convert_shard, state_dir=state, n_jobs=jobs,
                                      resume=resume, desc=f"{src_fmt.name} -> {dst_fmt.name}",
-                                     total_weight=sum(o.records for o in plan), quiet=quiet):
+                                     total_weight=sum(o.records for o in plan), quiet=quiet,
+                                     executor=executor):
         counts[summary["split"]] = counts.get(summary["split"], 0) + summary["records"]
         bytes_in += summary["bytes_in"]
         bytes_out += summary["bytes_out"]
+    remove_stale_tmp(dst)  # a task retried after its worker died left that attempt's temporaries
     counts = {s: counts[s] for s in sorted(counts, key=split_sort_key)}
     dst_fmt.finalize(dst, info, counts)
     shutil.rmtree(state, ignore_errors=True)
