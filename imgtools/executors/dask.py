@@ -35,9 +35,16 @@ from imgtools.executors.base import Executor
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to reach the scheduler before giving up (exit 3)."""
-WORKER_WAIT = 120.0
-"""Seconds to wait for a first worker: a batch system (Slurm, dask-jobqueue) may start them
-after the scheduler."""
+WORKER_WAIT_ENV = "IMGTOOLS_WORKER_WAIT"
+DEFAULT_WORKER_WAIT = 120.0
+"""Seconds to wait for a worker (``IMGTOOLS_WORKER_WAIT`` overrides it), at the start and
+whenever the cluster has none left: a batch system (Slurm, dask-jobqueue) may start workers
+after the scheduler, or replace jobs that reached their walltime. Past it, the run stops
+(exit 3) instead of waiting forever."""
+RESULT_WAIT = 1.0
+"""Seconds between two looks at the cluster while waiting for one result."""
+POLL = 0.05
+"""Seconds between two looks for finished tasks when none is ready."""
 TASKS_PER_THREAD = 2
 """Tasks in flight per worker thread: one running, one queued, so no thread idles while the
 driver hands out the next task; more would only hold more task descriptions in memory."""
@@ -76,6 +83,8 @@ class DaskExecutor(Executor):
                                   "that `dask scheduler` is running and reachable") from e
         self._window = 0
         self._window_at = 0.0
+        self._no_workers_since: float | None = None
+        self.worker_wait = float(os.environ.get(WORKER_WAIT_ENV) or DEFAULT_WORKER_WAIT)
 
     # ----------------------------------------------------------------- running tasks
 
@@ -91,12 +100,17 @@ class DaskExecutor(Executor):
                                                          "task")
         try:
             self._top_up(fn, source, pending, done, label)
-            for future in done:
-                item = pending.pop(future)
-                result = self._result(future, item)
-                future.release()
-                self._top_up(fn, source, pending, done, label)
-                yield item, result
+            while pending:
+                if not done.has_ready():
+                    self._window_size()  # also notices a cluster left without workers
+                    time.sleep(POLL)
+                    continue
+                for future in done.next_batch(block=False):
+                    item = pending.pop(future)
+                    result = self._result(future, item)
+                    future.release()
+                    self._top_up(fn, source, pending, done, label)
+                    yield item, result
         finally:
             if pending and self.client.status == "running":
                 with contextlib.suppress(Exception):
@@ -133,24 +147,49 @@ class DaskExecutor(Executor):
                 raise self._lost(e) from e
             self._window = max(2, TASKS_PER_THREAD * threads)
             self._window_at = now
+            self._check_workers_left(threads, now)
         return self._window
 
+    def _check_workers_left(self, threads: int, now: float) -> None:
+        if threads:
+            self._no_workers_since = None
+            return
+        if self._no_workers_since is None:
+            self._no_workers_since = now
+        elif now - self._no_workers_since > self.worker_wait:
+            raise RemoteError(f"every Dask worker of the scheduler at {self.address} is gone "
+                              f"(none for {self.worker_wait:.0f} s)",
+                              fix="start workers again (or scale your dask-jobqueue cluster), "
+                                  "then run the same command with --resume: shards that "
+                                  "finished are kept; --executor local finishes it here")
+
     def _result(self, future: Any, item: Any) -> Any:
+        """The task's result. A finished result held by a worker that then died is computed
+        again, so waiting for it also watches that the cluster still has workers."""
         from distributed import KilledWorker
 
-        try:
-            return future.result()
-        except KilledWorker as e:
-            raise RemoteError(
-                f"the Dask workers running task {getattr(item, 'shard_id', item)} died "
-                f"(each of the scheduler's allowed attempts)",
-                fix="look at the workers' logs (out of memory? killed by the batch system?), "
-                    "give them more memory or smaller --shard-size, then run the same command "
-                    "with --resume: finished shards are kept") from e
-        except Exception as e:
-            if self._is_connection_loss(e):
-                raise self._lost(e) from e
-            raise
+        while True:
+            if not future.done():  # polled: a timed-out result() leaves asyncio noise behind
+                self._window_size()  # raises once the cluster has been without workers
+                time.sleep(POLL)
+                continue
+            try:
+                return future.result(timeout=RESULT_WAIT)
+            except KilledWorker as e:
+                raise RemoteError(
+                    f"the Dask workers running task {getattr(item, 'shard_id', item)} died "
+                    f"(each of the scheduler's allowed attempts)",
+                    fix="look at the workers' logs (out of memory? killed by the batch "
+                        "system?), give them more memory or a smaller --shard-size, then run "
+                        "the same command with --resume: finished shards are kept") from e
+            except TimeoutError as e:
+                if self.client.status != "running":
+                    raise self._lost(e) from e
+                self._window_size()  # raises once the cluster has been without workers
+            except Exception as e:
+                if self._is_connection_loss(e):
+                    raise self._lost(e) from e
+                raise
 
     def _is_connection_loss(self, exc: BaseException) -> bool:
         from distributed.client import FutureCancelledError
@@ -215,12 +254,12 @@ class DaskExecutor(Executor):
 
     def _wait_for_workers(self) -> None:
         try:
-            self.client.wait_for_workers(1, timeout=WORKER_WAIT)
+            self.client.wait_for_workers(1, timeout=self.worker_wait)
         except TimeoutError as e:
             if self.client.status != "running":
                 raise self._lost(e) from e
             raise RemoteError(f"the Dask scheduler at {self.address} has no workers "
-                              f"(none joined within {WORKER_WAIT:.0f} s)",
+                              f"(none joined within {self.worker_wait:.0f} s)",
                               fix="start workers: `dask worker ADDRESS` on each machine, or "
                                   "scale your dask-jobqueue cluster") from e
         except Exception as e:
@@ -237,9 +276,11 @@ _END = object()
 def _quiet_client_logs() -> None:
     """The client logs its connection troubles with tracebacks; the user gets one clear
     message (a RemoteError) instead. dask's config gives some loggers their own level, so
-    each is set, not only the parent."""
-    for name in ["distributed", *logging.root.manager.loggerDict]:
-        if name == "distributed" or name.startswith("distributed."):
+    each is set, not only the parent. asyncio's "Task exception was never retrieved" about the
+    client's own tasks, when the cluster goes away, is the same noise (imgtools uses no
+    asyncio of its own)."""
+    for name in ["distributed", "asyncio", *logging.root.manager.loggerDict]:
+        if name in ("distributed", "asyncio") or name.startswith("distributed."):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

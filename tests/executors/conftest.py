@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("distributed", reason="pip install -e '.[test,dask]' for the cluster tests")
-
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 90.0
 
@@ -28,6 +26,7 @@ def free_port() -> int:
 
 
 def dask_exe() -> str:
+    pytest.importorskip("distributed", reason="pip install -e '.[test,dask]' for the cluster tests")
     exe = BIN / "dask"
     if not exe.exists():
         found = shutil.which("dask")
@@ -74,6 +73,12 @@ class Cluster:
             [*self.wrap, dask_exe(), "worker", self.address, "--nthreads", "1", "--no-nanny",
              "--memory-limit", "600MB", "--no-dashboard", "--name", f"w{i}"],
             f"worker-{i}.log"))
+
+    def start_worker(self) -> None:
+        """One more worker, registered when this returns."""
+        i = len(self.workers)
+        self.add_worker(i)
+        self._wait_for(f"worker-{i}.log", "Registered to")
 
     def _wait_for(self, log: str, text: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT

@@ -184,6 +184,25 @@ def test_scheduler_killed_mid_run_is_exit_3_and_resume_finishes(fmt, resume_on, 
     assert sorted(p.name for p in out.iterdir()) == [name]
 
 
+def test_every_worker_gone_is_exit_3_and_resume_on_new_workers_finishes(tree, local_builds,
+                                                                        make_cluster, tmp_path):
+    cluster = make_cluster(workers=2)
+    out = tmp_path / "out"
+    args = build_args(tree, out, "folder")
+    env = dict(os.environ, IMGTOOLS_WORKER_WAIT="3")  # how long a cluster may have no worker
+    driver = start([*args, "--scheduler", cluster.address], env=env)
+    wait_for_markers(out / ".imgtools-state", 3, driver)
+    cluster.kill_worker(0)
+    cluster.kill_worker(1)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 3, stderr
+    assert f"every Dask worker of the scheduler at {cluster.address} is gone" in stderr
+    assert "Traceback" not in stderr
+    cluster.start_worker()
+    ok(imgtools(*args, "--resume", "--scheduler", cluster.address))
+    assert_same_tree(local_builds / "tiny-64", out / "tiny-64")
+
+
 def test_workers_without_the_shared_storage_are_refused_before_any_work(tree, make_cluster,
                                                                         tmp_path):
     """The workers run in a mount namespace where an empty tmpfs hides the folder holding
