@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import platform
+import queue
 import socket
 import time
 import uuid
@@ -42,9 +43,9 @@ whenever the cluster has none left: a batch system (Slurm, dask-jobqueue) may st
 after the scheduler, or replace jobs that reached their walltime. Past it, the run stops
 (exit 3) instead of waiting forever."""
 RESULT_WAIT = 1.0
-"""Seconds between two looks at the cluster while waiting for one result."""
+"""Seconds between two looks at the cluster while waiting for a result."""
 POLL = 0.05
-"""Seconds between two looks for finished tasks when none is ready."""
+"""Seconds between two looks at one task that finished but whose result was lost."""
 TASKS_PER_THREAD = 2
 """Tasks in flight per worker thread: one running, one queued, so no thread idles while the
 driver hands out the next task; more would only hold more task descriptions in memory."""
@@ -91,26 +92,26 @@ class DaskExecutor(Executor):
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any], *,
                       prefer: str | None = None, tasks: int | None = None
                       ) -> Iterator[tuple[Any, Any]]:
-        from distributed import as_completed
-
         pending: dict[Any, Any] = {}  # future -> item
+        finished: queue.SimpleQueue = queue.SimpleQueue()  # filled by the client's thread
         source = iter(items)
-        done = as_completed(loop=self.client.loop)
         label = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__",
                                                          "task")
         try:
-            self._top_up(fn, source, pending, done, label)
+            self._top_up(fn, source, pending, finished, label)
             while pending:
-                if not done.has_ready():
+                try:
+                    future = finished.get(timeout=RESULT_WAIT)
+                except queue.Empty:
                     self._window_size()  # also notices a cluster left without workers
-                    time.sleep(POLL)
                     continue
-                for future in done.next_batch(block=False):
-                    item = pending.pop(future)
-                    result = self._result(future, item)
-                    future.release()
-                    self._top_up(fn, source, pending, done, label)
-                    yield item, result
+                if future not in pending:
+                    continue
+                item = pending.pop(future)
+                result = self._result(future, item)
+                future.release()
+                self._top_up(fn, source, pending, finished, label)
+                yield item, result
         finally:
             if pending and self.client.status == "running":
                 with contextlib.suppress(Exception):
@@ -124,8 +125,8 @@ class DaskExecutor(Executor):
         finally:
             future.release()
 
-    def _top_up(self, fn: Callable, source: Iterator, pending: dict, done: Any,
-                label: str) -> None:
+    def _top_up(self, fn: Callable, source: Iterator, pending: dict,
+                finished: queue.SimpleQueue, label: str) -> None:
         """Submit tasks until the window is full or the items run out."""
         window = self._window_size()
         while len(pending) < window:
@@ -136,7 +137,7 @@ class DaskExecutor(Executor):
             future = self.client.submit(_run_on_worker, fn, self._roots, (item,), pure=False,
                                         key=f"{label}-{name}-{uuid.uuid4().hex[:8]}")
             pending[future] = item
-            done.add(future)
+            future.add_done_callback(finished.put)
 
     def _window_size(self) -> int:
         now = time.monotonic()
