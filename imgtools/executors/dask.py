@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from imgtools import __version__
 from imgtools.errors import RemoteError, UserError
 from imgtools.executors.base import Executor
 
@@ -319,8 +320,6 @@ def _environment() -> dict[str, str]:
     """Versions that decide the output's bytes: the workers must match the driver."""
     import numpy
     import PIL
-
-    from imgtools import __version__
 
     env = {"python": ".".join(platform.python_version_tuple()[:2]), "imgtools": __version__,
            "Pillow": PIL.__version__, "numpy": numpy.__version__}
