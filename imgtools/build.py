@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from imgtools import __version__
-from imgtools.atomic import atomic_open
+from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.checksums import sha256_file
 from imgtools.downsample import build_downsampled
+from imgtools.executors.base import Executor
 from imgtools.formats import get_format
 from imgtools.metadata.croissant import write_croissant
 from imgtools.pipeline import packing
@@ -56,6 +57,7 @@ class BuildOptions:
     overwrite: bool = False
     quiet: bool = False
     format_options: dict = field(default_factory=dict)
+    executor: Executor | None = None  # where shards run (None: this machine, n_jobs workers)
 
     def render_options(self) -> RenderOptions:
         return RenderOptions(tuple(self.sizes), self.filter, self.quality, self.exact)
@@ -153,8 +155,12 @@ def _run_build(plan: BuildPlan, opts: BuildOptions, run: OutputRun, started: flo
     for _task, summary in run_shards(tasks, run_build_shard, state_dir=run.markers,
                                      n_jobs=opts.n_jobs, resume=run.resumed,
                                      desc=f"build {plan.recipe.name}",
-                                     total_weight=plan.total(), quiet=opts.quiet):
+                                     total_weight=plan.total(), quiet=opts.quiet,
+                                     executor=opts.executor):
         totals.add(summary)
+    for folder in (*stagings, run.work):  # a task retried after its worker died left
+        if folder.exists():                # that attempt's temporaries
+            remove_stale_tmp(folder)
     seconds = time.time() - started
     report = _report(plan, opts, totals, seconds, command)
     _write_csv([s / plan.recipe.csv_name for s in stagings], plan, totals)

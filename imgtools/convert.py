@@ -20,6 +20,7 @@ plan, which holds a few numbers per output shard, never per image.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -27,8 +28,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imgtools import __version__
+from imgtools.atomic import remove_stale_tmp
 from imgtools.checksums import sha256_file
 from imgtools.errors import CorruptDataError, UserError
+from imgtools.executors.base import Executor
+from imgtools.executors.local import LocalExecutor
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import parse_size, split_sort_key
@@ -143,16 +147,17 @@ def cut_shards(scans: Iterable[tuple], max_records: int | None, max_bytes: int |
     return shards
 
 
-def _scan_one(fmt_name: str, shard: InputShard, info: DatasetInfo
+def _scan_one(fmt_name: str, info: DatasetInfo, shard: InputShard
               ) -> tuple[list[int], list[int] | None]:
     return get_format(fmt_name).scan_records(shard, info)
 
 
 def plan_conversion(src_fmt: Format, shards: list[InputShard], info: DatasetInfo,
                     max_records: int | None, max_bytes: int | None, n_jobs: int,
-                    quiet: bool = True) -> list[OutputShard]:
-    """Scan the input and cut every split into output shards (see the module docstring)."""
-    from joblib import Parallel, delayed
+                    quiet: bool = True, executor: Executor | None = None
+                    ) -> list[OutputShard]:
+    """Scan the input and cut every split into output shards (see the module docstring); the
+    scans run on ``executor`` (default: this machine with ``n_jobs`` workers)."""
     from tqdm import tqdm
 
     for shard in shards:
@@ -163,10 +168,11 @@ def plan_conversion(src_fmt: Format, shards: list[InputShard], info: DatasetInfo
     for shard in shards:
         by_split.setdefault(shard.split, []).append(shard)
     plan: list[OutputShard] = []
-    parallel = Parallel(n_jobs=n_jobs if len(shards) > 1 else 1, return_as="generator")
+    executor = executor or LocalExecutor(n_jobs if len(shards) > 1 else 1)
+    scan = functools.partial(_scan_one, src_fmt.name, info)
     for split in sorted(by_split, key=split_sort_key):
         group = by_split[split]
-        sizes = parallel(delayed(_scan_one)(src_fmt.name, s, info) for s in group)
+        sizes = executor.map(scan, group, tasks=len(group))
         scans = ((shard, *scan) for shard, scan in zip(
             group, tqdm(sizes, total=len(group), desc=f"scan {split}", unit="file",
                         disable=quiet), strict=True))
@@ -246,8 +252,8 @@ def _settings(src: Path, src_name: str, to: str, size: int | None, options: dict
 
 
 def _run_conversion(run: OutputRun, plan: list[OutputShard], src_fmt: Format, dst_fmt: Format,
-                    info: DatasetInfo, size: int | None, options: dict, jobs: int, quiet: bool
-                    ) -> tuple[dict[str, int], int, int]:
+                    info: DatasetInfo, size: int | None, options: dict, jobs: int, quiet: bool,
+                    executor: Executor | None = None) -> tuple[dict[str, int], int, int]:
     """Write every output shard into the run's staging folder, then the format's metadata."""
     staging = run.stagings[0]
     tasks = [ShardTask(_shard_id(o), {"src_format": src_fmt.name, "to": dst_fmt.name,
@@ -259,10 +265,12 @@ def _run_conversion(run: OutputRun, plan: list[OutputShard], src_fmt: Format, ds
     for _task, summary in run_shards(tasks, _convert_shard, state_dir=run.markers, n_jobs=jobs,
                                      resume=run.resumed,
                                      desc=f"{src_fmt.name} -> {dst_fmt.name}",
-                                     total_weight=sum(o.records for o in plan), quiet=quiet):
+                                     total_weight=sum(o.records for o in plan), quiet=quiet,
+                                     executor=executor):
         counts[summary["split"]] = counts.get(summary["split"], 0) + summary["records"]
         bytes_in += summary["bytes_in"]
         bytes_out += summary["bytes_out"]
+    remove_stale_tmp(staging)  # a task retried after its worker died left its temporaries
     counts = {s: counts[s] for s in sorted(counts, key=split_sort_key)}
     write_checksums([staging / CHECKSUMS], run.markers, (_shard_id(o) for o in plan))
     dst_fmt.finalize(staging, info, counts)
@@ -274,6 +282,7 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
             quiet: bool = False, src_format: str | None = None,
             read_options: dict | None = None, shard_records: int | None = None,
             shard_bytes: int | str | None = None, command: str | None = None,
+            executor: Executor | None = None,
             **format_options) -> dict:
     """Convert the dataset at ``src`` (format detected, or ``src_format``) to format ``to`` in
     the new folder ``dst``.
@@ -281,7 +290,8 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
     ``read_options`` go to the input reader (TFRecord: ``image_key``, ``label_key``,
     ``filename_key``). ``shard_records``/``shard_bytes`` cap output shards (defaults per format:
     ``FORMAT.default_shard_records``/``default_shard_bytes``); ``max_shard_bytes`` is accepted as
-    an alias of ``shard_bytes`` (the ``datasets.push_to_hub`` spelling). Other
+    an alias of ``shard_bytes`` (the ``datasets.push_to_hub`` spelling). ``executor`` runs the
+    scan and the shards (default: this machine with ``n_jobs`` workers). Other
     ``format_options`` go to the output writer (TFRecord: ``schema``, ``compression``).
 
     Returns a summary: ``{"from", "to", "src", "dst", "splits": {split: records},
@@ -309,7 +319,7 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
     jobs = resolve_jobs(n_jobs)
     info = src_fmt.read_info(src, **read_options)
     shards = src_fmt.input_shards(src, **read_options)
-    plan = plan_conversion(src_fmt, shards, info, max_records, max_bytes, jobs, quiet)
+    plan = plan_conversion(src_fmt, shards, info, max_records, max_bytes, jobs, quiet, executor)
     if not plan:
         raise UserError("the input holds no records", path=src,
                         fix="check that this is the dataset you meant; nothing was written")
@@ -322,7 +332,7 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
         if run.complete:
             return already_complete([dst])
         counts, bytes_in, bytes_out = _run_conversion(run, plan, src_fmt, dst_fmt, info, size,
-                                                      options, jobs, quiet)
+                                                      options, jobs, quiet, executor)
         seconds = time.perf_counter() - started
         records = sum(counts.values())
         summary = run_report(

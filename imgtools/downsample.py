@@ -49,6 +49,7 @@ from PIL import Image
 from imgtools import __version__
 from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.errors import UserError
+from imgtools.executors.base import Executor
 from imgtools.metadata.croissant import write_croissant
 from imgtools.pipeline.output import claim_outputs
 from imgtools.pipeline.report import already_complete, run_report, write_report
@@ -590,6 +591,7 @@ def downsample_dataset(
     quiet: bool = False,
     label_base: str | None = None,
     state_dir: Path | None = None,
+    executor: Executor | None = None,
 ) -> dict:
     """Make ``<out_root>/<info.name>_<s>x<s>/`` for every size: ``train_data_batch_1..N``,
     ``val_data`` (and ``unsup_data`` for unlabelled images), ``batches.meta`` and the sidecar.
@@ -623,7 +625,8 @@ def downsample_dataset(
     decoded = {task.shard_id: result for task, result in run_shards(
         _decode_tasks(source, scan, sizes_t, crop, fast, state), decode_shard,
         state_dir=state / "done-decode", n_jobs=n_jobs, resume=resume, desc="downsample",
-        total_weight=sum(scan.shard_lengths), quiet=quiet, prefer="threads")}
+        total_weight=sum(scan.shard_lengths), quiet=quiet, prefer="threads",
+        executor=executor)}
     failed_slots, skipped, repaired = _collect_failures(scan, decoded)
 
     counts = _save_orders(state, scan, failed_slots, seed)
@@ -637,19 +640,27 @@ def downsample_dataset(
     valid_train = _valid_mask(n_slots.get("train", 0), failed_slots.get("train", set()))
     for s in sizes_t:
         if counts.get("train"):
-            mean = train_mean(_row_file(state, "train", s), 3 * s * s, valid_train)
+            # Where the row file is: a cluster's worker reads it, only the mean comes back.
+            mean = (executor.call if executor else _call)(
+                train_mean, _row_file(state, "train", s), 3 * s * s, valid_train)
             np.save(state / f"mean-{s}.npy", mean)
 
     write_tasks = list(_write_tasks(state, out_root, info.name, sizes_t, counts, fmt, batches))
     list(run_shards(write_tasks, write_batch, state_dir=state / "done-write", n_jobs=n_jobs,
                     resume=resume, desc="write", total_weight=len(write_tasks), quiet=quiet,
-                    unit="file", prefer="threads"))
+                    unit="file", prefer="threads", executor=executor))
+    for s in sizes_t:  # a write retried after its worker died left that attempt's temporary
+        remove_stale_tmp(out_root / output_dir_name(info.name, s))
 
     summary = _finish(out_root, info, sizes_t, counts, fmt, batches, skipped, repaired, settings,
                       label_base)
     if not keep_state:  # a caller that writes its own reports removes it after them
         remove_state(state)
     return summary
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
 
 
 def remove_state(state: Path) -> None:
@@ -812,7 +823,8 @@ def build_downsampled(plan: BuildPlan, opts: Any, command: str | None = None) ->
             info=info, fmt=opts.fmt, seed=plan.seed, batches=batches,
             crop=bool(opts.format_options.get("crop", False)), fast=not opts.exact,
             n_jobs=opts.n_jobs, resume=run.resumed, quiet=opts.quiet,
-            label_base=plan.info.label_order, state_dir=run.work, keep_state=True)
+            label_base=plan.info.label_order, state_dir=run.work, keep_state=True,
+            executor=opts.executor)
         seconds = time.time() - started
         report = run_report(
             tool="imgtools", tool_version=__version__, kind="build",

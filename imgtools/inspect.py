@@ -9,6 +9,7 @@ exact integers, so ``stats`` gives the same digits however many workers run it.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -20,12 +21,13 @@ from pathlib import Path
 from imgtools.atomic import atomic_open
 from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
+from imgtools.executors.base import Executor
+from imgtools.executors.local import LocalExecutor
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import dataset_root
 from imgtools.pipeline.report import load_build_info
 from imgtools.records import DATASET_META, SPLITS, DatasetInfo, Record
-from imgtools.runner import resolve_jobs
 
 MAX_PROBLEMS_PER_SHARD = 50
 MAX_DISTINCT_SIZES = 2000
@@ -57,16 +59,21 @@ def open_dataset(path: str | Path) -> Dataset:
 
 
 def map_shards(worker: Callable, shards: list[InputShard], args: tuple, *,
-               n_jobs: int | None, desc: str, quiet: bool) -> Iterator[dict]:
-    """``worker(fmt_name, shard, *args)`` on every shard in parallel; summaries as they come."""
-    from joblib import Parallel, delayed
+               n_jobs: int | None, desc: str, quiet: bool,
+               executor: Executor | None = None) -> Iterator[dict]:
+    """``worker(fmt_name, shard, *args)`` on every shard in parallel (on ``executor``;
+    default: this machine with ``n_jobs`` workers); summaries as they come."""
     from tqdm import tqdm
 
-
-    jobs = min(resolve_jobs(n_jobs), max(1, len(shards)))
-    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(worker)(*args[:1], shard, *args[1:]) for shard in shards)
+    executor = executor or LocalExecutor(n_jobs)
+    call = functools.partial(_call_shard, worker, args)
+    results = (summary for _shard, summary in
+               executor.map_unordered(call, shards, tasks=len(shards)))
     yield from tqdm(results, total=len(shards), desc=desc, unit="shard", disable=quiet)
+
+
+def _call_shard(worker: Callable, args: tuple, shard: InputShard) -> dict:
+    return worker(*args[:1], shard, *args[1:])
 
 
 def _image_size(data: bytes) -> tuple[int, int] | None:
@@ -268,20 +275,19 @@ def _checksum_chunk(root: str, items: list[tuple[str, str]]) -> list[dict]:
     return problems
 
 
-def _check_checksums(root: Path, n_jobs: int | None, only: str | None = None
-                     ) -> tuple[int, list[dict]]:
+def _check_checksums(root: Path, n_jobs: int | None, only: str | None = None,
+                     executor: Executor | None = None) -> tuple[int, list[dict]]:
     """Recompute the build-time sha256 of every listed file, or of ``only`` (a path relative to
     ``root``) when one file is verified: the others are not what the user asked about."""
-    from joblib import Parallel, delayed
-
 
     checksums = dict(load_build_info(root).get("checksums") or {})
     checksums.update(read_sha256sums(root / SHA256SUMS))
     items = sorted((rel, h) for rel, h in checksums.items() if only in (None, rel))
     chunks = [items[i:i + 256] for i in range(0, len(items), 256)]
-    jobs = min(resolve_jobs(n_jobs), max(1, len(chunks)))
+    executor = executor or LocalExecutor(n_jobs)
     problems: list[dict] = []
-    for part in Parallel(n_jobs=jobs)(delayed(_checksum_chunk)(str(root), c) for c in chunks):
+    for part in executor.map(functools.partial(_checksum_chunk, str(root)), chunks,
+                             tasks=len(chunks)):
         problems.extend(part)
     return len(items), problems
 
@@ -322,7 +328,8 @@ def _count_problems(ds: Dataset, counts: Counter, read_splits: dict[str, int]) -
     return problems
 
 
-def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True) -> dict:
+def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True,
+           executor: Executor | None = None) -> dict:
     """Decode every image, check labels, container CRCs, counts and build-time checksums.
 
     Given one file of a dataset, only that file is checked: the whole-dataset split and class
@@ -334,7 +341,7 @@ def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True) -
     decoded = problem_count = 0
     problems: list[dict] = []
     for part in map_shards(_verify_shard, ds.shards, (ds.fmt.name, ds.info), n_jobs=n_jobs,
-                           desc="verify", quiet=quiet):
+                           desc="verify", quiet=quiet, executor=executor):
         counts.update(part["counts"])
         decoded += part["decoded"]
         problem_count += part["problem_count"]
@@ -350,7 +357,8 @@ def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True) -
         notes.append("one file of a dataset: split and class counts not compared with the "
                      "dataset's metadata (verify the dataset folder to compare them)")
     checked, checksum_problems = _check_checksums(dataset_root(ds.path), n_jobs,
-                                                  only=None if whole else ds.path.name)
+                                                  only=None if whole else ds.path.name,
+                                                  executor=executor)
     problems.extend(checksum_problems)
     problem_count += len(problems) - shard_listed
     total = sum(read_splits.values())
@@ -394,14 +402,14 @@ def _stats_shard(fmt_name: str, shard: InputShard, info: DatasetInfo, split: str
 
 
 def channel_stats(path: str | Path, *, split: str = "train", n_jobs: int | None = None,
-                  quiet: bool = True) -> dict:
+                  quiet: bool = True, executor: Executor | None = None) -> dict:
     """Per-channel mean and std (0-1 scale) over every pixel of ``split``, streamed."""
     ds = open_dataset(path)
     shards = [s for s in ds.shards if s.split in (None, split)]
     sums, squares = [0, 0, 0], [0, 0, 0]
     images = pixels = skipped = 0
     for part in map_shards(_stats_shard, shards, (ds.fmt.name, ds.info, split), n_jobs=n_jobs,
-                           desc=f"stats {split}", quiet=quiet):
+                           desc=f"stats {split}", quiet=quiet, executor=executor):
         sums = [a + b for a, b in zip(sums, part["sum"], strict=True)]
         squares = [a + b for a, b in zip(squares, part["sq"], strict=True)]
         images += part["images"]

@@ -2,17 +2,19 @@
 
 A shard is a self-contained task: a small picklable payload naming its inputs and its output
 paths. Workers read and write files themselves and return only a small JSON-able summary, so
-the same plan runs unchanged on joblib's Dask or Ray backends. After a shard's outputs are
-published (atomically) and synced to disk, its summary is stored as
-``<state_dir>/<shard_id>.json``: that file is the shard's "done" marker, which is what
-``--resume`` trusts after a kill -9. A summary lists the files it vouches for with their sizes
-(``"files": [[path, size], ...]``); a marker whose files are missing or of another size is not
-trusted. A shard without a trusted marker is simply run again from scratch; writers overwrite
-deterministically, so a resumed run ends byte-identical to an uninterrupted one.
+the same plan runs unchanged on any executor (:mod:`imgtools.executors`: this machine, or a
+Dask cluster whose workers share the storage). After a shard's outputs are published
+(atomically) and synced to disk, its summary is stored as ``<state_dir>/<shard_id>.json``:
+that file is the shard's "done" marker, which is what ``--resume`` trusts after a kill -9. A
+summary lists the files it vouches for with their sizes (``"files": [[path, size], ...]``); a
+marker whose files are missing or of another size is not trusted. A shard without a trusted
+marker is simply run again from scratch; writers overwrite deterministically, so a resumed run
+ends byte-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -20,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from imgtools.atomic import atomic_write_text, sync_files
+from imgtools.executors.base import Executor
+from imgtools.executors.local import LocalExecutor, resolve_jobs
+
+__all__ = ["ShardTask", "load_done", "resolve_jobs", "run_shards", "with_files"]
 
 
 @dataclass(frozen=True)
@@ -34,16 +39,6 @@ class ShardTask:
     shard_id: str
     payload: Any
     weight: int = 1
-
-
-def resolve_jobs(n_jobs: int | None) -> int:
-    """``-j 0`` or None means every core; negative counts back from it as joblib does."""
-    cores = os.cpu_count() or 1
-    if not n_jobs:
-        return cores
-    if n_jobs < 0:
-        return max(1, cores + 1 + n_jobs)
-    return n_jobs
 
 
 def _marker(state_dir: Path, shard_id: str) -> Path:
@@ -89,18 +84,19 @@ def run_shards(
     quiet: bool = False,
     unit: str = "img",
     prefer: str | None = None,
+    executor: Executor | None = None,
 ) -> Iterator[tuple[ShardTask, dict]]:
     """Run ``worker`` on every task not already done; yield ``(task, summary)`` as shards finish.
 
     Finished shards come back in completion order (not task order): callers that need a stable
-    order sort by ``shard_id``. Memory stays flat: tasks are consumed lazily by joblib's
-    dispatcher and only summaries travel back. ``prefer="threads"`` suits workers whose time
-    goes to Pillow/numpy calls that release the GIL: one process, no worker start-up, no
-    per-process memory. It is joblib's soft hint, so a backend chosen with
-    ``joblib.parallel_config`` (Dask, Ray) still wins.
+    order sort by ``shard_id``. Memory stays flat: tasks are consumed lazily by the executor
+    (a bounded window in flight) and only summaries travel back. ``executor`` is where tasks
+    run (default: this machine with ``n_jobs`` workers); ``prefer="threads"`` is its hint for
+    workers whose time goes to Pillow/numpy calls that release the GIL (see
+    :class:`LocalExecutor`).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    jobs = resolve_jobs(n_jobs)
+    executor = executor or LocalExecutor(n_jobs)
     bar = tqdm(total=total_weight, desc=desc, unit=unit, disable=quiet, dynamic_ncols=True,
                smoothing=0.05)
 
@@ -115,13 +111,8 @@ def run_shards(
 
     finished: list[tuple[ShardTask, dict]] = []
     try:
-        if jobs == 1:
-            results: Iterable = (_run_one(worker, t) for t in todo())
-        else:
-            results = Parallel(n_jobs=jobs, return_as="generator_unordered",
-                               pre_dispatch="2*n_jobs", prefer=prefer)(
-                delayed(_run_one)(worker, t) for t in todo())
-        for task, summary in results:
+        synced = functools.partial(_run_synced, worker)
+        for task, summary in executor.map_unordered(synced, todo(), prefer=prefer):
             atomic_write_text(_marker(state_dir, task.shard_id), json.dumps(summary))
             bar.update(task.weight)
             while finished:
@@ -133,9 +124,9 @@ def run_shards(
         bar.close()
 
 
-def _run_one(worker: Callable[[ShardTask], dict], task: ShardTask) -> tuple[ShardTask, dict]:
-    """Run one task in the worker, and sync the files it vouches for before its summary goes
-    back to become a marker (in the worker, so the syncs of parallel shards overlap)."""
+def _run_synced(worker: Callable[[ShardTask], dict], task: ShardTask) -> dict:
+    """Run one task where the executor runs it, and sync the files it vouches for before its
+    summary goes back to become a marker (there, so the syncs of parallel shards overlap)."""
     summary = worker(task)
     sync_files(path for path, _size in summary.get("files", []))
-    return task, summary
+    return summary

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from imgtools.commands.executor_options import cli_executor, executor_options, is_remote
 from imgtools.errors import EXIT_PROBLEMS, UserError
 from imgtools.formats import BUILD_FORMATS
 from imgtools.transform import DEFAULT_FILTER, DEFAULT_QUALITY, FILTERS
@@ -76,6 +77,7 @@ def parse_size(value: str) -> int | None:
               help="pickle/npz: keep the aspect ratio with a center crop instead of squashing.")
 @click.option("-j", "--jobs", "n_jobs", type=int, default=0,
               help="Parallel workers (0 = all cores).")
+@executor_options
 @click.option("--shard-size", type=click.IntRange(1), default=256,
               help="Images per work shard (unit of parallel work and resume). Record formats "
                    "pack the work shards into files of --shard-bytes/--shard-records.")
@@ -98,9 +100,10 @@ def parse_size(value: str) -> int | None:
 def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
           split_mode: str | None, valid_pct: float | None, seed: int,
           split_csvs: tuple[Path, ...], allow_missing: bool, resample: str, quality: int,
-          exact: bool | None, batches: int, crop: bool, n_jobs: int, shard_size: int,
-          shard_bytes: str | None, shard_records: int | None, resume: bool,
-          overwrite: bool, strict: bool, quiet: bool, as_json: bool) -> None:
+          exact: bool | None, batches: int, crop: bool, n_jobs: int, executor: str | None,
+          scheduler: str | None, shard_size: int, shard_bytes: str | None,
+          shard_records: int | None, resume: bool, overwrite: bool, strict: bool, quiet: bool,
+          as_json: bool) -> None:
     """Build DATASET (imagenette, imagewoof, imagewang, imagenet, or a recipe .toml file)
     from the ImageNet tree at --src.
 
@@ -128,19 +131,23 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
     file_options = file_size_options(fmt, shard_bytes, shard_records)  # refused for folder/pickle
     format_options = {"batches": batches, "crop": crop} if downsampled else file_options
     recipe = load_recipe(dataset)
-    source = open_source(src)
-    plan = make_plan(recipe, source, split_mode=split_mode, seed=seed, valid_pct=valid_pct,
-                     split_csvs=list(split_csvs), allow_missing=allow_missing)
-    opts = BuildOptions(out=out, sizes=parsed, fmt=fmt, filter=resample, quality=quality,
-                        exact=downsampled if exact is None else exact, n_jobs=n_jobs,
-                        shard_size=shard_size, resume=resume, overwrite=overwrite, quiet=quiet,
-                        format_options=format_options)
-    command = "imgtools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if not quiet and not as_json:
-        click.echo(f"source: {source.describe()}", err=True)
-        click.echo(f"plan: {plan.recipe.name}, split {plan.split_mode}, "
-                   + ", ".join(f"{s} {len(v)}" for s, v in plan.items.items()), err=True)
-    report = run_build(plan, opts, command=command)
+    if is_remote(executor, scheduler):
+        out = out.absolute()  # the workers write it, from another working folder
+    with cli_executor(executor, scheduler, n_jobs, read=[src], write=[out]) as ex:
+        source = open_source(src)
+        plan = make_plan(recipe, source, split_mode=split_mode, seed=seed, valid_pct=valid_pct,
+                         split_csvs=list(split_csvs), allow_missing=allow_missing)
+        opts = BuildOptions(out=out, sizes=parsed, fmt=fmt, filter=resample, quality=quality,
+                            exact=downsampled if exact is None else exact, n_jobs=n_jobs,
+                            shard_size=shard_size, resume=resume, overwrite=overwrite,
+                            quiet=quiet, executor=ex,
+                            format_options=format_options)
+        command = "imgtools " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if not quiet and not as_json:
+            click.echo(f"source: {source.describe()}", err=True)
+            click.echo(f"plan: {plan.recipe.name}, split {plan.split_mode}, "
+                       + ", ".join(f"{s} {len(v)}" for s, v in plan.items.items()), err=True)
+        report = run_build(plan, opts, command=command)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     elif not quiet:

@@ -6,9 +6,11 @@ import json
 import re
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
+from imgtools.commands.executor_options import cli_executor, executor_options, is_remote
 from imgtools.errors import UserError
 from imgtools.formats import ALIASES, CONVERT_TARGETS, FORMAT_NAMES
 
@@ -74,6 +76,7 @@ def _direction(args: tuple[str, ...], to: str | None) -> tuple[str | None, str, 
               help="TFRecord input: feature holding the file name or id. [default: detected]")
 @click.option("-j", "--jobs", "n_jobs", type=int, default=0,
               help="Parallel workers (0 = all cores).")
+@executor_options
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted conversion into the same DST (finished shards are "
                    "kept). Refused if a setting or an input file changed; on a complete DST "
@@ -86,7 +89,8 @@ def _direction(args: tuple[str, ...], to: str | None) -> tuple[str | None, str, 
 def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size: int | None,
             shard_records: int | None, shard_bytes: str | None, schema: str | None,
             compression: str | None, image_key: str | None, label_key: str | None,
-            filename_key: str | None, n_jobs: int, resume: bool, overwrite: bool,
+            filename_key: str | None, n_jobs: int, executor: str | None,
+            scheduler: str | None, resume: bool, overwrite: bool,
             quiet: bool, as_json: bool) -> None:
     """Convert a dataset to another format, losslessly.
 
@@ -117,12 +121,15 @@ def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size:
         writer_options["schema"] = schema
     if compression and compression != "none":
         writer_options["compression"] = compression
-    summary = run(src, dst, dst_fmt, n_jobs=n_jobs, size=size, resume=resume,
-                  overwrite=overwrite, quiet=quiet or as_json, src_format=src_format,
-                  read_options=read_options, shard_records=shard_records,
-                  shard_bytes=shard_bytes,
-                  command="imgtools " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                  **writer_options)
+    if is_remote(executor, scheduler):  # the workers read and write them elsewhere
+        src, dst = Path(src).absolute(), Path(dst).absolute()
+    with cli_executor(executor, scheduler, n_jobs, read=[Path(src)], write=[Path(dst)]) as ex:
+        summary = run(src, dst, dst_fmt, n_jobs=n_jobs, size=size, resume=resume,
+                      overwrite=overwrite, quiet=quiet or as_json, src_format=src_format,
+                      read_options=read_options, shard_records=shard_records,
+                      shard_bytes=shard_bytes, executor=ex,
+                      command="imgtools " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                      **writer_options)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif summary.get("nothing_to_do"):

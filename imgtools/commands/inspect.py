@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from imgtools.commands.executor_options import cli_executor, executor_options, is_remote
 from imgtools.errors import EXIT_PROBLEMS
 
 _path = click.argument("path", type=click.Path(path_type=Path))
@@ -57,15 +58,20 @@ def info(path: Path, n_jobs: int, as_json: bool, quiet: bool) -> None:
 @click.command()
 @_path
 @_jobs
+@executor_options
 @_json
 @_quiet
-def verify(path: Path, n_jobs: int, as_json: bool, quiet: bool) -> None:
+def verify(path: Path, n_jobs: int, executor: str | None, scheduler: str | None, as_json: bool,
+           quiet: bool) -> None:
     """Check the dataset at PATH: decode every image, check labels, container integrity
     (TFRecord CRCs, tar headers, Parquet page checksums), the counts in its metadata and the
     sha256 checksums recorded at build time. Exit code 0: all good; 1: problems (listed)."""
     from imgtools.inspect import verify as run
 
-    r = run(path, n_jobs=n_jobs, quiet=quiet or as_json)
+    if is_remote(executor, scheduler):
+        path = path.absolute()  # the workers read it from another working folder
+    with cli_executor(executor, scheduler, n_jobs, read=[path]) as ex:
+        r = run(path, n_jobs=n_jobs, quiet=quiet or as_json, executor=ex)
     if r["ok"]:
         text = (f"OK: {r['records']:,} records, {r['decoded']:,} images decoded, "
                 f"{r['checksums_checked']:,} checksums checked ({r['format']})")
@@ -92,15 +98,21 @@ def verify(path: Path, n_jobs: int, as_json: bool, quiet: bool) -> None:
 @_path
 @click.option("--split", default="train", show_default=True, help="Split to measure.")
 @_jobs
+@executor_options
 @_json
 @_quiet
-def stats(path: Path, split: str, n_jobs: int, as_json: bool, quiet: bool) -> None:
+def stats(path: Path, split: str, n_jobs: int, executor: str | None, scheduler: str | None,
+          as_json: bool, quiet: bool) -> None:
     """Per-channel (R, G, B) mean and standard deviation of SPLIT over every pixel, streamed
     (exact integer sums: the same digits with any number of workers). Use them to normalise
     inputs: transforms.Normalize(mean, std)."""
     from imgtools.inspect import channel_stats
 
-    r = channel_stats(path, split=split, n_jobs=n_jobs, quiet=quiet or as_json)
+    if is_remote(executor, scheduler):
+        path = path.absolute()  # the workers read it from another working folder
+    with cli_executor(executor, scheduler, n_jobs, read=[path]) as ex:
+        r = channel_stats(path, split=split, n_jobs=n_jobs, quiet=quiet or as_json,
+                          executor=ex)
     text = (f"{r['split']}: {r['images']:,} images, {r['pixels']:,} pixels"
             + (f", {r['skipped']} undecodable skipped" if r["skipped"] else "")
             + f"\nmean (0-1) {r['mean']}\nstd  (0-1) {r['std']}"
