@@ -22,7 +22,7 @@ from pathlib import Path
 
 from imgtools import __version__
 from imgtools.atomic import atomic_open, atomic_write_text, remove_stale_tmp
-from imgtools.checksums import sha256_file
+from imgtools.checksums import sha256_file, sha256sum_line
 from imgtools.errors import UserError
 from imgtools.formats import get_format
 from imgtools.locks import exclusive
@@ -255,7 +255,7 @@ def _write_checksums(paths: list[Path], state: Path, plan: BuildPlan, opts: Buil
                 raise RuntimeError(f"shard {shard_id} has no summary after the run")
             for f, sums in zip(files, done["checksums"]):
                 for rel, digest in sums.items():  # plan order
-                    f.write(f"{digest}  {rel}\n")
+                    f.write(sha256sum_line(digest, rel))
 
 
 def _shard_ids(plan: BuildPlan, shard_size: int) -> Iterator[str]:

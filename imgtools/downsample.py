@@ -48,11 +48,11 @@ from imgtools.atomic import atomic_open, remove_stale_tmp
 from imgtools.errors import UserError
 from imgtools.records import DatasetInfo
 from imgtools.runner import ShardTask, run_shards
-from imgtools.transform import BadImage, draft, open_image, read_bytes
+from imgtools.transform import BadImage, bounded_draft, draft, open_image, read_bytes
 
 FORMATS = ("pickle", "npz")
 OUTPUT_SPLITS = ("train", "val", "unsup")
-MAX_SIZE = 512
+MIN_SIZE, MAX_SIZE = 8, 64  # the published Imagenet8..64; what --help promises
 STATE_DIRNAME = ".imgtools-state"
 META_NAME = "batches.meta"
 PUBLISHED_SIZES = (8, 16, 32, 64)
@@ -113,8 +113,9 @@ def open_rgb(path: str | Path, draft_size: int | None = None
     ``draft_size`` enables JPEG DCT scaling (--fast).
     """
     im = open_image(read_bytes(str(path)))
+    request = bounded_draft(im, (draft_size, draft_size) if draft_size else None)
     try:
-        box = draft(im, "RGB", (draft_size, draft_size)) if draft_size else None
+        box = draft(im, "RGB", request) if request else None
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data: {e}") from e
@@ -442,7 +443,7 @@ def scan_plan(source: ShardSource, settings: dict) -> PlanScan:
         firsts.append({split: next_slot[split] for split in OUTPUT_SPLITS})
         lengths.append(len(items))
         for item in items:
-            h.update(f"{item.src}\t{item.split}\t{item.label}\n".encode())
+            h.update(f"{item.src}\t{item.split}\t{item.label}\n".encode("utf-8", "surrogateescape"))
             next_slot[item.split] += 1
             if item.split != "unsup":
                 labels[item.split].append(item.label)
@@ -607,6 +608,7 @@ def downsample_dataset(
     scan = scan_plan(source, settings)
     if not scan.shard_lengths:
         raise UserError("no images to downsample", fix="check --src and the recipe's classes")
+    check_batches(batches, scan.n_slots.get("train", 0))
     state = Path(state_dir) if state_dir else out_root / STATE_DIRNAME / f"downsample-{info.name}"
     _open_state(state, scan.fingerprint, resume)
 
@@ -628,6 +630,7 @@ def downsample_dataset(
         raise UserError(f"every image failed to decode ({len(skipped)} images); nothing to "
                         f"write:\n    {shown}{more}",
                         fix="check that --src points at the images and that they are readable")
+    check_batches(batches, counts.get("train", 0))  # skipped images may leave fewer
     valid_train = _valid_mask(n_slots.get("train", 0), failed_slots.get("train", set()))
     for s in sizes_t:
         if counts.get("train"):
@@ -658,13 +661,23 @@ def _check_args(sizes: Sequence[int], fmt: str, batches: int) -> tuple[int, ...]
         raise UserError(f"unknown downsampled format {fmt!r}", fix="use --format pickle or npz")
     if not sizes:
         raise UserError("no --size given", fix="pass e.g. --size 32 (8, 16, 32, 64 published)")
-    bad = [s for s in sizes if not 1 <= int(s) <= MAX_SIZE]
+    bad = [s for s in sizes if not MIN_SIZE <= int(s) <= MAX_SIZE]
     if bad:
         raise UserError(f"size {bad[0]} is out of range",
-                        fix=f"sizes are square sides from 1 to {MAX_SIZE} (published: 8-64)")
+                        fix=f"sizes are square sides from {MIN_SIZE} to {MAX_SIZE} "
+                            "(published: 8, 16, 32, 64)")
     if batches < 1:
         raise UserError(f"--batches {batches}: need at least 1 train file", fix="e.g. --batches 10")
     return tuple(sorted({int(s) for s in sizes}))
+
+
+def check_batches(batches: int, train_images: int) -> None:
+    """Every train file must hold at least one image: more files than train images would write
+    empty batches (and an absurd --batches, millions of files until the disk is full)."""
+    if train_images and batches > train_images:
+        raise UserError(f"--batches {batches} is more than the {train_images} train images: "
+                        "some train_data_batch files would be empty",
+                        fix=f"pass --batches {min(10, train_images)} (at most {train_images})")
 
 
 def _collect_failures(scan: PlanScan, decoded: dict[str, dict]
@@ -789,11 +802,12 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
 
     if any(s is None for s in opts.sizes):
         raise UserError("pickle/npz need a square size such as --size 32, not 'full'",
-                        fix="pass --size 8, 16, 32 or 64 (or any side up to 512)")
+                        fix=f"pass --size 8, 16, 32 or 64 (any side from {MIN_SIZE} to {MAX_SIZE})")
     name = plan.recipe.output_name or plan.recipe.name
     sizes = sorted({int(s) for s in opts.sizes})
     # Bad arguments fail before --overwrite deletes anything.
     _check_args(sizes, opts.fmt, int(opts.format_options.get("batches", 10)))
+    check_batches(int(opts.format_options.get("batches", 10)), len(plan.items.get("train", ())))
     out_dirs = [Path(opts.out) / output_dir_name(name, s) for s in sizes]
     check_out_dir(Path(opts.out), out_dirs)
     with exclusive(out_dirs, Path(opts.out) / STATE_DIRNAME):

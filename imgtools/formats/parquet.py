@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtools.atomic import tmp_path_for
+from imgtools.atomic import naming_errors, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import (
     Format,
@@ -315,13 +315,19 @@ class ParquetShardWriter(ShardWriter):
             [pa.array(images, pa.binary()), pa.array(names, pa.string())],
             fields=list(self.schema.field("image").type))
         table = pa.Table.from_arrays([image, pa.array(labels, pa.int64())], schema=self.schema)
-        self._writer.write_table(table, row_group_size=len(self._rows))
+        with naming_errors(self.path):
+            self._writer.write_table(table, row_group_size=len(self._rows))
         self._rows = []
 
     def close(self) -> list[Path]:
-        self._flush()
-        self._writer.close()
-        os.replace(self.tmp, self.path)
+        try:  # a full disk may fail the footer: the temporary file must not stay
+            self._flush()
+            with naming_errors(self.path):
+                self._writer.close()
+                os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return [self.path]
 
     def abort(self) -> None:

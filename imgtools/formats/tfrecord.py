@@ -41,7 +41,7 @@ from typing import BinaryIO
 
 import crc32c
 
-from imgtools.atomic import TMP_PREFIX, tmp_path_for
+from imgtools.atomic import TMP_PREFIX, naming_errors, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter, files_named
 from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
@@ -518,10 +518,11 @@ class TFRecordShardWriter(ShardWriter):
     def write(self, record: Record) -> None:
         parts = frame_parts(encode_example(example_features(record, self.schema)))
         size = sum(len(p) for p in parts)
-        if self._out is None:
-            write_all(self._raw.fileno(), parts)
-        else:
-            self._out.write(b"".join(parts))
+        with naming_errors(self.path):
+            if self._out is None:
+                write_all(self._raw.fileno(), parts)
+            else:
+                self._out.write(b"".join(parts))
         if self._index is not None:
             self._index.write(f"{self._offset} {size}\n")
         self._offset += size
@@ -529,21 +530,27 @@ class TFRecordShardWriter(ShardWriter):
     def close(self) -> list[Path]:
         from imgtools.atomic import atomic_write_text
 
-        if self._out is not None:
-            self._out.close()
-        self._raw.close()
         written = []
-        if self.index_path is not None and self._index is not None:
-            atomic_write_text(self.index_path, self._index.getvalue())
-            written.append(self.index_path)
-        os.replace(self.tmp, self.path)
+        try:  # a full disk may fail the GZIP trailer or the index: no temporary file may stay
+            with naming_errors(self.path):
+                if self._out is not None:
+                    self._out.close()
+                self._raw.close()
+            if self.index_path is not None and self._index is not None:
+                atomic_write_text(self.index_path, self._index.getvalue())
+                written.append(self.index_path)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return [self.path, *written]
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             if self._out is not None:
                 self._out.close()
-        self._raw.close()
+        with contextlib.suppress(OSError):
+            self._raw.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
 

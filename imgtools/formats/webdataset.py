@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from imgtools.atomic import atomic_write_text, tmp_path_for
+from imgtools.atomic import atomic_write_text, naming_errors, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import (
     Format,
@@ -501,6 +501,10 @@ class WebDatasetShardWriter(ShardWriter):
         self.nsamples = 0
 
     def _add(self, name: str, data: bytes) -> None:
+        with naming_errors(self.path):
+            self._add_member(name, data)
+
+    def _add_member(self, name: str, data: bytes) -> None:
         write = self._file.write
         write(member_header(name, len(data)))
         write(data)
@@ -536,15 +540,21 @@ class WebDatasetShardWriter(ShardWriter):
         return f"{key}_{n}"
 
     def close(self) -> list[Path]:
-        # tarfile's close: two zero blocks, then zeros up to a multiple of 20 blocks.
-        size = self._file.tell() + len(_END_OF_ARCHIVE)
-        self._file.write(_END_OF_ARCHIVE + bytes(-size % tarfile.RECORDSIZE))
-        self._file.close()
-        os.replace(self.tmp, self.path)
+        try:  # a full disk may fail the last writes: the temporary file must not stay
+            with naming_errors(self.path):
+                # tarfile's close: two zero blocks, then zeros up to a multiple of 20 blocks.
+                size = self._file.tell() + len(_END_OF_ARCHIVE)
+                self._file.write(_END_OF_ARCHIVE + bytes(-size % tarfile.RECORDSIZE))
+                self._file.close()
+                os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return [self.path]
 
     def abort(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # flushing the buffer fails again on a full disk
+            self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
 
