@@ -95,6 +95,14 @@ def _columns(path: Path, schema) -> tuple[str, str | None]:
                   if isinstance(v, dict) and v.get("_type") == "ClassLabel"), None)
     if label is None:
         label = next((c for c in LABEL_COLUMNS if c in schema.names), None)
+    if label is not None and not pa.types.is_integer(schema.field(label).type):
+        # Read as labels, non-integers would all become "unlabelled": refuse, never drop.
+        raise UserError(f"label column {label!r} holds {schema.field(label).type}, not integer "
+                        "class numbers: every label would be lost", path=path,
+                        fix="store labels as integers 0..N-1 with their names as a ClassLabel "
+                            "(datasets: ds.class_encode_column("
+                            f"{label!r}).to_parquet(...)), or rename the column if it is not "
+                            "the label")
     return image, label
 
 
