@@ -36,5 +36,5 @@ def test_a_published_style_batch_is_imagenet_1k(tmp_path):
         pickle.dump(batch, f)
     info = json.loads(run_cli("info", folder, "--json", "-q").stdout)
     assert info["num_classes"] == 1000
-    assert info["classes"][0]["wnid"] == "n01440764"
+    assert info["classes"][0]["wnid"] == "n02119789"  # map_clsloc id 1: kit fox
     assert info["label_order"] == "map_clsloc (devkit order)"
