@@ -152,7 +152,8 @@ def repair_note(im: Image.Image) -> str | None:
     """Why an image cannot be copied as is: anything but an RGB (or YCbCr) JPEG."""
     fmt = im.format or "unknown"
     if fmt not in ("JPEG", "MPO"):  # MPO: a camera JPEG with extra frames; readers show the first
-        return f"{fmt} file named .JPEG, re-encoded as RGB JPEG"
+        # Not "named .JPEG": the same note goes to a photo.png, and the path shows the name.
+        return f"{fmt} image, not a JPEG: re-encoded as RGB JPEG"
     if im.mode != "RGB":
         kind = {"L": "grayscale", "CMYK": "CMYK", "P": "palette", "LA": "grayscale+alpha",
                 "RGBA": "RGBA", "I;16": "16-bit grayscale"}.get(im.mode, im.mode)

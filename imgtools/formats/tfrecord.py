@@ -10,7 +10,7 @@ slim      ``image/encoded``    ``image/class/label``  ``image/filename`` ``image
                                                                          ``image/height``/``width``,
                                                                          ``image/class/synset``,
                                                                          ``image/class/text``
-flowers   ``image``            ``class``              ``id`` (the key)
+flowers   ``image``            ``class``              ``id`` (the key)   ``file_name`` (the name)
 ========  ===================  =====================  ================  =========================
 
 Labels are 0-based in every schema (slim's flowers converter does the same; Inception's ImageNet
@@ -231,6 +231,10 @@ def parse_example(payload: bytes, path: Path, offset: int) -> dict:
     return out
 
 
+FLOWERS_NAME = "file_name"
+"""The feature our flowers-schema records add beside ``id``: the original file name."""
+
+
 def detect_schema(keys: set[str]) -> str | None:
     if "image/encoded" in keys:
         return "slim"
@@ -366,6 +370,8 @@ class TFRecordFormat(Format):
         from imgtools.convert import image_ext
 
         raw_name = feats.get(keys["filename"])
+        if keys["filename"] == "id" and isinstance(feats.get(FLOWERS_NAME), bytes):
+            raw_name = feats[FLOWERS_NAME]  # our flowers records keep the full name there
         name = plain_filename(raw_name.decode("utf-8", "replace")
                               if isinstance(raw_name, bytes) else "")
         if not name:  # unique per record: the whole shard file name, then the record's index
@@ -406,8 +412,11 @@ def example_features(record: Record, schema: str) -> dict[str, tuple[object, str
     keys = SCHEMAS[schema]
     label = record.label if record.label is not None else -1
     if schema == "flowers":
+        # ``id`` is the competition's extension-less id; ``file_name`` (the TFDS key, which
+        # Kaggle's parsing spec ignores) keeps the real name, so nothing is dropped.
         datum: dict[str, tuple[object, str]] = {"image": (record.image, "byte"),
-                                                "id": (record.key.encode(), "byte")}
+                                                "id": (record.key.encode(), "byte"),
+                                                FLOWERS_NAME: (record.filename.encode(), "byte")}
         if record.label is not None:
             datum["class"] = (label, "int")
         return datum

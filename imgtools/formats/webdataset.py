@@ -369,6 +369,7 @@ class WebDatasetFormat(Format):
                                        path=path, offset=by_field["json"].offset) from e
             if isinstance(loaded, dict):
                 meta.update(loaded)
+            _check_meta_types(path, key, meta, by_field["json"].offset)
         for field in ("cls", "label", "class", "cls2"):
             if field in by_field:
                 text = _read_member(path, f, by_field[field]).decode("ascii", "replace")
@@ -452,6 +453,23 @@ class WebDatasetFormat(Format):
                      "name": f"{info.name}-{split}", "shardlist": shardlist}
             atomic_write_text(root / f"{split}{WIDS_SUFFIX}", json.dumps(index, indent=1) + "\n")
         super().finalize(root, info, counts)
+
+
+def _check_meta_types(path: Path, key: str, meta: dict, offset: int) -> None:
+    """A sample's ``.json`` fields that imgtools reads must have their types: a label that is
+    text would silently become "unlabelled", a file name that is a list would be stored as
+    ``"['a']"``. Either stops the run, naming the sample."""
+    label, filename = meta.get("label"), meta.get("filename")
+    if label is not None and (type(label) is not int):
+        raise CorruptDataError(f"sample {key!r}: .json label is {type(label).__name__} "
+                               f"{label!r}, not an integer", path=path, offset=offset,
+                               fix="write labels as integers (0-based), or leave them out of "
+                                   "the .json for unlabelled images")
+    if filename is not None and not isinstance(filename, str):
+        raise CorruptDataError(f"sample {key!r}: .json filename is {type(filename).__name__} "
+                               f"{filename!r}, not text", path=path, offset=offset,
+                               fix="write the file name as a string, or leave it out (the key "
+                                   "is used)")
 
 
 def member_header(name: str, size: int) -> bytes:
