@@ -199,7 +199,8 @@ def _build_locked(plan: BuildPlan, opts: BuildOptions, roots: list[Path], starte
     _write_csv([root / plan.recipe.csv_name for root in roots], plan, totals)
     _write_checksums([root / CHECKSUMS for root in roots], state, plan, opts)
     for i, root in enumerate(roots):
-        fmt.finalize(root, plan.info, report["totals"])
+        fmt.finalize(root, plan.info, {**dict.fromkeys(plan.output_splits(), 0),
+                                       **report["totals"]})
         per_size = dict(report, size=size_label(opts.sizes[i]), path=str(root))
         atomic_write_text(root / BUILD_INFO, json.dumps(per_size, indent=2) + "\n")
     shutil.rmtree(state, ignore_errors=True)

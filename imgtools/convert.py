@@ -471,6 +471,8 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
         counts[summary["split"]] = counts.get(summary["split"], 0) + summary["records"]
         bytes_in += summary["bytes_in"]
         bytes_out += summary["bytes_out"]
+    for shard in shards:  # a split whose input holds no record is listed with 0
+        counts.setdefault(shard.split, 0)
     counts = {s: counts[s] for s in sorted(counts, key=split_sort_key)}
     dst_fmt.finalize(dst, info, counts)
     shutil.rmtree(state, ignore_errors=True)

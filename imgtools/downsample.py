@@ -758,7 +758,7 @@ def _finish(out_root: Path, info: DatasetInfo, sizes: tuple[int, ...], counts: d
                                              "label_order": label_base or info.label_order,
                                              "skipped": len(skipped)})
         DatasetInfo(info.name, info.classes, info.label_order, extra).save(
-            out_dir, {k: v for k, v in counts.items() if v}, fmt="pickle")
+            out_dir, dict(counts), fmt="pickle")  # an empty split is listed with 0
         per_size[s] = {"dir": str(out_dir), "files": sorted(expected)}
     return {"counts": counts, "sizes": per_size, "format": fmt, "seed": settings["seed"],
             "batches": batches, "skipped": sorted(skipped, key=lambda r: r["path"]),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imgtools.errors import UserError
 from imgtools.formats.base import Format
+from imgtools.records import DATASET_META, load_sidecar
 
 # name -> module path; each module defines ``FORMAT`` (an instance of base.Format).
 _FORMAT_MODULES = {
@@ -65,6 +66,15 @@ def check_finished(path: Path) -> None:
                             "delete it and start over")
 
 
+def _declared_format(path: Path) -> str | None:
+    """The format the imgtools sidecar of the dataset at ``path`` names, if any."""
+    sidecar = (path if path.is_dir() else path.parent) / DATASET_META
+    if not sidecar.is_file():
+        return None
+    declared = load_sidecar(sidecar).get("format")
+    return declared if isinstance(declared, str) else None
+
+
 def detect_format(path: str | Path) -> Format:
     """The format of the dataset at ``path``; a clear error when it is none of ours."""
     path = Path(path)
@@ -72,14 +82,27 @@ def detect_format(path: str | Path) -> Format:
         raise UserError("no such file or directory", path=path,
                         fix="check the path: it should hold a dataset in a format imgtools reads")
     check_finished(path)
-    # pickle before folder: a folder of train_data_batch_* files is not a JPEG folder.
-    for name in ("pickle", "tfrecord", "webdataset", "parquet", "folder"):
+    found = []
+    for name in FORMAT_NAMES:
         try:
             fmt = get_format(name)
         except ImportError:  # pragma: no cover - format module not available
             continue
         if fmt.detect(path):
-            return fmt
+            found.append(fmt)
+    if len(found) > 1:
+        # A stray .tar in a class folder must not turn a JPEG folder into a WebDataset:
+        # the sidecar imgtools writes says which format it is; otherwise ask.
+        declared = _declared_format(path)
+        chosen = [f for f in found if f.name == declared]
+        if chosen:
+            return chosen[0]
+        names = " and ".join(f.name for f in found)
+        raise UserError(f"this holds files of several formats ({names})", path=path,
+                        fix="move the stray files out of the dataset, or name its format: "
+                            f"imgtools convert --from {' | '.join(f.name for f in found)} ...")
+    if found:
+        return found[0]
     raise UserError(
         "not a dataset in any format imgtools reads",
         path=path,

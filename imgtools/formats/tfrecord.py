@@ -245,6 +245,31 @@ def detect_schema(keys: set[str]) -> str | None:
     return None
 
 
+_LABEL_LIKE = re.compile(r"label|class|cls|target|categor", re.IGNORECASE)
+_NOT_LABEL = re.compile(r"height|width|channel|size|shape|offset", re.IGNORECASE)
+
+
+def _check_label_key(files: list[Path], options: dict) -> None:
+    """Refuse to read labelled records as unlabelled: when the first record lacks the label
+    key (the schema's, or tfds' ``label`` after ``--image-key``) but holds an integer feature
+    that looks like a label, every label would silently become "none"."""
+    label_key = _keys_for(options)["label"]
+    for file in files:
+        for offset, payload in iter_frames(file):
+            feats = parse_example(payload, file, offset)
+            if label_key in feats:
+                return
+            ints = sorted(k for k, v in feats.items() if type(v) is int and (
+                _LABEL_LIKE.search(k) or ("image_key" in options and not _NOT_LABEL.search(k))))
+            if ints:
+                raise UserError(
+                    f"the records have no label feature {label_key!r}, but integer features "
+                    f"{', '.join(ints)}: read as they are, every label would be lost",
+                    path=file, fix=f"name the label with --label-key {ints[0]} (or "
+                                   "--label-key none to read the records as unlabelled)")
+            return
+
+
 def _keys_for(options: dict) -> dict[str, str]:
     keys = dict(SCHEMAS[options.get("schema", DEFAULT_SCHEMA)])
     for field in ("image", "label", "filename"):
@@ -296,6 +321,8 @@ class TFRecordFormat(Format):
             raise UserError("no TFRecord files here", path=path,
                             fix="expected files named *.tfrecord*, *.tfrec or "
                                 "train-00000-of-00016")
+        if "label_key" not in options:  # a key the user named is theirs to choose
+            _check_label_key(files, {**self._schema_of(path), **options})
         options = {**self._schema_of(path), **options}
         base = path if path.is_dir() else path.parent
         return [InputShard(str(f), split_from_name(str(f.relative_to(base))), options)
