@@ -840,6 +840,7 @@ def build_downsampled(plan: Any, opts: Any, command: str | None = None) -> dict:
             "planned": {s: len(v) for s, v in plan.items.items()},
             "totals": summary["counts"], "skipped": summary["skipped"],
             "repaired": summary["repaired"], "missing_from_tree": plan.missing,
+            "ignored_files": sorted(set(plan.source.ignored)),
             "seconds": round(seconds, 3),
             "images_per_second": (round(sum(summary["counts"].values()) / seconds, 1)
                                   if seconds > 0 else None),
