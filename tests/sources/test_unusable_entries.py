@@ -69,8 +69,9 @@ def test_unusable_entries_are_skipped_and_listed(planted, tmp_path, fmt):
         assert strict.returncode == 1
 
 
-def test_resume_after_a_non_utf8_name_finishes(planted, tmp_path):
-    """The build used to die in the CSV writer after every image, and --resume the same way."""
+def test_build_with_a_non_utf8_name_writes_its_csv_and_checksums(planted, tmp_path):
+    """The build used to die in the CSV writer after every image (so --resume could never
+    finish it): now the name is skipped and the CSV and SHA256SUMS are written."""
     out = tmp_path / "out"
     run_cli("build", "imagenette", "--src", planted, "--out", out, "--split", "random",
             "--size", "64", "-j", "1", "-q")
