@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,23 @@ def tmp_path_for(path: Path) -> Path:
 
 
 @contextlib.contextmanager
+def naming_errors(path: str | Path) -> Iterator[None]:
+    """Give an OSError raised while writing ``path`` that path. A write that fails for a full
+    disk raises ``OSError(ENOSPC)`` with no file name, and "No space left on device" alone does
+    not say which disk or which output (pyarrow's errors carry the errno only in their text)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename:
+            raise
+        code = e.errno
+        if code is None and (m := re.search(r"\[errno (\d+)\]", str(e))):
+            code = int(m.group(1))
+        raise OSError(code, (os.strerror(code) if code else None) or e.strerror or str(e),
+                      os.fspath(path)) from e
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open ``path`` for writing through a temporary file renamed into place on success (its
     folder is made if missing)."""
@@ -39,7 +57,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, tmp_name(name))
     try:
-        with open(tmp, mode) as f:
+        with naming_errors(path), open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
         os.replace(tmp, path)
@@ -69,7 +87,7 @@ def atomic_write_new(path: str, data: bytes) -> None:
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, tmp_name(name))
     try:
-        with open(tmp, "wb") as f:
+        with naming_errors(path), open(tmp, "wb") as f:
             f.write(data)
         try:
             os.link(tmp, path)

@@ -173,7 +173,8 @@ def _run_build(plan: BuildPlan, opts: BuildOptions, run: OutputRun, started: flo
         for staging, files in zip(stagings, packed):
             packing.write_checksums(staging / CHECKSUMS, files)
     for i, (root, staging) in enumerate(zip(run.roots, stagings)):
-        fmt.finalize(staging, plan.info, report["totals"])
+        fmt.finalize(staging, plan.info, {**dict.fromkeys(plan.output_splits(), 0),
+                                          **report["totals"]})
         write_croissant(staging, plan.info, opts.fmt, list(report["totals"]))  # folders too
         write_report(staging, dict(report, size=size_label(opts.sizes[i]), path=str(root)))
     run.publish()

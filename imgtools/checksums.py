@@ -13,3 +13,42 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+
+
+def sha256sum_line(digest: str, name: str) -> str:
+    """One ``sha256sum`` line for ``name``, escaped as GNU coreutils escapes it: a name holding
+    a backslash, newline or carriage return is written with ``\\\\``, ``\\n``, ``\\r`` and the
+    line starts with a backslash, so ``sha256sum -c`` reads every name back exactly."""
+    if not any(ch in name for ch in _ESCAPES):
+        return f"{digest}  {name}\n"
+    return "\\" + f"{digest}  " + "".join(_ESCAPES.get(ch, ch) for ch in name) + "\n"
+
+
+def parse_sha256sum_line(line: str) -> tuple[str, str] | None:
+    """``(digest, name)`` of a ``sha256sum`` line (GNU escapes undone; a ``*`` binary-mode
+    marker dropped), or None when the line has another shape."""
+    escaped = line.startswith("\\")
+    digest, sep, name = line[escaped:].partition(" ")
+    if not sep or len(digest) != 64 or not name or name[0] not in " *":
+        return None
+    name = name[1:]
+    if escaped:
+        out, chars = [], iter(name)
+        for ch in chars:
+            if ch == "\\":
+                nxt = next(chars, "")
+                mapped = {"\\": "\\", "n": "\n", "r": "\r"}.get(nxt)
+                if mapped is None:
+                    return None
+                out.append(mapped)
+            else:
+                out.append(ch)
+        name = "".join(out)
+    try:
+        int(digest, 16)
+    except ValueError:
+        return None
+    return digest.lower(), name

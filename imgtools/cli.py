@@ -8,7 +8,9 @@ code (see ``imgtools.errors``), not as a traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import json
 import sys
 
 import click
@@ -64,13 +66,44 @@ def cli() -> None:
     """
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def os_error(e: OSError) -> UserError:
+    """An OSError that reached the top as a :class:`UserError` naming the file. A full disk gets
+    its own advice: writers remove their temporary files, and finished shards are kept."""
+    where = e.filename
+    what = e.strerror or str(e)
+    if e.errno in _DISK_FULL or "No space left" in str(e):
+        return UserError(f"{what} (disk full, or a file-size or quota limit) while writing",
+                         path=where, fix="free space there or choose an output on another disk, "
+                         "then run the same command with --resume: finished work is kept and "
+                         "no temporary file was left behind")
+    return UserError(what, path=where, fix="check that path (a folder that can be created and "
+                     "written, disk space, permissions)")
+
+
+def _wants_json(argv: list[str] | None) -> bool:
+    """Whether the command line asked for ``--json``: then errors are printed as JSON too, so
+    a script reading stdout always gets one JSON object."""
+    args = sys.argv[1:] if argv is None else argv
+    return "--json" in args[:args.index("--")] if "--" in args else "--json" in args
+
+
+def _fail(error: UserError, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(error.as_json(), indent=2))
+    click.secho(f"error: {error.message()}", fg="red", err=True)
+    sys.exit(error.exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
     interrupt.install()
+    as_json = _wants_json(argv)
     try:
         cli.main(args=argv, prog_name="imgtools", standalone_mode=False)
     except UserError as e:
-        click.secho(f"error: {e.message()}", fg="red", err=True)
-        sys.exit(e.exit_code)
+        _fail(e, as_json)
     except click.exceptions.Abort as e:  # click's wrapping of Ctrl-C and SIGTERM
         click.echo(interrupt.MESSAGE, err=True)
         interrupt.stop_workers()
@@ -78,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(interrupt.exit_code(cause) if isinstance(cause, KeyboardInterrupt)
                  else interrupt.EXIT_INTERRUPTED)
     except click.ClickException as e:
+        if as_json:
+            click.echo(json.dumps(UserError(e.format_message()).as_json(), indent=2))
         e.show()
         sys.exit(2 if e.exit_code == 2 else e.exit_code)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (see imgtools.pipeline.interrupt)
@@ -85,11 +120,14 @@ def main(argv: list[str] | None = None) -> None:
         interrupt.stop_workers()
         sys.exit(interrupt.exit_code(e))
     except OSError as e:  # a path that cannot be used (a file where a folder is needed, ...)
-        where = e.filename or "?"
-        click.secho(f"error: {where}: {e.strerror or e}\n  what to do: check that path (a "
-                    "folder that can be created and written, disk space, permissions)",
-                    fg="red", err=True)
-        sys.exit(2)
+        _fail(os_error(e), as_json)
+    except Exception as e:
+        if as_json:  # a bug: the traceback follows on stderr, stdout still gets one object
+            click.echo(json.dumps({"error": {"what": f"internal error: {type(e).__name__}: "
+                                             f"{e}", "path": None, "fix": "report this as a "
+                                             "bug in imgtools", "exit_code": 1,
+                                             "kind": "internal"}}, indent=2))
+        raise
     sys.exit(0)
 
 

@@ -253,7 +253,8 @@ def _settings(src: Path, src_name: str, to: str, size: int | None, options: dict
 
 def _run_conversion(run: OutputRun, plan: list[OutputShard], src_fmt: Format, dst_fmt: Format,
                     info: DatasetInfo, size: int | None, options: dict, jobs: int, quiet: bool,
-                    executor: Executor | None = None) -> tuple[dict[str, int], int, int]:
+                    executor: Executor | None = None, input_splits: set[str] | None = None
+                    ) -> tuple[dict[str, int], int, int]:
     """Write every output shard into the run's staging folder, then the format's metadata."""
     staging = run.stagings[0]
     tasks = [ShardTask(_shard_id(o), {"src_format": src_fmt.name, "to": dst_fmt.name,
@@ -271,6 +272,8 @@ def _run_conversion(run: OutputRun, plan: list[OutputShard], src_fmt: Format, ds
         bytes_in += summary["bytes_in"]
         bytes_out += summary["bytes_out"]
     remove_stale_tmp(staging)  # a task retried after its worker died left its temporaries
+    for split in input_splits or ():  # a split whose input holds no record is listed with 0
+        counts.setdefault(split, 0)
     counts = {s: counts[s] for s in sorted(counts, key=split_sort_key)}
     write_checksums([staging / CHECKSUMS], run.markers, (_shard_id(o) for o in plan))
     dst_fmt.finalize(staging, info, counts)
@@ -332,7 +335,8 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
         if run.complete:
             return already_complete([dst])
         counts, bytes_in, bytes_out = _run_conversion(run, plan, src_fmt, dst_fmt, info, size,
-                                                      options, jobs, quiet, executor)
+                                                      options, jobs, quiet, executor,
+                                                      {s.split for s in shards})
         seconds = time.perf_counter() - started
         records = sum(counts.values())
         summary = run_report(

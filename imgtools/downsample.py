@@ -57,11 +57,11 @@ from imgtools.plan import BuildPlan, PlanItem
 from imgtools.records import DatasetInfo
 from imgtools.runner import ShardTask, run_shards, with_files
 from imgtools.sources import locator_inputs, open_locator
-from imgtools.transform import BadImage, draft, open_image
+from imgtools.transform import BadImage, bounded_draft, draft, open_image
 
 FORMATS = ("pickle", "npz")
 OUTPUT_SPLITS = ("train", "val", "unsup")
-MAX_SIZE = 512
+MIN_SIZE, MAX_SIZE = 8, 64  # the published Imagenet8..64; what --help promises
 STATE_DIRNAME = ".imgtools-state"
 META_NAME = "batches.meta"
 PUBLISHED_SIZES = (8, 16, 32, 64)
@@ -122,8 +122,9 @@ def open_rgb(path: str | Path, draft_size: int | None = None
     ``draft_size`` enables JPEG DCT scaling (--fast).
     """
     im = open_image(open_locator(str(path)))
+    request = bounded_draft(im, (draft_size, draft_size) if draft_size else None)
     try:
-        box = draft(im, "RGB", (draft_size, draft_size)) if draft_size else None
+        box = draft(im, "RGB", request) if request else None
         im.load()
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data: {e}") from e
@@ -449,7 +450,7 @@ def scan_plan(source: ShardSource, settings: dict) -> PlanScan:
         firsts.append({split: next_slot[split] for split in OUTPUT_SPLITS})
         lengths.append(len(items))
         for item in items:
-            h.update(f"{item.src}\t{item.split}\t{item.label}\n".encode())
+            h.update(f"{item.src}\t{item.split}\t{item.label}\n".encode("utf-8", "surrogateescape"))
             next_slot[item.split] += 1
             if item.split != "unsup":
                 labels[item.split].append(item.label)
@@ -615,6 +616,7 @@ def downsample_dataset(
     scan = scan_plan(source, settings)
     if not scan.shard_lengths:
         raise UserError("no images to downsample", fix="check --src and the recipe's classes")
+    check_batches(batches, scan.n_slots.get("train", 0))
     state = Path(state_dir) if state_dir else out_root / STATE_DIRNAME / f"downsample-{info.name}"
     _open_state(state, scan.fingerprint, resume)
 
@@ -637,6 +639,7 @@ def downsample_dataset(
         raise UserError(f"every image failed to decode ({len(skipped)} images); nothing to "
                         f"write:\n    {shown}{more}",
                         fix="check that --src points at the images and that they are readable")
+    check_batches(batches, counts.get("train", 0))  # skipped images may leave fewer
     valid_train = _valid_mask(n_slots.get("train", 0), failed_slots.get("train", set()))
     for s in sizes_t:
         if counts.get("train"):
@@ -675,13 +678,23 @@ def _check_args(sizes: Sequence[int], fmt: str, batches: int) -> tuple[int, ...]
         raise UserError(f"unknown downsampled format {fmt!r}", fix="use --format pickle or npz")
     if not sizes:
         raise UserError("no --size given", fix="pass e.g. --size 32 (8, 16, 32, 64 published)")
-    bad = [s for s in sizes if not 1 <= int(s) <= MAX_SIZE]
+    bad = [s for s in sizes if not MIN_SIZE <= int(s) <= MAX_SIZE]
     if bad:
         raise UserError(f"size {bad[0]} is out of range",
-                        fix=f"sizes are square sides from 1 to {MAX_SIZE} (published: 8-64)")
+                        fix=f"sizes are square sides from {MIN_SIZE} to {MAX_SIZE} "
+                            "(published: 8, 16, 32, 64)")
     if batches < 1:
         raise UserError(f"--batches {batches}: need at least 1 train file", fix="e.g. --batches 10")
     return tuple(sorted({int(s) for s in sizes}))
+
+
+def check_batches(batches: int, train_images: int) -> None:
+    """Every train file must hold at least one image: more files than train images would write
+    empty batches (and an absurd --batches, millions of files until the disk is full)."""
+    if train_images and batches > train_images:
+        raise UserError(f"--batches {batches} is more than the {train_images} train images: "
+                        "some train_data_batch files would be empty",
+                        fix=f"pass --batches {min(10, train_images)} (at most {train_images})")
 
 
 def _collect_failures(scan: PlanScan, decoded: dict[str, dict]
@@ -762,7 +775,7 @@ def _finish(out_root: Path, info: DatasetInfo, sizes: tuple[int, ...], counts: d
                                              "label_order": label_base or info.label_order,
                                              "skipped": len(skipped)})
         DatasetInfo(info.name, info.classes, info.label_order, extra).save(
-            out_dir, {k: v for k, v in counts.items() if v}, fmt="pickle")
+            out_dir, dict(counts), fmt="pickle")  # an empty split is listed with 0
         per_size[s] = {"dir": str(out_dir), "files": sorted(expected)}
     return {"counts": counts, "sizes": per_size, "format": fmt, "seed": settings["seed"],
             "batches": batches, "skipped": sorted(skipped, key=lambda r: r["path"]),
@@ -798,12 +811,13 @@ def build_downsampled(plan: BuildPlan, opts: Any, command: str | None = None) ->
     (the build report: counts, skipped files with reasons, conversions) in each output."""
     if any(s is None for s in opts.sizes):
         raise UserError("pickle/npz need a square size such as --size 32, not 'full'",
-                        fix="pass --size 8, 16, 32 or 64 (or any side up to 512)")
+                        fix=f"pass --size 8, 16, 32 or 64 (any side from {MIN_SIZE} to {MAX_SIZE})")
     name = plan.recipe.output_name or plan.recipe.name
     sizes = sorted({int(s) for s in opts.sizes})
     batches = int(opts.format_options.get("batches", 10))
     # Bad arguments fail before --overwrite deletes anything.
     _check_args(sizes, opts.fmt, batches)
+    check_batches(batches, len(plan.items.get("train", ())))
     out_dirs = [Path(opts.out) / output_dir_name(name, s) for s in sizes]
     settings = {"command": "build", "recipe": plan.recipe.name, "split": plan.split_mode,
                 "seed": plan.seed, "sizes": sizes, "format": opts.fmt, "exact": opts.exact,
@@ -837,6 +851,7 @@ def build_downsampled(plan: BuildPlan, opts: Any, command: str | None = None) ->
             planned={s: len(v) for s, v in plan.items.items()},
             totals=summary["counts"], skipped=summary["skipped"],
             repaired=summary["repaired"], missing_from_tree=plan.missing,
+            ignored_files=sorted(set(plan.source.ignored)),
             seconds=round(seconds, 3),
             images_per_second=(round(sum(summary["counts"].values()) / seconds, 1)
                                if seconds > 0 else None),

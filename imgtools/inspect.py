@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtools.atomic import atomic_open
-from imgtools.checksums import sha256_file
-from imgtools.errors import UserError
+from imgtools.checksums import parse_sha256sum_line, sha256_file
+from imgtools.errors import CorruptDataError, UserError
 from imgtools.executors.base import Executor
 from imgtools.executors.local import LocalExecutor
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import dataset_root
-from imgtools.pipeline.report import load_build_info
-from imgtools.records import DATASET_META, SPLITS, DatasetInfo, Record
+from imgtools.formats.webdataset import WIDS_SUFFIX, count_samples
+from imgtools.records import DATASET_META, SPLITS, DatasetInfo, Record, load_sidecar
 
 MAX_PROBLEMS_PER_SHARD = 50
 MAX_DISTINCT_SIZES = 2000
@@ -48,7 +48,6 @@ class Dataset:
 
 
 def open_dataset(path: str | Path) -> Dataset:
-
     path = Path(path)
     fmt = detect_format(path)
     shards = fmt.input_shards(path)
@@ -247,19 +246,52 @@ def _verify_shard(fmt_name: str, shard: InputShard, info: DatasetInfo) -> dict:
 
 
 def read_sha256sums(path: Path) -> dict[str, str]:
-    """``sha256sum`` lines (``<hex>  <relative path>``) -> {path: hex}; {} when absent."""
+    """``sha256sum`` lines (``<hex>  <relative path>``, GNU escapes for names holding a
+    newline or backslash) -> {path: hex}; {} when absent. Names are bytes to ``sha256sum``, so
+    one that is not UTF-8 is kept as the OS would name it (surrogate escapes). A line of any
+    other shape is damage: :class:`CorruptDataError`."""
     if not path.is_file():
         return {}
     sums = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        digest, sep, rel = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise UserError(f"line {n} is not `<sha256>  <path>`", path=path,
-                            fix="restore the file from the build (or delete it to skip checks)")
-        sums[rel.lstrip("*")] = digest.lower()
+        parsed = parse_sha256sum_line(line)
+        if parsed is None:
+            raise CorruptDataError(f"line {n} is not `<sha256>  <path>`", path=path,
+                                   fix="restore the file from the build (or delete it to skip "
+                                       "checks)")
+        digest, rel = parsed
+        sums[rel] = digest
     return sums
+
+
+def build_info_checksums_and_counts(root: Path) -> tuple[dict[str, str], dict]:
+    """``checksums`` ({file: sha256}) and ``counts`` ({split: {wnid: n}}) of build-info.json,
+    both {} when it is absent; a damaged file or wrong types are a :class:`CorruptDataError`
+    (verify reports it as damage found)."""
+    from imgtools.hub.layout import BUILD_INFO, load_build_info
+
+    try:
+        info = load_build_info(root)
+    except UserError as e:
+        raise CorruptDataError(e.what, path=root / BUILD_INFO, fix=e.fix) from e
+    checksums, counts = info.get("checksums") or {}, info.get("counts") or {}
+    if not (isinstance(checksums, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in checksums.items())):
+        raise CorruptDataError("damaged 'checksums': expected {file: sha256}",
+                               path=root / BUILD_INFO, fix=_BUILD_INFO_FIX)
+    if not (isinstance(counts, dict) and all(
+            isinstance(per, dict) and all(isinstance(w, str) and type(n) is int
+                                          for w, n in per.items())
+            for per in counts.values())):
+        raise CorruptDataError("damaged 'counts': expected {split: {wnid: number}}",
+                               path=root / BUILD_INFO, fix=_BUILD_INFO_FIX)
+    return checksums, counts
+
+
+_BUILD_INFO_FIX = "restore build-info.json from the build, or build the dataset again"
 
 
 def _checksum_chunk(root: str, items: list[tuple[str, str]]) -> list[dict]:
@@ -280,7 +312,7 @@ def _check_checksums(root: Path, n_jobs: int | None, only: str | None = None,
     """Recompute the build-time sha256 of every listed file, or of ``only`` (a path relative to
     ``root``) when one file is verified: the others are not what the user asked about."""
 
-    checksums = dict(load_build_info(root).get("checksums") or {})
+    checksums = dict(build_info_checksums_and_counts(root)[0])
     checksums.update(read_sha256sums(root / SHA256SUMS))
     items = sorted((rel, h) for rel, h in checksums.items() if only in (None, rel))
     chunks = [items[i:i + 256] for i in range(0, len(items), 256)]
@@ -297,10 +329,8 @@ def _expected_counts(ds: Dataset) -> tuple[dict, dict]:
 
     root = dataset_root(ds.path)
     sidecar = root / DATASET_META
-    splits = {}
-    if sidecar.is_file():
-        splits = json.loads(sidecar.read_text()).get("splits") or {}
-    return splits, load_build_info(root).get("counts") or {}
+    splits = load_sidecar(sidecar).get("splits") or {} if sidecar.is_file() else {}
+    return splits, build_info_checksums_and_counts(root)[1]
 
 
 def _whole_dataset(ds: Dataset) -> bool:
@@ -336,7 +366,10 @@ def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True,
     counts are not compared (``counts_compared`` is False and ``notes`` says so) and only its
     own build-time checksum is recomputed."""
 
-    ds = open_dataset(path)
+    try:
+        ds = open_dataset(path)
+    except CorruptDataError as e:  # damage that stops reading (the class list, a shard)
+        return _damaged_report(Path(path), e)
     counts: Counter = Counter()
     decoded = problem_count = 0
     problems: list[dict] = []
@@ -352,20 +385,91 @@ def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True,
     whole = _whole_dataset(ds)
     notes = []
     if whole:
-        problems.extend(_count_problems(ds, counts, read_splits))
+        problems.extend(_metadata_problems(lambda: _count_problems(ds, counts, read_splits)))
+        if ds.fmt.name == "webdataset":
+            problems.extend(_wids_problems(ds.path, read_splits))
     else:
         notes.append("one file of a dataset: split and class counts not compared with the "
                      "dataset's metadata (verify the dataset folder to compare them)")
-    checked, checksum_problems = _check_checksums(dataset_root(ds.path), n_jobs,
-                                                  only=None if whole else ds.path.name,
-                                                  executor=executor)
-    problems.extend(checksum_problems)
+    checked = 0
+
+    def checksums() -> list[dict]:
+        nonlocal checked
+        checked, found = _check_checksums(dataset_root(ds.path), n_jobs,
+                                          only=None if whole else ds.path.name,
+                                          executor=executor)
+        return found
+
+    for found in _metadata_problems(checksums):
+        if found not in problems:  # a damaged build-info.json stops both checks that read it
+            problems.append(found)
     problem_count += len(problems) - shard_listed
     total = sum(read_splits.values())
     return {"path": str(ds.path), "format": ds.fmt.name, "records": total, "decoded": decoded,
             "splits": read_splits, "checksums_checked": checked, "counts_compared": whole,
             "notes": notes, "ok": not problems, "problem_count": problem_count,
             "problems": problems}
+
+
+def _metadata_problems(check: Callable[[], list[dict]]) -> list[dict]:
+    """``check()``'s findings, or the damage that kept it from running (a sidecar,
+    build-info.json or SHA256SUMS that cannot be read is itself damage found)."""
+    try:
+        return check()
+    except CorruptDataError as e:
+        return [{"path": e.path or "", "what": e.what}]
+
+
+def _damaged_report(path: Path, error: CorruptDataError) -> dict:
+    """verify's report when damage keeps the dataset from being opened at all."""
+    try:
+        fmt = detect_format(path).name
+    except UserError:
+        fmt = "unknown"
+    return {"path": str(path), "format": fmt, "records": 0, "decoded": 0, "splits": {},
+            "checksums_checked": 0, "counts_compared": False,
+            "notes": ["verification stopped there: the dataset cannot be read past it"],
+            "ok": False, "problem_count": 1,
+            "problems": [{"path": error.path or str(path), "what": error.what}]}
+
+
+def _wids_problems(root: Path, read_splits: dict[str, int]) -> list[dict]:
+    """Each ``<split>.wids.json`` must be a wids index whose shard list is exactly the split's
+    tars, with their real sample counts and sizes: ``wids`` trusts ``nsamples`` to map a
+    sample index to a shard, so a wrong one gives wrong or missing samples."""
+    problems = []
+    for index in sorted(root.glob(f"*{WIDS_SUFFIX}")):
+        split = index.name[:-len(WIDS_SUFFIX)]
+
+        def bad(what: str, index: Path = index) -> None:
+            problems.append({"path": str(index), "what": what})
+
+        try:
+            obj = json.loads(index.read_bytes())
+            shardlist = obj["shardlist"]
+            entries = [(e["url"], e["nsamples"], e["filesize"]) for e in shardlist]
+        except (ValueError, KeyError, TypeError) as e:
+            bad(f"not a wids shard index ({type(e).__name__}: {e})")
+            continue
+        tars = sorted(p.name for p in root.glob(f"{split}-[0-9]*.tar"))
+        if sorted(str(url) for url, _n, _s in entries) != tars:
+            bad(f"lists {len(entries)} shards, the folder holds {len(tars)} {split} tars")
+            continue
+        for url, nsamples, filesize in entries:
+            tar = root / url
+            try:
+                real = count_samples(tar)
+            except CorruptDataError:  # the tar's own damage is reported with the tar
+                continue
+            if nsamples != real:
+                bad(f"{url}: nsamples {nsamples}, the tar holds {real} samples")
+            if filesize != tar.stat().st_size:
+                bad(f"{url}: filesize {filesize}, the tar has {tar.stat().st_size} bytes")
+        if split in read_splits and sum(n for _u, n, _s in entries
+                                        if isinstance(n, int)) != read_splits[split]:
+            bad(f"nsamples add up to {sum(n for _u, n, _s in entries if isinstance(n, int))}, "
+                f"{read_splits[split]} {split} records were read")
+    return problems
 
 
 # ----------------------------------------------------------------------------------------------

@@ -192,6 +192,13 @@ class BuildPlan:
     def total(self) -> int:
         return sum(len(v) for v in self.items.values())
 
+    def output_splits(self) -> list[str]:
+        """Every split the recipe makes, empty or not (a 0 in the sidecar says "none", where
+        a missing split would leave a reader guessing)."""
+        made = {"train", "val"} if not self.recipe.parts else {
+            s for part in self.recipe.parts for s in (*part.take.values(), part.rest) if s}
+        return [s for s in SPLITS if s in made or s in self.items]
+
     def digest(self) -> str:
         """SHA-256 of what the plan makes: every split's images, classes, labels and names,
         and the noisy labels the CSV will carry. A resumed build compares it with the

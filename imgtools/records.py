@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from imgtools.atomic import atomic_write_text
+from imgtools.errors import CorruptDataError
 
 SPLITS = ("train", "val", "unsup")
 """Split names, in canonical order. ``unsup`` holds Imagewang's unlabelled images."""
@@ -88,7 +89,13 @@ class DatasetInfo:
         }
 
     @classmethod
-    def from_json(cls, obj: dict) -> DatasetInfo:
+    def from_json(cls, obj: dict, where: str | Path | None = None) -> DatasetInfo:
+        """The class list from its JSON form; a damaged one (a hand edit, a truncated copy)
+        is a :class:`CorruptDataError` naming ``where``, never a KeyError or TypeError."""
+        problem = _class_list_problem(obj)
+        if problem:
+            raise CorruptDataError(f"damaged class list: {problem}", path=where,
+                                   fix=_SIDECAR_FIX)
         return cls(
             name=obj.get("name", "dataset"),
             classes=[ClassInfo(c["wnid"], c["name"]) for c in obj["classes"]],
@@ -114,7 +121,46 @@ class DatasetInfo:
         path = Path(root) / DATASET_META
         if not path.is_file():
             return None
-        return cls.from_json(json.loads(path.read_text()))
+        return cls.from_json(load_sidecar(path), path)
+
+
+_SIDECAR_FIX = (f"restore {DATASET_META} from the dataset's source (or convert the dataset "
+                "again); for a JPEG folder, deleting it makes the classes the folder names")
+
+
+def load_sidecar(path: Path) -> dict:
+    """``imgtools-dataset.json`` as a dict whose ``splits``, when present, map split names to
+    counts; empty, not JSON or of the wrong shape is a :class:`CorruptDataError`."""
+    try:
+        obj = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptDataError(f"not valid JSON ({e})", path=path, fix=_SIDECAR_FIX) from e
+    if not isinstance(obj, dict):
+        raise CorruptDataError(f"not a JSON object but {type(obj).__name__}", path=path,
+                               fix=_SIDECAR_FIX)
+    splits = obj.get("splits")
+    if splits is not None and not (isinstance(splits, dict) and all(
+            isinstance(k, str) and type(v) is int and v >= 0 for k, v in splits.items())):
+        raise CorruptDataError("damaged 'splits': expected {split name: number of records}",
+                               path=path, fix=_SIDECAR_FIX)
+    return obj
+
+
+def _class_list_problem(obj: object) -> str | None:
+    """What is wrong with a class list object, or None."""
+    if not isinstance(obj, dict):
+        return f"not a JSON object but {type(obj).__name__}"
+    classes = obj.get("classes")
+    if not isinstance(classes, list):
+        return "no 'classes' list" if classes is None else "'classes' is not a list"
+    for i, c in enumerate(classes):
+        if not (isinstance(c, dict) and isinstance(c.get("wnid"), str)
+                and isinstance(c.get("name"), str)):
+            return f"class {i} is not {{\"wnid\": text, \"name\": text}}"
+    for key, kind in (("name", str), ("label_order", str), ("extra", dict)):
+        if key in obj and not isinstance(obj[key], kind):
+            return f"'{key}' is not {'text' if kind is str else 'an object'}"
+    return None
 
 
 @dataclass

@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from imgtools import resample
+from imgtools.errors import is_utf8_name
 from imgtools.resample import FILTERS as FILTERS  # re-exported: the --filter choices
 from imgtools.resample import Box
 
@@ -84,6 +87,11 @@ RGB_UNDERNEATH = ("P", "PA", "RGBA", "RGBX")
 
 # ImageNet has a few huge images; refuse decompression bombs far beyond them, not them.
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+MAX_DECODE_PIXELS = 64_000_000
+"""The most pixels one image is decoded to (192 MB as RGB). A bigger JPEG is decoded with DCT
+scaling (1/2, 1/4, 1/8) to fit, also in --exact and pickle builds, so a 20000x20000 photo costs
+one worker about 100 MB instead of 1.2 GB; any other image that big is skipped and listed.
+Real ImageNet images are far smaller (tens of megapixels at most)."""
 
 
 class BadImage(Exception):
@@ -103,8 +111,20 @@ class RenderOptions:
 
 
 def read_bytes(path: str) -> bytes:
+    """The bytes of a source file, or :class:`BadImage` saying why it cannot be used: its name
+    is not UTF-8 (every output stores names as UTF-8 text: CSV, JSON, Parquet, tar), it is not
+    a regular file (a FIFO would block the build forever, a folder holds no image), or it
+    cannot be read (permissions, a dangling or looping symlink), or it is empty."""
+    if not is_utf8_name(path):
+        raise BadImage("file name is not valid UTF-8 (shown with \\x escapes); the outputs "
+                       "store names as UTF-8 text: rename the file")
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as f:
+            kind = _file_kind(os.fstat(fd).st_mode)
+            if kind:
+                raise BadImage(f"not a regular file ({kind})")
             data = f.read()
     except PermissionError as e:
         raise BadImage(f"unreadable: permission denied ({e.strerror})") from e
@@ -113,6 +133,18 @@ def read_bytes(path: str) -> bytes:
     if not data:
         raise BadImage("empty (zero-byte) file")
     return data
+
+
+def _file_kind(mode: int) -> str | None:
+    """What a non-regular file is, for a reason a user understands; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a plain file"
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -147,7 +179,8 @@ def repair_note(im: Image.Image) -> str | None:
     """Why an image cannot be copied as is: anything but an RGB (or YCbCr) JPEG."""
     fmt = im.format or "unknown"
     if fmt not in ("JPEG", "MPO"):  # MPO: a camera JPEG with extra frames; readers show the first
-        return f"{fmt} file named .JPEG, re-encoded as RGB JPEG"
+        # Not "named .JPEG": the same note goes to a photo.png, and the path shows the name.
+        return f"{fmt} image, not a JPEG: re-encoded as RGB JPEG"
     if im.mode != "RGB":
         kind = {"L": "grayscale", "CMYK": "CMYK", "P": "palette", "LA": "grayscale+alpha",
                 "RGBA": "RGBA", "I;16": "16-bit grayscale"}.get(im.mode, im.mode)
@@ -294,6 +327,28 @@ def draft(im: Image.Image, mode: str, size: tuple[int, int]) -> Box | None:
     return None
 
 
+def bounded_draft(im: Image.Image, request: tuple[int, int] | None
+                  ) -> tuple[int, int] | None:
+    """The DCT-scaled decode size to ask for so that ``im`` decodes to at most
+    :data:`MAX_DECODE_PIXELS`: ``request`` when it already does (or the image is small enough
+    to decode whole), else the largest 1/2, 1/4 or 1/8 scale that fits. An image over the limit
+    that DCT scaling cannot shrink (not a JPEG, or too big even at 1/8) raises
+    :class:`BadImage`."""
+    w, h = im.size
+    if w * h <= MAX_DECODE_PIXELS:
+        return request
+    if im.format == "JPEG":
+        for k in (2, 4, 8):
+            bound = (-(-w // k), -(-h // k))
+            if bound[0] * bound[1] <= MAX_DECODE_PIXELS:
+                if request is None or request[0] * request[1] > bound[0] * bound[1]:
+                    return bound
+                return request
+    raise BadImage(f"too large to decode within the memory limit: {w}x{h} is "
+                   f"{w * h / 1e6:.0f} Mpx, over {MAX_DECODE_PIXELS / 1e6:.0f} Mpx (only JPEGs "
+                   "up to 8 times over it are decoded at a reduced scale)")
+
+
 def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None,
              colour: ColourFix | None = None) -> tuple[Image.Image, Box | None]:
     """Decode an opened image to RGB (to sRGB through ``colour`` when given). A truncated or
@@ -304,6 +359,7 @@ def load_rgb(im: Image.Image, draft_to: tuple[int, int] | None = None,
     scaled image that the original covers (scaled sizes are rounded up to whole pixels, so the
     last row and column are partly outside it), else None."""
     box = None
+    draft_to = bounded_draft(im, draft_to)
     try:
         if draft_to is not None and im.format == "JPEG":
             box = draft(im, im.mode, draft_to)
@@ -354,6 +410,9 @@ def render(data: bytes, opts: RenderOptions) -> tuple[list[bytes], str | None]:
                                               "pixels") if n]
     shrunk = [s for s in opts.sizes if s is not None and min(w, h) > s]
     full_reencode = bool(notes) and len(shrunk) < len(opts.sizes)
+    if full_reencode and w * h > MAX_DECODE_PIXELS:
+        raise BadImage(f"too large to convert at full size within the memory limit: {w}x{h} "
+                       f"is {w * h / 1e6:.0f} Mpx, over {MAX_DECODE_PIXELS / 1e6:.0f} Mpx")
     draft_to = None
     if shrunk and not opts.exact and not full_reencode:
         draft_to = target_size(w, h, DRAFT_MARGIN * max(shrunk))

@@ -365,3 +365,13 @@ def cluster(tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("cluster"), workers=2)
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="session")
+def small_tree(tmp_path_factory) -> Path:
+    """A tiny clean valprep tree (Imagenette's classes, 3 train + 2 val images each, no quirks)
+    for tests that plant one fault in a copy of it (copy with shutil.copytree first)."""
+    root = tmp_path_factory.mktemp("small-tree") / "imagenet"
+    make_imagenet_tree(root, layout="valprep", train_per_class=3, val_per_class=2,
+                       quirks=False, seed=0)
+    return root

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from imgtools.commands.executor_options import cli_executor, executor_options, is_remote
-from imgtools.errors import EXIT_PROBLEMS, UserError
+from imgtools.errors import EXIT_PROBLEMS, UserError, shown_path
 from imgtools.formats import BUILD_FORMATS
 from imgtools.transform import DEFAULT_FILTER, DEFAULT_QUALITY, FILTERS
 
@@ -192,11 +192,11 @@ def print_summary(report: dict) -> None:
     if report.get("repaired"):
         click.echo(f"  repaired {len(report['repaired'])} (converted to RGB JPEG):")
         for r in report["repaired"][:10]:
-            click.echo(f"    {r['path']}: {r['what']}")
+            click.echo(f"    {shown_path(r['path'])}: {r['what']}")
     if report.get("skipped"):
         click.echo(f"  skipped {len(report['skipped'])} unusable files:")
         for s in report["skipped"][:10]:
-            click.echo(f"    {s['path']}: {s['reason']}")
+            click.echo(f"    {shown_path(s['path'])}: {s['reason']}")
         if len(report["skipped"]) > 10:
             click.echo("    ... (all listed in build-info.json)")
     for path in report.get("outputs", []):

@@ -108,7 +108,12 @@ def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size:
     Exit codes: 0 done, 2 bad input (unknown format, corrupt or empty input, existing DST).
     """
     from imgtools.convert import convert as run
+    from imgtools.convert import parse_size
 
+    if shard_bytes is not None and parse_size(shard_bytes) is None:
+        raise UserError(f"--shard-bytes {shard_bytes} would put no image in any file",
+                        fix="give a size such as 500MB, or leave --shard-bytes out for the "
+                            "format's default")
     given_from, dst_fmt, src, dst = _direction(args, to)
     src_format = src_format or given_from
     if dst_fmt != "tfrecord" and (schema or compression):

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from imgtools.commands.executor_options import cli_executor, executor_options, is_remote
-from imgtools.errors import EXIT_PROBLEMS
+from imgtools.errors import EXIT_PROBLEMS, shown_path
 
 _path = click.argument("path", type=click.Path(path_type=Path))
 _jobs = click.option("-j", "--jobs", "n_jobs", type=int, default=0,
@@ -79,7 +79,7 @@ def verify(path: Path, n_jobs: int, executor: str | None, scheduler: str | None,
         lines = [f"PROBLEMS: {r['problem_count']:,} in {r['path']} ({r['format']}, "
                  f"{r['records']:,} records, {r['decoded']:,} decoded)"]
         for p in r["problems"]:
-            where = p["path"] + (f" [{p['key']}]" if p.get("key") else "") + (
+            where = shown_path(p["path"]) + (f" [{p['key']}]" if p.get("key") else "") + (
                 f" @{p['offset']}" if p.get("offset") is not None else "")
             lines.append(f"  {where}: {p['what']}")
         if r["problem_count"] > len(r["problems"]):

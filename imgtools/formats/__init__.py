@@ -12,6 +12,7 @@ from pathlib import Path
 from imgtools.errors import UserError
 from imgtools.formats.base import Format
 from imgtools.pipeline.output import is_run_folder, pending_run_for
+from imgtools.records import DATASET_META, load_sidecar
 
 # The one list of formats: name -> module path (each module defines ``FORMAT``, an instance
 # of base.Format). The CLI's choices, detection, verify, push-hub and the contract tests all
@@ -30,8 +31,8 @@ them from source images, ``convert`` reads but does not write them (``Format.wri
 CONVERT_TARGETS = tuple(n for n in FORMAT_NAMES if n not in BUILD_ONLY)
 BUILD_FORMATS = (*FORMAT_NAMES, "npz")
 """``build --format`` choices: npz is the pickle format's NumPy container."""
-# Detection order: pickle before folder (a folder of train_data_batch_* files is no JPEG
-# folder), folder last (any folder of images is one).
+# Detection order: several formats may match (a stray .tar in a JPEG folder); the sidecar
+# then decides, else the first in this order is reported first in the error.
 DETECTION_ORDER = ("pickle", "tfrecord", "webdataset", "parquet", "folder")
 ALIASES = {"wds": "webdataset", "tfrec": "tfrecord", "jpeg": "folder", "npz": "pickle",
            "hf": "parquet"}
@@ -68,6 +69,15 @@ def check_finished(path: Path) -> None:
                             "delete it and start over")
 
 
+def _declared_format(path: Path) -> str | None:
+    """The format the imgtools sidecar of the dataset at ``path`` names, if any."""
+    sidecar = (path if path.is_dir() else path.parent) / DATASET_META
+    if not sidecar.is_file():
+        return None
+    declared = load_sidecar(sidecar).get("format")
+    return declared if isinstance(declared, str) else None
+
+
 def detect_format(path: str | Path) -> Format:
     """The format of the dataset at ``path``; a clear error when it is none of ours."""
     path = Path(path)
@@ -75,13 +85,27 @@ def detect_format(path: str | Path) -> Format:
     if not path.exists():
         raise UserError("no such file or directory", path=path,
                         fix="check the path: it should hold a dataset in a format imgtools reads")
+    found = []
     for name in DETECTION_ORDER:
         try:
             fmt = get_format(name)
         except ImportError:  # pragma: no cover - format module not available
             continue
         if fmt.detect(path):
-            return fmt
+            found.append(fmt)
+    if len(found) > 1:
+        # A stray .tar in a class folder must not turn a JPEG folder into a WebDataset:
+        # the sidecar imgtools writes says which format it is; otherwise ask.
+        declared = _declared_format(path)
+        chosen = [f for f in found if f.name == declared]
+        if chosen:
+            return chosen[0]
+        names = " and ".join(f.name for f in found)
+        raise UserError(f"this holds files of several formats ({names})", path=path,
+                        fix="move the stray files out of the dataset, or name its format: "
+                            f"imgtools convert --from {' | '.join(f.name for f in found)} ...")
+    if found:
+        return found[0]
     raise UserError(
         "not a dataset in any format imgtools reads",
         path=path,

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_new, atomic_write_text
-from imgtools.errors import UserError
+from imgtools.errors import UserError, is_utf8_name
 from imgtools.formats.base import Format, InputShard, ShardWriter
 from imgtools.recipes import imagenet_names
 from imgtools.records import SPLITS, ClassInfo, DatasetInfo, Record, safe_key
@@ -56,7 +56,20 @@ def _shard_files(shard: InputShard) -> list[str]:
     if "files" in shard.options:
         return shard.options["files"]
     with os.scandir(shard.path) as entries:
-        return sorted(e.name for e in entries if _is_image(e.name) and e.is_file())
+        return _usable(shard.path, sorted(e.name for e in entries
+                                          if _is_image(e.name) and e.is_file()))
+
+
+def _usable(folder: str, names: list[str]) -> list[str]:
+    """``names``, after checking each can be stored as text. A conversion has no skip list, so
+    a name that is not UTF-8 (every output keeps names as UTF-8: JSON, Parquet, tar headers)
+    stops it before anything is written, naming the file."""
+    for name in names:
+        if not is_utf8_name(name):
+            raise UserError("file name is not valid UTF-8 (shown with \\x escapes): the "
+                            "output stores names as UTF-8 text", path=os.path.join(folder, name),
+                            fix="rename the file (e.g. with convmv), then run the command again")
+    return names
 
 
 class FolderWriter(ShardWriter):
@@ -152,7 +165,8 @@ class FolderFormat(Format):
             subdirs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
             for sub in subdirs:
                 shards.append(InputShard(str(sub), split, {"wnid": sub.name}))
-            flat = sorted(p.name for p in d.iterdir() if p.is_file() and _is_image(p.name))
+            flat = _usable(str(d), sorted(p.name for p in d.iterdir()
+                                          if p.is_file() and _is_image(p.name)))
             for i in range(0, len(flat), _CHUNK):
                 shards.append(InputShard(str(d), split, {"files": flat[i:i + _CHUNK]}))
         if not shards:
@@ -168,6 +182,7 @@ class FolderFormat(Format):
         with os.scandir(shard.path) as entries:
             sizes = sorted((e.name, e.stat().st_size) for e in entries
                            if _is_image(e.name) and e.is_file())
+        _usable(shard.path, [name for name, _size in sizes])
         return [size for _name, size in sizes]
 
     def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:

@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtools.atomic import tmp_path_for
+from imgtools.atomic import naming_errors, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import (
     Format,
@@ -97,6 +97,14 @@ def _columns(path: Path, schema) -> tuple[str, str | None]:
                   if isinstance(v, dict) and v.get("_type") == "ClassLabel"), None)
     if label is None:
         label = next((c for c in LABEL_COLUMNS if c in schema.names), None)
+    if label is not None and not pa.types.is_integer(schema.field(label).type):
+        # Read as labels, non-integers would all become "unlabelled": refuse, never drop.
+        raise UserError(f"label column {label!r} holds {schema.field(label).type}, not integer "
+                        "class numbers: every label would be lost", path=path,
+                        fix="store labels as integers 0..N-1 with their names as a ClassLabel "
+                            "(datasets: ds.class_encode_column("
+                            f"{label!r}).to_parquet(...)), or rename the column if it is not "
+                            "the label")
     return image, label
 
 
@@ -329,13 +337,19 @@ class ParquetShardWriter(ShardWriter):
             [pa.array(images, pa.binary()), pa.array(names, pa.string())],
             fields=list(self.schema.field("image").type))
         table = pa.Table.from_arrays([image, pa.array(labels, pa.int64())], schema=self.schema)
-        self._writer.write_table(table, row_group_size=len(self._rows))
+        with naming_errors(self.path):
+            self._writer.write_table(table, row_group_size=len(self._rows))
         self._rows = []
 
     def close(self) -> list[Path]:
-        self._flush()
-        self._writer.close()
-        os.replace(self.tmp, self.path)
+        try:  # a full disk may fail the footer: the temporary file must not stay
+            self._flush()
+            with naming_errors(self.path):
+                self._writer.close()
+                os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return [self.path]
 
     def abort(self) -> None:

@@ -171,7 +171,14 @@ class PickleFormat(Format):
 
     def read_info(self, path: Path) -> DatasetInfo:
         """Our sidecar, else ``batches.meta``, else (published files) the 1000 ImageNet
-        classes in map_clsloc order, which is what their 1-based labels index."""
+        classes in map_clsloc order, which is what their 1-based labels index.
+
+        Files alone are taken as ImageNet-1k only when their labels reach 1000: every
+        published batch holds all 1000 classes, while a subset's batch copied without its
+        ``batches.meta`` (Imagenette: labels 1..10) would otherwise get ImageNet's first
+        classes' names and wnids. Such files get numbered classes (``000``, ``001``...)."""
+        from imgtools.convert import generic_classes
+
         root = Path(path) if Path(path).is_dir() else Path(path).parent
         info = DatasetInfo.load(root)
         if info is not None:
@@ -181,7 +188,12 @@ class PickleFormat(Format):
             return _info_from_meta(meta, root.name)
 
         classes = read_manifest(manifest_path(IMAGENET_MANIFEST))
-        return DatasetInfo(root.name, classes, label_order="map_clsloc (devkit order)")
+        top = _largest_label(Path(path))
+        if top == len(classes) or top is None:
+            return DatasetInfo(root.name, classes, label_order="map_clsloc (devkit order)")
+        return DatasetInfo(root.name, generic_classes(range(top)),
+                           label_order=f"as stored (no {META_NAME} beside the files: labels "
+                                       f"reach only {top}, so not ImageNet-1k; names unknown)")
 
     def input_shards(self, path: Path) -> list[InputShard]:
         files = batch_files(Path(path))
@@ -219,6 +231,15 @@ class PickleFormat(Format):
             path=root,
             fix="build it from ImageNet with: imgtools build <dataset> --src ... --size 32 "
                 "--format pickle (or npz)")
+
+
+def _largest_label(path: Path) -> int | None:
+    """The largest 1-based label in the smallest batch file at ``path`` (None: unlabelled)."""
+    files = batch_files(path)
+    if not files:
+        return None
+    labels = load_batch(min(files, key=lambda f: f.stat().st_size))["labels"]
+    return int(np.max(labels)) if labels is not None and len(labels) else None
 
 
 def _npz_has_data(path: Path) -> bool:

@@ -10,7 +10,7 @@ slim      ``image/encoded``    ``image/class/label``  ``image/filename`` ``image
                                                                          ``image/height``/``width``,
                                                                          ``image/class/synset``,
                                                                          ``image/class/text``
-flowers   ``image``            ``class``              ``id`` (the key)
+flowers   ``image``            ``class``              ``id`` (the key)   ``file_name`` (the name)
 ========  ===================  =====================  ================  =========================
 
 Labels are 0-based in every schema (slim's flowers converter does the same; Inception's ImageNet
@@ -41,7 +41,7 @@ from typing import BinaryIO
 
 import crc32c
 
-from imgtools.atomic import TMP_PREFIX, atomic_write_text, tmp_path_for
+from imgtools.atomic import TMP_PREFIX, atomic_write_text, naming_errors, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter, files_named
 from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
@@ -234,6 +234,10 @@ def parse_example(payload: bytes, path: Path, offset: int) -> dict:
     return out
 
 
+FLOWERS_NAME = "file_name"
+"""The feature our flowers-schema records add beside ``id``: the original file name."""
+
+
 def detect_schema(keys: set[str]) -> str | None:
     if "image/encoded" in keys:
         return "slim"
@@ -242,6 +246,31 @@ def detect_schema(keys: set[str]) -> str | None:
     if "image" in keys:
         return "tfds" if "label" in keys or "id" not in keys else "flowers"
     return None
+
+
+_LABEL_LIKE = re.compile(r"label|class|cls|target|categor", re.IGNORECASE)
+_NOT_LABEL = re.compile(r"height|width|channel|size|shape|offset", re.IGNORECASE)
+
+
+def _check_label_key(files: list[Path], options: dict) -> None:
+    """Refuse to read labelled records as unlabelled: when the first record lacks the label
+    key (the schema's, or tfds' ``label`` after ``--image-key``) but holds an integer feature
+    that looks like a label, every label would silently become "none"."""
+    label_key = _keys_for(options)["label"]
+    for file in files:
+        for offset, payload in iter_frames(file):
+            feats = parse_example(payload, file, offset)
+            if label_key in feats:
+                return
+            ints = sorted(k for k, v in feats.items() if type(v) is int and (
+                _LABEL_LIKE.search(k) or ("image_key" in options and not _NOT_LABEL.search(k))))
+            if ints:
+                raise UserError(
+                    f"the records have no label feature {label_key!r}, but integer features "
+                    f"{', '.join(ints)}: read as they are, every label would be lost",
+                    path=file, fix=f"name the label with --label-key {ints[0]} (or "
+                                   "--label-key none to read the records as unlabelled)")
+            return
 
 
 def _keys_for(options: dict) -> dict[str, str]:
@@ -296,6 +325,8 @@ class TFRecordFormat(Format):
             raise UserError("no TFRecord files here", path=path,
                             fix="expected files named *.tfrecord*, *.tfrec or "
                                 "train-00000-of-00016")
+        if "label_key" not in options:  # a key the user named is theirs to choose
+            _check_label_key(files, {**self._schema_of(path), **options})
         options = {**self._schema_of(path), **options}
         base = path if path.is_dir() else path.parent
         return [InputShard(str(f), split_from_name(str(f.relative_to(base))), options)
@@ -368,6 +399,8 @@ class TFRecordFormat(Format):
                 fix="fix the class list in imgtools-dataset.json next to the files")
 
         raw_name = feats.get(keys["filename"])
+        if keys["filename"] == "id" and isinstance(feats.get(FLOWERS_NAME), bytes):
+            raw_name = feats[FLOWERS_NAME]  # our flowers records keep the full name there
         name = plain_filename(raw_name.decode("utf-8", "replace")
                               if isinstance(raw_name, bytes) else "")
         if not name:  # unique per record: the whole shard file name, then the record's index
@@ -382,9 +415,11 @@ class TFRecordFormat(Format):
     def container_problems(self, path: Path) -> list[dict]:
         """Both masked CRC-32C of every record (the tfrecord reader checks none). GZIP is told
         by the magic bytes, through the reader's own opener: TensorFlow's GZIP writer adds no
-        ``.gz`` suffix, and a file the reader reads must not be called corrupted here."""
+        ``.gz`` suffix, and a file the reader reads must not be called corrupted here. Then the
+        shard's ``.index``, which the ``tfrecord`` reader seeks by."""
         problems = []
         offset = 0
+        framing: list[tuple[int, int]] = []
         with _open(path) as f:
             while True:
                 head = f.read(12)
@@ -408,7 +443,10 @@ class TFRecordFormat(Format):
                 if masked_crc(data) != struct.unpack("<I", tail)[0]:
                     problems.append({"path": str(path), "offset": offset,
                                      "what": "data CRC mismatch (corrupted record)"})
+                framing.append((offset, 16 + length))
                 offset += 16 + length
+        if not problems:
+            problems += _index_problems(path, framing)
         return problems
 
     def shard_path(self, root: Path, split: str, shard_index: int, num_shards: int,
@@ -457,8 +495,11 @@ def example_features(record: Record, schema: str) -> dict[str, tuple[object, str
     keys = SCHEMAS[schema]
     label = record.label if record.label is not None else -1
     if schema == "flowers":
+        # ``id`` is the competition's extension-less id; ``file_name`` (the TFDS key, which
+        # Kaggle's parsing spec ignores) keeps the real name, so nothing is dropped.
         datum: dict[str, tuple[object, str]] = {"image": (record.image, "byte"),
-                                                "id": (record.key.encode(), "byte")}
+                                                "id": (record.key.encode(), "byte"),
+                                                FLOWERS_NAME: (record.filename.encode(), "byte")}
         if record.label is not None:
             datum["class"] = (label, "int")
         return datum
@@ -568,33 +609,63 @@ class TFRecordShardWriter(ShardWriter):
     def write(self, record: Record) -> None:
         parts = frame_parts(encode_example(example_features(record, self.schema)))
         size = sum(len(p) for p in parts)
-        if self._out is None:
-            write_all(self._raw.fileno(), parts)
-        else:
-            self._out.write(b"".join(parts))
+        with naming_errors(self.path):
+            if self._out is None:
+                write_all(self._raw.fileno(), parts)
+            else:
+                self._out.write(b"".join(parts))
         if self._index is not None:
             self._index.write(f"{self._offset} {size}\n")
         self._offset += size
 
     def close(self) -> list[Path]:
 
-        if self._out is not None:
-            self._out.close()
-        self._raw.close()
         written = []
-        if self.index_path is not None and self._index is not None:
-            atomic_write_text(self.index_path, self._index.getvalue())
-            written.append(self.index_path)
-        os.replace(self.tmp, self.path)
+        try:  # a full disk may fail the GZIP trailer or the index: no temporary file may stay
+            with naming_errors(self.path):
+                if self._out is not None:
+                    self._out.close()
+                self._raw.close()
+            if self.index_path is not None and self._index is not None:
+                atomic_write_text(self.index_path, self._index.getvalue())
+                written.append(self.index_path)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return [self.path, *written]
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             if self._out is not None:
                 self._out.close()
-        self._raw.close()
+        with contextlib.suppress(OSError):
+            self._raw.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
 
 
 FORMAT = TFRecordFormat()
+
+
+def _index_problems(path: Path, framing: list[tuple[int, int]]) -> list[dict]:
+    """The shard's ``tfrecord2idx`` index (``<file>.index``: ``offset length`` per record) must
+    hold exactly the records' framing: the ``tfrecord`` reader seeks by it, so an index copied
+    from another shard makes it read garbage or the wrong records."""
+    index = path.with_name(path.name + ".index")
+    if not index.is_file():
+        return []
+    try:
+        entries = [tuple(int(v) for v in line.split())
+                   for line in index.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (ValueError, UnicodeDecodeError):
+        return [{"path": str(index), "what": "index is not `offset length` lines of numbers"}]
+    if entries == framing:
+        return []
+    if len(entries) != len(framing):
+        what = f"index lists {len(entries)} records, the shard holds {len(framing)}"
+    else:
+        first = next(i for i, (a, b) in enumerate(zip(entries, framing)) if a != b)
+        what = (f"index entry {first} says {' '.join(map(str, entries[first]))}, the record is "
+                f"at {framing[first][0]} with {framing[first][1]} bytes")
+    return [{"path": str(index), "what": f"{what} (an index of another file?)"}]

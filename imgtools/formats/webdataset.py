@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from imgtools.atomic import atomic_write_text, tmp_path_for
+from imgtools.atomic import atomic_write_text, naming_errors, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import (
     Format,
@@ -391,6 +391,7 @@ class WebDatasetFormat(Format):
                                        path=path, offset=by_field["json"].offset) from e
             if isinstance(loaded, dict):
                 meta.update(loaded)
+            _check_meta_types(path, key, meta, by_field["json"].offset)
         for field in ("cls", "label", "class", "cls2"):
             if field in by_field:
                 text = _read_member(path, f, by_field[field]).decode("ascii", "replace")
@@ -490,6 +491,23 @@ class WebDatasetFormat(Format):
         write_croissant(root, info, self.name, [s for s, n in counts.items() if n])
 
 
+def _check_meta_types(path: Path, key: str, meta: dict, offset: int) -> None:
+    """A sample's ``.json`` fields that imgtools reads must have their types: a label that is
+    text would silently become "unlabelled", a file name that is a list would be stored as
+    ``"['a']"``. Either stops the run, naming the sample."""
+    label, filename = meta.get("label"), meta.get("filename")
+    if label is not None and (type(label) is not int):
+        raise CorruptDataError(f"sample {key!r}: .json label is {type(label).__name__} "
+                               f"{label!r}, not an integer", path=path, offset=offset,
+                               fix="write labels as integers (0-based), or leave them out of "
+                                   "the .json for unlabelled images")
+    if filename is not None and not isinstance(filename, str):
+        raise CorruptDataError(f"sample {key!r}: .json filename is {type(filename).__name__} "
+                               f"{filename!r}, not text", path=path, offset=offset,
+                               fix="write the file name as a string, or leave it out (the key "
+                                   "is used)")
+
+
 def member_header(name: str, size: int) -> bytes:
     """The 512-byte header ``webdataset.TarWriter(mtime=0)`` writes for a member, built
     directly: ``tarfile.TarInfo.tobuf`` costs about 45 us a member, more than copying a JPEG.
@@ -537,6 +555,10 @@ class WebDatasetShardWriter(ShardWriter):
         self.nsamples = 0
 
     def _add(self, name: str, data: bytes) -> None:
+        with naming_errors(self.path):
+            self._add_member(name, data)
+
+    def _add_member(self, name: str, data: bytes) -> None:
         write = self._file.write
         write(member_header(name, len(data)))
         write(data)
@@ -571,15 +593,21 @@ class WebDatasetShardWriter(ShardWriter):
         return f"{key}_{n}"
 
     def close(self) -> list[Path]:
-        # tarfile's close: two zero blocks, then zeros up to a multiple of 20 blocks.
-        size = self._file.tell() + len(_END_OF_ARCHIVE)
-        self._file.write(_END_OF_ARCHIVE + bytes(-size % tarfile.RECORDSIZE))
-        self._file.close()
-        os.replace(self.tmp, self.path)
+        try:  # a full disk may fail the last writes: the temporary file must not stay
+            with naming_errors(self.path):
+                # tarfile's close: two zero blocks, then zeros up to a multiple of 20 blocks.
+                size = self._file.tell() + len(_END_OF_ARCHIVE)
+                self._file.write(_END_OF_ARCHIVE + bytes(-size % tarfile.RECORDSIZE))
+                self._file.close()
+                os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return [self.path]
 
     def abort(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # flushing the buffer fails again on a full disk
+            self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
 

@@ -23,7 +23,6 @@ import importlib
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -465,16 +464,20 @@ def _to_local_dir(sources: list[ConfigSource], local_dir: Path, ctx: CardContext
                             fix="choose a folder outside the dataset")
     readme = local_dir / "README.md"
     existing = readme.read_text(encoding="utf-8") if readme.is_file() else None
-    with contextlib.ExitStack() as stack:
-        stage_root = Path(staging_dir) if staging_dir else Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="imgtools-hub-")))
-        summaries = [prepare_config(s, stage_root, n_jobs=n_jobs, quiet=quiet,
-                                    max_shard_bytes=max_shard_bytes) for s in sources]
-        check_remote_configs(existing, summaries)
-        card = build_card(existing, summaries, ctx)
-        files = tree_files(summaries)
-        local_dir.mkdir(parents=True, exist_ok=True)
-        removed = write_local_tree(local_dir, files, card, summaries)
+    # Not a TemporaryDirectory: a killed run (kill -9) would leave a copy of the dataset in
+    # the temp folder every time. A fixed place per repository is resumed by the next run
+    # and removed when one finishes, as for an upload.
+    stage_root = Path(staging_dir) if staging_dir else default_staging_dir(
+        ctx.repo_id).with_name(ctx.repo_id.replace("/", "--") + "--local-dir")
+    summaries = [prepare_config(s, stage_root, n_jobs=n_jobs, quiet=quiet,
+                                max_shard_bytes=max_shard_bytes) for s in sources]
+    check_remote_configs(existing, summaries)
+    card = build_card(existing, summaries, ctx)
+    files = tree_files(summaries)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    removed = write_local_tree(local_dir, files, card, summaries)
+    if not staging_dir:
+        shutil.rmtree(stage_root, ignore_errors=True)  # done: the staging is only for resuming
     return {"repo_id": ctx.repo_id, "local_dir": str(local_dir),
             "configs": [s.name for s in summaries], "files": sorted([*files, "README.md"]),
             "deleted": removed}

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgtools.atomic import atomic_write_text
-from imgtools.checksums import sha256_file
+from imgtools.checksums import sha256_file, sha256sum_line
 from imgtools.convert import plan_conversion, read_slice
 from imgtools.formats import get_format
 from imgtools.formats.base import Format
@@ -108,4 +108,4 @@ def _pack_file(task: ShardTask) -> dict:
 
 def write_checksums(path: Path, files: list[tuple[str, str]]) -> None:
     """``SHA256SUMS`` (``sha256sum -c`` format) of the packed files, in plan order."""
-    atomic_write_text(path, "".join(f"{digest}  {rel}\n" for rel, digest in files))
+    atomic_write_text(path, "".join(sha256sum_line(digest, rel) for rel, digest in files))

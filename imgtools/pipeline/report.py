@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from imgtools.atomic import atomic_open, atomic_write_text
+from imgtools.checksums import sha256sum_line
 from imgtools.errors import UserError
 from imgtools.runner import load_done
 
@@ -64,7 +65,7 @@ def write_checksums(paths: list[Path], markers: Path, shard_ids: Iterable[str]) 
                 raise RuntimeError(f"shard {shard_id} has no summary after the run")
             for f, sums in zip(files, done["checksums"]):
                 for rel, digest in sums.items():  # plan order
-                    f.write(f"{digest}  {rel}\n")
+                    f.write(sha256sum_line(digest, rel))
 
 
 def already_complete(roots: list[Path]) -> dict:

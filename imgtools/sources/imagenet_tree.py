@@ -91,19 +91,27 @@ class ImageNetSource(Source):
     locate = path_of
 
     def _list_images(self, folder: Path) -> list[str]:
+        """Image names of ``folder``. Every entry with an image extension is planned, whatever
+        it is: a dangling or looping symlink, a FIFO, a name that is not UTF-8; reading it then
+        fails (:func:`imgtools.transform.read_bytes`) and the build lists it as skipped with
+        the reason, instead of it vanishing from every count. Sub-folders and other files are
+        listed in ``ignored`` (a folder with a trailing ``/``; names as the OS gave them,
+        escaped only for display)."""
         names = []
         with os.scandir(folder) as it:
             for entry in it:
                 if entry.name.startswith("."):
                     continue
-                # A dangling symlink is planned like a file: reading it then fails and the
-                # build lists it as skipped, instead of it vanishing from every count.
-                if not (entry.is_file(follow_symlinks=True) or entry.is_symlink()):
-                    continue
-                if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                try:
+                    is_folder = entry.is_dir()
+                except OSError:  # a symlink loop: planned below, reported when read
+                    is_folder = False
+                if is_folder:
+                    self.ignored.append(os.path.join(folder, entry.name, ""))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                     names.append(entry.name)
                 else:
-                    self.ignored.append(str(folder / entry.name))
+                    self.ignored.append(os.path.join(folder, entry.name))
         return sorted(names)
 
 

@@ -1,0 +1,27 @@
+"""A JPEG folder holding a file whose name is not UTF-8: convert stops before writing with the
+name shown escaped (it died with a traceback in the writer), info the same, verify reports it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from conftest import run_cli
+
+
+def test_convert_stops_naming_the_file(small_tree, tmp_path):
+    run_cli("build", "imagenette", "--src", small_tree, "--out", tmp_path / "out", "--split",
+            "random", "--size", "64", "-q", "-j", "1")
+    ds = tmp_path / "out" / "imagenette2-64"
+    folder = os.fsencode(ds / "train" / "n01440764")
+    some = os.path.join(folder, sorted(os.listdir(folder))[0])
+    shutil.copy(some, os.path.join(folder, b"bad\xffbyte.JPEG"))
+    for to in ("parquet", "webdataset", "folder"):
+        proc = run_cli("convert", ds, tmp_path / to, "--to", to, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "n01440764/bad\\xffbyte.JPEG: file name is not valid UTF-8" in proc.stderr
+        assert not (tmp_path / to).exists()
+    assert run_cli("info", ds, check=False).returncode == 2
+    verify = run_cli("verify", ds, "-q", check=False)
+    assert verify.returncode == 1 and "bad\\xffbyte.JPEG" in verify.stdout

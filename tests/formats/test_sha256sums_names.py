@@ -1,0 +1,44 @@
+"""SHA256SUMS escapes names as GNU coreutils does, so the real ``sha256sum -c`` checks every
+file, including names holding a newline or a backslash; ``imgtools verify`` reads them back."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from conftest import run_cli
+
+from imgtools.checksums import parse_sha256sum_line, sha256sum_line
+
+ODD_NAMES = ["new\nline.JPEG", "back\\slash.JPEG", "carriage\rreturn.JPEG"]
+
+
+@pytest.mark.parametrize("name", ["plain.JPEG", *ODD_NAMES])
+def test_lines_read_back(name):
+    line = sha256sum_line("ab" * 32, name)
+    assert line.count("\n") == 1 and line.endswith("\n")
+    assert parse_sha256sum_line(line[:-1]) == ("ab" * 32, name)
+
+
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="needs GNU sha256sum")
+def test_sha256sum_checks_odd_names(small_tree, tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(small_tree, tree)
+    folder = tree / "train" / "n01440764"
+    some = sorted(folder.iterdir())[0]
+    for name in ODD_NAMES:
+        shutil.copy(some, folder / name)
+    out = tmp_path / "out"
+    run_cli("build", "imagenette", "--src", tree, "--out", out, "--split", "source", "--size",
+            "64", "-j", "1", "-q")
+    root = out / "imagenette2-64"
+    sums = (root / "SHA256SUMS").read_text(encoding="utf-8")
+    assert len(sums.splitlines()) == 30 + 3 + 20
+    check = subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=root,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "FAILED" not in check.stdout
+    verify = run_cli("verify", root, "-q", check=False)
+    assert verify.returncode == 0, verify.stdout
+    assert "53 checksums checked" in verify.stdout
