@@ -131,6 +131,7 @@ def build(plan: BuildPlan, opts: BuildOptions, command: str | None = None) -> di
     if opts.fmt in ("pickle", "npz"):
         return build_downsampled(plan.for_downsampled(), opts, command=command)
     started = time.time()
+    get_format(opts.fmt).check_options(writer_options(opts))  # before any work
     roots = output_roots(plan, opts)
     with claim_outputs(roots, _fingerprint(plan, opts), _inputs(plan), resume=opts.resume,
                        overwrite=opts.overwrite) as run:
@@ -193,13 +194,19 @@ def _fingerprint(plan: BuildPlan, opts: BuildOptions) -> dict:
             "source": str(plan.source.root), "plan": plan.digest()}
 
 
+def writer_options(opts: BuildOptions) -> dict:
+    """The format options a work shard's writer takes: all but the output-file sizes, which
+    the packing pass applies (:mod:`imgtools.pipeline.packing`)."""
+    return {k: v for k, v in opts.format_options.items() if k not in packing.SIZE_OPTIONS}
+
+
 def _tasks(plan: BuildPlan, opts: BuildOptions, roots: list[Path], shuffle: bool):
     for shard_id, items in plan.shards(opts.shard_size, shuffle):
         split = items[0].split
         index = int(shard_id.rsplit("-", 1)[1])
         job = ShardJob(items, split, index, plan.num_shards(split, opts.shard_size),
                        [str(r) for r in roots], opts.fmt, opts.render_options(), plan.info,
-                       opts.format_options)
+                       writer_options(opts))
         yield ShardTask(shard_id, job, weight=len(items))
 
 

@@ -451,7 +451,8 @@ def _wids_problems(root: Path, read_splits: dict[str, int]) -> list[dict]:
         except (ValueError, KeyError, TypeError) as e:
             bad(f"not a wids shard index ({type(e).__name__}: {e})")
             continue
-        tars = sorted(p.name for p in root.glob(f"{split}-[0-9]*.tar"))
+        tars = sorted(p.relative_to(root).as_posix() for p in root.rglob(f"{split}-[0-9]*.tar")
+                      if not any(part.startswith(".") for part in p.relative_to(root).parts))
         if sorted(str(url) for url, _n, _s in entries) != tars:
             bad(f"lists {len(entries)} shards, the folder holds {len(tars)} {split} tars")
             continue

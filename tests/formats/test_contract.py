@@ -23,7 +23,7 @@ from imgtools.recipes import load_recipe
 from imgtools.records import DATASET_META, Record
 from imgtools.sources import open_source
 
-SIDECARS = RUN_RECORD | {DATASET_META}
+SIDECARS = RUN_RECORD | {DATASET_META, "croissant.json"}
 
 
 def data(root: Path) -> dict[str, str]:

@@ -89,7 +89,7 @@ def test_sha256sums_naming_a_non_utf8_file_is_reported_escaped(datasets, tmp_pat
 @pytest.mark.parametrize("fmt", ["parquet", "tfrecord", "webdataset"])
 def test_a_truncated_shard_is_exit_1_for_every_format(datasets, tmp_path, fmt):
     ds = _copy(datasets[fmt], tmp_path)
-    first = sorted(p for p in ds.iterdir() if p.name.startswith("train")
+    first = sorted(p for p in ds.rglob("*") if p.name.startswith("train") and p.is_file()
                    and not p.name.endswith((".index", ".json")))[0]
     with open(first, "r+b") as f:
         f.truncate(100)

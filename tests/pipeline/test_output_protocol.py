@@ -157,7 +157,7 @@ def test_a_marker_whose_file_is_gone_is_redone(folder, tmp_path, monkeypatch):
     convert(folder, tmp_path / "clean", "webdataset", quiet=True, n_jobs=1, shard_records=20)
     dst = tmp_path / "wds"
     _interrupted_convert(monkeypatch, folder, dst, after=2)
-    done = sorted(staging_of(dst).glob("*.tar"))
+    done = sorted(staging_of(dst).rglob("*.tar"))
     assert len(done) == 2
     done[0].unlink()
     done[1].write_bytes(done[1].read_bytes()[:512])  # wrong size: not the file it vouched for

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import build_dataset, run_cli
+from conftest import RUN_RECORD, build_dataset, run_cli
 
 from imgtools.pipeline import packing
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    """Every file of an output but build-info.json (it holds timings and the options)."""
+    """Every file of an output but the run record (build-info.json holds timings and the
+    options; the manifest the fingerprint, with the shard size)."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "build-info.json"}
+            if p.is_file() and p.name not in RUN_RECORD}
 
 
 def _build(tree, out: Path, fmt: str, **kw) -> Path:
@@ -38,7 +39,7 @@ def test_default_target_gives_one_file_per_small_split(kaggle_tree, tmp_path, fm
         p.suffix in (".tar", ".parquet") or ".tfrecord-" in p.name and p.suffix != ".index")]
     splits = sorted(p.name.split(".")[0].split("-")[0] for p in data)
     assert splits == ["train", "unsup", "val"], [p.name for p in data]
-    assert not list(root.parent.glob(".imgtools-state*"))  # parts gone with the state
+    assert not list(root.parent.glob(".imgtools-run-*"))  # parts gone with the run folder
 
 
 def test_same_files_whatever_shard_size_and_jobs(kaggle_tree, tmp_path):
@@ -97,7 +98,7 @@ def test_interrupted_packing_resumes_byte_identically(kaggle_tree, tmp_path, mon
         _build(kaggle_tree, tmp_path / "resumed", "webdataset", **opts)
     monkeypatch.setattr(packing, "_pack_file", real)
     out = tmp_path / "resumed"
-    assert (out / ".imgtools-state").is_dir()
+    assert (out / ".imgtools-run-imagewang-160-webdataset").is_dir()
     resumed = _build(kaggle_tree, out, "webdataset", resume=True, **opts)
     assert _files(resumed) == _files(clean)
 
@@ -113,7 +114,7 @@ def test_kill_while_packing_then_resume_is_byte_identical(kaggle_tree, tmp_path)
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "imgtools.cli", *common, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pack_state = out / ".imgtools-state" / "imagewang-160-webdataset" / packing.PACK_STATE
+    pack_state = out / ".imgtools-run-imagewang-160-webdataset" / "work" / packing.PACK_STATE
     deadline = time.time() + 120
     while time.time() < deadline and len(list(pack_state.glob("*/*.json"))) < 20:
         time.sleep(0.002)
