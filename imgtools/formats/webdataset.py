@@ -23,6 +23,13 @@ names the shard and the byte offset, never a quietly shorter dataset. Headers ar
 directly (``tarfile`` builds a full ``TarInfo`` per header, which cost more than copying the
 images); the rare header kinds go through ``tarfile`` itself, and a test checks that both see
 the same members.
+
+Why hand-written, measured by ``scripts/bench_codecs.py`` (110 KB corpus photos, CPU per sample
+of three members, best of 7, 2 shared cores): writing, 0.068 ms against 0.30 ms for
+``webdataset.TarWriter`` and 0.29 ms for ``tarfile.addfile`` (4.4x), same bytes; reading,
+0.061 ms against 0.12 ms for webdataset's ``tar_file_expander`` + ``group_by_keys`` (2x) and
+0.068 ms for plain ``tarfile`` iteration (1.1x, which would also need the end-of-archive and
+cut-member checks added).
 """
 
 from __future__ import annotations
