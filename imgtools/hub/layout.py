@@ -151,6 +151,7 @@ def find_configs(src: Path, config: str | None = None,
     which once published one build, without class names, as the only config). Builds of one
     size in different formats hold the same images: one is chosen with ``prefer_formats``
     (``--prefer-format``), or the push stops naming them - never a merge of the two."""
+    prefer_formats = _format_names(prefer_formats)
     if not src.exists():
         raise UserError("no such file or directory", path=src,
                         fix="give the folder of a dataset imgtools built or converted")
@@ -180,6 +181,14 @@ def find_configs(src: Path, config: str | None = None,
         name = validate_config_name(default_config_name(child))
         groups.setdefault(name, []).append(ConfigSource(name, child, _format_of(child)))
     return [_choose_build(src, group, prefer_formats) for group in groups.values()]
+
+
+def _format_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``--prefer-format`` values as the registry names them (``wds`` -> ``webdataset``); an
+    unknown name is an error before any work."""
+    from imgtools.formats import get_format
+
+    return tuple(get_format(n).name for n in names)
 
 
 def _single(path: Path, config: str | None) -> ConfigSource:
