@@ -125,6 +125,7 @@ class FakeHub:
         self.log: list[tuple[str, str, int]] = []  # (method, path, status)
         self.faults: list[Fault] = []
         self.hooks: list[Hook] = []
+        self.hook_errors: list[Exception] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._timer: threading.Timer | None = None
@@ -199,7 +200,10 @@ class FakeHub:
                     if hook.seen == hook.skip + 1:
                         due.append(hook)
         for hook in due:
-            hook.callback()
+            try:
+                hook.callback()
+            except Exception as e:  # a broken test callback must show, not kill the request
+                self.hook_errors.append(e)
 
     def _injected(self, method: str, path: str) -> Fault | None:
         with self._lock:

@@ -167,7 +167,8 @@ def test_dump_yaml_quotes_what_yaml_12_would_misread():
 
     from imgtools.hub.card import dump_yaml
 
-    data = {"names": {str(i): v for i, v in enumerate(TRICKY + ["tench", "a: b", "-1", ".inf", ".NaN", "~", "TRUE", "-2.5e-3"])}}
+    more = ["tench", "a: b", "-1", ".inf", ".NaN", "~", "TRUE", "-2.5e-3"]
+    data = {"names": {str(i): v for i, v in enumerate(TRICKY + more)}}
     text = dump_yaml(data)
     assert YAML(typ="safe", pure=True).load(text) == data
     assert yaml.safe_load(text) == data
