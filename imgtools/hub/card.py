@@ -40,6 +40,7 @@ import yaml
 from imgtools import __version__
 from imgtools.errors import UserError
 from imgtools.hub.layout import ASSETS_DIR, ConfigSummary, built_size
+from imgtools.recipes import load_recipe
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _BLOCK = re.compile(r"<!-- imgtools:begin (?P<name>[^ ]+) -->\n?(?P<body>.*?)"
@@ -131,8 +132,6 @@ class DatasetDescription:
 
     @classmethod
     def for_dataset(cls, name: str, from_imagenet: bool) -> DatasetDescription:
-        from imgtools.recipes import load_recipe
-
         try:
             recipe = load_recipe(name)
         except (UserError, OSError, ValueError):
@@ -244,8 +243,15 @@ def published_class_names(meta: dict) -> dict[str, list[str]]:
 
 
 def merge_metadata(old: dict, summaries: list[ConfigSummary], desc: DatasetDescription) -> dict:
-    """The new YAML: user keys kept, configs/dataset_info updated for the pushed configs."""
+    """The new YAML: user keys kept, configs/dataset_info updated for the pushed configs.
+
+    One exception: a ``license`` equal to the selection's own licence with no
+    ``license_name`` is what imgtools wrote before it described the photos' terms (Imagenette's
+    ``apache-2.0`` for ImageNet photos), not a user's choice, so it is replaced."""
     meta = dict(old)
+    if (desc.from_imagenet and desc.selection_license and "license_name" not in meta
+            and meta.get("license") in (desc.selection_license, [desc.selection_license])):
+        del meta["license"]
     new_configs, new_infos = zip(*(config_entries(s) for s in summaries), strict=True)
     configs = _merge_by_config(_as_list(meta.get("configs")), list(new_configs))
     defaults = [c for c in configs if c.get("default")]

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.atomic import atomic_write_text
+from imgtools.convert import STATE_DIR, convert
 from imgtools.errors import UserError
+from imgtools.formats import check_finished, detect_format, get_format
 from imgtools.records import DATASET_META, DatasetInfo
 
 BUILD_INFO = "build-info.json"
@@ -112,16 +114,12 @@ def _is_own_dataset(path: Path) -> bool:
     """Whether ``path`` is a dataset imgtools built or converted (it carries our sidecar or
     build report); an unfinished one is an error here rather than a folder quietly left out of
     (or published into) the repository."""
-    from imgtools.formats import check_finished
-
     check_finished(path)
     return (path / DATASET_META).is_file() or (path / BUILD_INFO).is_file()
 
 
 def _is_dataset_root(path: Path) -> bool:
     """Whether ``path`` holds one dataset, ours or any other a format reader recognises."""
-    from imgtools.formats import detect_format
-
     if _is_own_dataset(path):
         return True
     try:
@@ -132,8 +130,6 @@ def _is_dataset_root(path: Path) -> bool:
 
 
 def _format_of(path: Path) -> str:
-    from imgtools.formats import detect_format
-
     return detect_format(path).name
 
 
@@ -186,8 +182,6 @@ def find_configs(src: Path, config: str | None = None,
 def _format_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``--prefer-format`` values as the registry names them (``wds`` -> ``webdataset``); an
     unknown name is an error before any work."""
-    from imgtools.formats import get_format
-
     return tuple(get_format(n).name for n in names)
 
 
@@ -260,8 +254,6 @@ def stage_parquet(source: ConfigSource, stage_root: Path, *, n_jobs: int | None,
                   quiet: bool, max_shard_bytes: str | int = DEFAULT_MAX_SHARD_BYTES) -> Path:
     """Convert ``source`` to Parquet under ``stage_root/<config>``; an earlier complete staging
     of the same source is reused, an interrupted one is resumed."""
-    from imgtools.convert import STATE_DIR, convert
-
     dst = stage_root / source.name
     marker = stage_root / f"{source.name}.{STAGE_MARKER}"
     wanted = {"source": str(source.path.resolve()), "fingerprint": source_fingerprint(source.path),

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from imgtools.atomic import atomic_write_bytes, atomic_write_text
 from imgtools.errors import RemoteError, UserError
 from imgtools.hub.card import (
     CardContext,
@@ -57,6 +58,7 @@ from imgtools.hub.layout import (
     stage_parquet,
     summarize_staged,
 )
+from imgtools.inspect import channel_stats, preview
 
 COMMIT_RETRIES = 3
 PREVIEW_MAX_BYTES = 300_000
@@ -224,8 +226,6 @@ def with_retries(call: Callable[[], T], action: str, repo_id: str, endpoint: str
 def prepare_config(source: ConfigSource, stage_root: Path, *, n_jobs: int | None, quiet: bool,
                    max_shard_bytes: str | int) -> ConfigSummary:
     """Stage one config as Parquet and measure it: counts, train mean/std, preview images."""
-    from imgtools.inspect import channel_stats, preview
-
     staged = stage_parquet(source, stage_root, n_jobs=n_jobs, quiet=quiet,
                            max_shard_bytes=max_shard_bytes)
     summary = summarize_staged(source, staged, source.fmt)
@@ -247,8 +247,6 @@ def prepare_config(source: ConfigSource, stage_root: Path, *, n_jobs: int | None
 def save_small_jpeg(src: Path, dst: Path, max_bytes: int) -> None:
     """``src`` as a JPEG of at most ``max_bytes``: quality 85, then smaller until it fits."""
     from PIL import Image
-
-    from imgtools.atomic import atomic_write_bytes
 
     with Image.open(src) as im:
         image = im.convert("RGB")
@@ -313,8 +311,6 @@ def write_tree(root: Path, files: dict[str, Path], summaries: list[ConfigSummary
     """Write the repository tree to ``root`` (hard links to the staged files); returns the
     stale files of the pushed configs it removed."""
     from fnmatch import fnmatch
-
-    from imgtools.atomic import atomic_write_text
 
     patterns = owned_patterns(summaries)
     removed = []
@@ -440,7 +436,7 @@ def push_hub(src: str | Path, repo_id: str, *, config: str | None = None,
                                 max_shard_bytes=max_shard_bytes) for s in sources]
     check_remote_configs(existing, summaries, repo_id)
     files = tree_files(summaries)
-    tree = stage_root / "tree"
+    tree = stage_root / "_tree"  # not a config name: those start with a letter or digit
     shutil.rmtree(tree, ignore_errors=True)
     write_tree(tree, files, summaries, card=None)
     message = commit_message or f"Upload {', '.join(s.name for s in summaries)} with imgtools"

@@ -193,3 +193,22 @@ def test_another_dataset_into_the_same_local_dir_is_refused(tree, built, card, t
             "--local-dir", repo, "-j", "1", "-q")
     meta = front_matter_12((repo / "README.md").read_text())
     assert [c["config_name"] for c in meta["configs"]] == ["64px", "32px"]
+
+
+def test_the_licence_an_older_imgtools_wrote_is_replaced(built, card, tmp_path):
+    """Older cards said ``license: apache-2.0`` (Imagenette's) for ImageNet photos; a licence
+    a user chose is kept (tests/test_hub.py::test_repush_keeps_user_sections...)."""
+    import yaml
+
+    repo = tmp_path / "repo"
+    shutil.copytree(card[0], repo)
+    text = (repo / "README.md").read_text()
+    head, body = text.split("---\n", 2)[1:]
+    meta = yaml.safe_load(head)
+    for key in ("license_name", "license_link", "extra_gated_prompt"):
+        del meta[key]
+    meta["license"] = "apache-2.0"
+    (repo / "README.md").write_text(f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n{body}")
+    run_cli("push-hub", built, "alice/imagenette", "--local-dir", repo, "-j", "1", "-q")
+    meta = front_matter_12((repo / "README.md").read_text())
+    assert meta["license"] == "other" and meta["license_name"] == "imagenet-terms-of-access"
