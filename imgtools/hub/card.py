@@ -583,9 +583,9 @@ discussion and references (among them Yang et al., "Towards Fairer Datasets", FA
 
 ### Other known limitations
 
-Results on a small subset do not predict results on ImageNet itself, and models pretrained on
-ImageNet-1k have seen these classes (and, for ImageNet's own validation images, possibly the
-very photos): say so when you report numbers.
+Results on a small subset do not predict results on ImageNet itself. Models pretrained on
+ImageNet-1k were trained on many of these very photos (those drawn from ImageNet's training
+set): do not evaluate such models on this data as if it were unseen.
 """
 
 

@@ -388,9 +388,11 @@ def first_row(splits: dict[str, SplitSummary]) -> dict | None:
 
     for split in splits.values():
         for path, _ in split.files:
-            table = pq.ParquetFile(path).read_row_group(0, columns=["image", "label"]) \
-                if pq.ParquetFile(path).metadata.num_row_groups else None
-            if table is None or table.num_rows == 0:
+            parquet = pq.ParquetFile(path)
+            if parquet.metadata.num_row_groups == 0:
+                continue
+            table = parquet.read_row_group(0, columns=["image", "label"])
+            if table.num_rows == 0:
                 continue
             row = table.slice(0, 1).to_pylist()[0]
             data = (row["image"] or {}).get("bytes")

@@ -411,6 +411,9 @@ def push_hub(src: str | Path, repo_id: str, *, config: str | None = None,
     endpoint = hub_endpoint()
     ctx = CardContext(repo_id, revision, endpoint)
     if local_dir is not None:
+        if gated:
+            raise UserError("--gated changes the repository on the Hub, and --local-dir "
+                            "publishes nothing", fix="drop --gated, or --local-dir")
         return _to_local_dir(sources, Path(local_dir), ctx, n_jobs, quiet, max_shard_bytes,
                              staging_dir)
     token = resolve_token()

@@ -56,10 +56,11 @@ def lfs_puts(hub: FakeHub, since: int = 0) -> list[str]:
 def test_push_killed_mid_upload_resumes_without_resending(out, tmp_path):
     with FakeHub() as hub:
         env = hub_env(hub, tmp_path)
-        proc = subprocess.Popen(cli(out, REPO_ID), env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        client: dict[str, subprocess.Popen] = {}
         # SIGKILL the client when its third LFS upload arrives: no clean-up code runs
-        hub.on("PUT", r"^/_lfs/", lambda: os.kill(proc.pid, signal.SIGKILL), skip=2)
+        hub.on("PUT", r"^/_lfs/", lambda: os.kill(client["proc"].pid, signal.SIGKILL), skip=2)
+        proc = client["proc"] = subprocess.Popen(cli(out, REPO_ID), env=env,
+                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         proc.communicate(timeout=600)
         assert proc.returncode == -signal.SIGKILL
         assert hub.files(REPO_ID) == {}  # nothing committed
@@ -124,3 +125,9 @@ def test_a_second_push_sends_and_commits_nothing(out, tmp_path):
         assert report["uploaded"] == [] and report["commits"] == 0
         assert len(report["skipped"]) == len(hub.files(REPO_ID))
         assert len(hub.repos[("dataset", REPO_ID)].commits) == 2
+
+
+def test_gated_with_local_dir_is_refused(out, tmp_path):
+    proc = run_cli("push-hub", out, REPO_ID, "--local-dir", tmp_path / "r", "--gated", "auto",
+                   check=False)
+    assert proc.returncode == 2 and "--gated" in proc.stderr and not (tmp_path / "r").exists()
