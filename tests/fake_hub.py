@@ -15,9 +15,13 @@ It exists so that ``imgtools push-hub`` can be tested with the *real* ``huggingf
     PUT  /_lfs/{oid}             POST /_lfs/{oid}/verify  LFS "basic" transfer (an S3 stand-in)
     POST /api/{type}s/{repo}/commit/{rev}                 ndjson commit (file, lfsFile, deleted*)
     GET  /{prefix}{repo}/resolve/{rev}/{path}             raw file download
+    GET  /api/{type}s/{repo}/commits/{rev}                list_repo_commits (newest first)
+    PUT  /api/{type}s/{repo}/settings                     update_repo_settings (gated, private)
 
-Every request is logged (``hub.log``) so tests can count uploads, and faults can be injected
-(``hub.fail(...)``) to exercise 401/404/409/5xx handling. The server binds to 127.0.0.1 on an
+Every request is logged (``hub.log``) so tests can count uploads, faults can be injected
+(``hub.fail(...)``) to exercise 401/404/409/5xx handling, and ``hub.on(...)`` runs a test's
+callback when a request arrives (to kill the client mid-upload, for instance). The server
+binds to 127.0.0.1 on an
 ephemeral port, serves from daemon threads, and shuts itself down after ``max_seconds``.
 Upload through Xet is not implemented: tests set ``HF_HUB_DISABLE_XET`` so the client falls
 back to the LFS protocol, which every Hub endpoint still supports.
@@ -82,6 +86,18 @@ class Repo:
     branches: dict[str, dict[str, StoredFile]] = field(default_factory=lambda: {"main": {}})
     heads: dict[str, str] = field(default_factory=lambda: {"main": "0" * 40})
     commits: list[dict] = field(default_factory=list)
+    history: dict[str, list[str]] = field(default_factory=lambda: {"main": []})  # oldest first
+    snapshots: dict[str, dict[str, StoredFile]] = field(default_factory=dict)  # commit -> tree
+    gated: str | bool = False
+
+
+@dataclass
+class Hook:
+    method: str
+    pattern: re.Pattern
+    callback: object
+    skip: int
+    seen: int = 0
 
 
 @dataclass
@@ -108,6 +124,8 @@ class FakeHub:
         self.lfs_store: dict[str, bytes] = {}
         self.log: list[tuple[str, str, int]] = []  # (method, path, status)
         self.faults: list[Fault] = []
+        self.hooks: list[Hook] = []
+        self.hook_errors: list[Exception] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._timer: threading.Timer | None = None
@@ -156,6 +174,12 @@ class FakeHub:
             self.faults.append(Fault(method.upper(), re.compile(path_regex), status, times, skip,
                                      message))
 
+    def on(self, method: str, path_regex: str, callback, *, skip: int = 0) -> None:
+        """Call ``callback()`` when matching request number ``skip+1`` arrives, before it is
+        handled (once)."""
+        with self._lock:
+            self.hooks.append(Hook(method.upper(), re.compile(path_regex), callback, skip))
+
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "dataset"
               ) -> dict[str, bytes]:
         repo = self.repos[(repo_type, repo_id)]
@@ -167,6 +191,20 @@ class FakeHub:
                    if m == method.upper() and rx.search(p) and (status is None or s == status))
 
     # ----- state changes (called from handler threads) ---------------------------------------
+    def _run_hooks(self, method: str, path: str) -> None:
+        due = []
+        with self._lock:
+            for hook in self.hooks:
+                if hook.method == method and hook.pattern.search(path):
+                    hook.seen += 1
+                    if hook.seen == hook.skip + 1:
+                        due.append(hook)
+        for hook in due:
+            try:
+                hook.callback()
+            except Exception as e:  # a broken test callback must show, not kill the request
+                self.hook_errors.append(e)
+
     def _injected(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
@@ -227,6 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         self._path, self._query = split.path, parse_qs(split.query)
         body = self._body()
+        self.hub._run_hooks(self.command, self._path)
         fault = self.hub._injected(self.command, self._path)
         if fault is not None:
             return self._error(fault.status, fault.message)
@@ -251,7 +290,10 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     def _branch(self, repo: Repo, rev: str) -> dict[str, StoredFile] | None:
+        """The files at a branch, or at a commit id (read-only), as the Hub resolves both."""
         rev = unquote(rev)
+        if rev in repo.snapshots and rev not in repo.branches:
+            return repo.snapshots[rev]
         if rev not in repo.branches:
             self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
             return None
@@ -305,6 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
             start = (json.loads(body) if body else {}).get("startingPoint") or "main"
             repo.branches[branch] = dict(repo.branches[start])
             repo.heads[branch] = repo.heads[start]
+            repo.history[branch] = list(repo.history[start])
         self._send(200, {})
 
     def tree(self, body: bytes, t: str, repo_id: str, rev: str, path: str | None = None) -> None:
@@ -344,7 +387,7 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None or (files := self._branch(repo, rev)) is None:
             return
         self._send(200, {"id": repo.repo_id, "private": repo.private,
-                         "sha": repo.heads[unquote(rev)],
+                         "sha": repo.heads.get(unquote(rev), unquote(rev)),
                          "siblings": [{"rfilename": p} for p in sorted(files)]})
 
     def preupload(self, body: bytes, t: str, repo_id: str, rev: str) -> None:
@@ -362,7 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
                 oid = remote.sha256 if remote.lfs else git_blob_sha1(remote.content)
             answer.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular",
                            "shouldIgnore": False, "oid": oid})
-        self._send(200, {"files": answer, "commitOid": repo.heads[unquote(rev)]})
+        self._send(200, {"files": answer, "commitOid": repo.heads.get(unquote(rev), unquote(rev))})
 
     def lfs_batch(self, body: bytes, prefix: str, repo_id: str) -> None:
         repo = self._repo((prefix or "").rstrip("/") or "models", repo_id, write=True)
@@ -428,11 +471,41 @@ class _Handler(BaseHTTPRequestHandler):
                                            lines[1:]]).encode()).hexdigest()
             repo.branches[branch] = new
             repo.heads[branch] = oid
+            repo.history[branch].append(oid)
+            repo.snapshots[oid] = new
             repo.commits.append({"branch": branch, "oid": oid, "summary": header.get("summary"),
                                  "paths": [ln["value"]["path"] for ln in lines[1:]]})
         prefix = "" if repo.repo_type == "model" else f"{repo.repo_type}s/"
         self._send(200, {"success": True, "commitOid": oid, "pullRequestUrl": None,
                          "commitUrl": f"{self.hub.url}/{prefix}{repo_id}/commit/{oid}"})
+
+    def list_commits(self, body: bytes, t: str, repo_id: str, rev: str) -> None:
+        repo = self._repo(t, repo_id)
+        if repo is None or self._branch(repo, rev) is None:
+            return
+        by_oid = {c["oid"]: c for c in repo.commits}
+        items = [{"id": oid, "title": by_oid[oid]["summary"] or "", "message": "",
+                  "authors": [{"user": self.hub.user}], "date": "2026-01-01T00:00:00.000Z"}
+                 for oid in reversed(repo.history[unquote(rev)])]
+        cursor = int(self._query.get("p", ["0"])[0])
+        page = items[cursor * self.hub.page_size:(cursor + 1) * self.hub.page_size]
+        headers = {}
+        if (cursor + 1) * self.hub.page_size < len(items):
+            headers["Link"] = f'<{self.hub.url}{self._path}?p={cursor + 1}>; rel="next"'
+        self._send(200, page, headers=headers)
+
+    def settings(self, body: bytes, t: str, repo_id: str) -> None:
+        repo = self._repo(t, repo_id, write=True)
+        if repo is None:
+            return
+        req = json.loads(body or b"{}")
+        if "gated" in req:
+            if req["gated"] not in ("auto", "manual", False):
+                return self._error(400, f"invalid gated value {req['gated']!r}")
+            repo.gated = req["gated"]
+        if "private" in req:
+            repo.private = bool(req["private"])
+        self._send(200, {})
 
     def resolve(self, body: bytes, prefix: str | None, repo_id: str, rev: str, path: str) -> None:
         repo = self._repo((prefix or "").rstrip("/") or "models", repo_id)
@@ -442,7 +515,8 @@ class _Handler(BaseHTTPRequestHandler):
         if stored is None:
             return self._error(404, f"Entry not found: {path}", "EntryNotFound")
         self._send(200, raw=stored.content,
-                   headers={"ETag": f'"{stored.oid}"', "X-Repo-Commit": repo.heads[unquote(rev)]})
+                   headers={"ETag": f'"{stored.oid}"',
+                            "X-Repo-Commit": repo.heads.get(unquote(rev), unquote(rev))})
 
 
 _REPO = r"(?P<repo_id>[^/]+/[^/]+)"
@@ -459,6 +533,8 @@ _ROUTES = [
     ("GET", re.compile(rf"/api/{_T}/{_REPO}(?:/revision/(?P<rev>[^/]+))?"), _Handler.repo_info),
     ("POST", re.compile(rf"/api/{_T}/{_REPO}/preupload/(?P<rev>[^/]+)"), _Handler.preupload),
     ("POST", re.compile(rf"/api/{_T}/{_REPO}/commit/(?P<rev>[^/]+)"), _Handler.commit),
+    ("GET", re.compile(rf"/api/{_T}/{_REPO}/commits/(?P<rev>[^/]+)"), _Handler.list_commits),
+    ("PUT", re.compile(rf"/api/{_T}/{_REPO}/settings"), _Handler.settings),
     ("POST", re.compile(rf"/(?P<prefix>datasets/|spaces/)?{_REPO}\.git/info/lfs/objects/batch"),
      _Handler.lfs_batch),
     ("PUT", re.compile(r"/_lfs/(?P<oid>[0-9a-f]{64})"), _Handler.lfs_put),

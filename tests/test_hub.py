@@ -59,6 +59,9 @@ def hub_env(monkeypatch, tmp_path):
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the fake speaks LFS only
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        # as in a process started with HF_ENDPOINT set: hf_hub_download builds its URLs from it
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub.url + "/{repo_id}/resolve/{revision}/{filename}")
         yield hub
 
 
@@ -107,7 +110,9 @@ def test_local_dir_loads_with_datasets(built, tmp_path):
     # card: YAML the Hub reads, body people read
     text = (repo / "README.md").read_text()
     meta = yaml.safe_load(text.split("---\n")[1])
-    assert meta["pretty_name"] == "Imagenette" and meta["license"] == "apache-2.0"
+    assert meta["pretty_name"] == "Imagenette" and meta["license"] == "other"
+    assert meta["license_name"] == "imagenet-terms-of-access" and "ImageNet" in meta[
+        "extra_gated_prompt"]  # the photos' terms; Imagenette's apache-2.0 is its selection
     assert meta["task_categories"] == ["image-classification"]
     assert meta["size_categories"] == ["n<1K"]
     assert [c["config_name"] for c in meta["configs"]] == ["32px", "64px"]
@@ -116,11 +121,12 @@ def test_local_dir_loads_with_datasets(built, tmp_path):
     assert info["64px"]["features"][1]["dtype"]["class_label"]["names"]["0"] == "tench"
     for needle in ("imgtools build imagenette", "seed:** 0", "mean = [", "n01440764",
                    "@article{ILSVRC15", "Howard_Imagenette_2019", "noisy_imagenette.csv",
-                   "assets/preview-64px.png"):
+                   "assets/preview-64px.jpg", "`apache-2.0`"):
         assert needle in text, needle
-    for png in ("assets/preview-32px.png", "assets/histogram-64px.png"):
-        with Image.open(repo / png) as im:
-            assert im.format == "PNG" and im.size[0] > 100
+    for name, fmt in (("assets/preview-32px.jpg", "JPEG"), ("assets/histogram-64px.png", "PNG")):
+        with Image.open(repo / name) as im:
+            assert im.format == fmt and im.size[0] > 100
+        assert (repo / name).stat().st_size <= 300_000
     assert (repo / "64px" / "noisy_imagenette.csv").read_bytes() == (
         built / "imagenette2-64" / "noisy_imagenette.csv").read_bytes()
 
@@ -223,7 +229,8 @@ def test_cli_push_equals_local_tree(built, tmp_path):
         report = json.loads(pushed.stdout)
         assert hub.files(REPO_ID) == tree_bytes(tmp_path / "local")
         assert hub.repos[("dataset", REPO_ID)].private
-        assert report["commits"] == len(hub.repos[("dataset", REPO_ID)].commits) == 5
+        # the data (upload_folder: one commit without hf_xet), then the card
+        assert report["commits"] == len(hub.repos[("dataset", REPO_ID)].commits) == 2
         assert not (tmp_path / "cache" / "imgtools" / "push-hub").joinpath(
             "tester--imagenette").exists()  # staging removed once published
         # a second push changes nothing and sends nothing
@@ -232,7 +239,7 @@ def test_cli_push_equals_local_tree(built, tmp_path):
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["uploaded"] == []
         assert hub.count("PUT", "/_lfs/") == puts
-        assert len(hub.repos[("dataset", REPO_ID)].commits) == 5
+        assert len(hub.repos[("dataset", REPO_ID)].commits) == 2
         # a bad token: exit code 3 and a message that says what to do
         bad = subprocess.run(common, env={**env, "HF_TOKEN": "hf_wrong"}, capture_output=True,
                              text=True)
@@ -257,9 +264,11 @@ def test_interrupted_push_finishes_without_sending_twice(built, tmp_path, hub_en
     log_at_rerun = len(hub.log)
     report = push(built, tmp_path)
     assert done_paths.isdisjoint(report["uploaded"]) and done_paths <= set(report["skipped"])
-    # no LFS object stored by the first run went up again (not even those of the failed commit)
+    # no LFS object stored by the first run went up again: all data arrived with the first
+    # commit, so the re-run sends only the card (a regular file, no LFS upload)
     puts = {p for m, p, s in hub.log[log_at_rerun:] if m == "PUT" and s == 200}
-    assert puts and puts.isdisjoint(stored_before)
+    assert puts.isdisjoint(stored_before) and not puts
+    assert report["uploaded"] == ["README.md"]
     push(built, tmp_path, local_dir=tmp_path / "local")
     assert hub.files(REPO_ID) == tree_bytes(tmp_path / "local")
 

@@ -26,23 +26,32 @@ import click
 @click.option("--staging-dir", type=click.Path(path_type=Path), default=None,
               help="Where the Parquet conversion is staged and kept until the push completes "
                    "(default: ~/.cache/imgtools/push-hub/<owner>--<name>).")
+@click.option("--prefer-format", "prefer_formats", multiple=True, metavar="FORMAT",
+              help="When SRC holds builds of one size in several formats (folder, parquet, "
+                   "webdataset, tfrecord, ...), publish the one in FORMAT; repeat to give an "
+                   "order. Without it such a folder is refused, never merged.")
+@click.option("--gated", type=click.Choice(["auto", "manual"]), default=None,
+              help="Turn on access requests for the repository, so users accept the ImageNet "
+                   "terms (the card's extra_gated_prompt) before downloading: auto approves "
+                   "every request, manual lets you review them.")
 @click.option("-j", "--jobs", "n_jobs", type=int, default=0, help="Parallel workers (0 = all).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or commit log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def push_hub(src: Path, repo_id: str, config: str | None, local_dir: Path | None,
              private: bool, revision: str | None, commit_message: str | None,
-             max_shard_bytes: str, staging_dir: Path | None, n_jobs: int, quiet: bool,
-             as_json: bool) -> None:
+             max_shard_bytes: str, staging_dir: Path | None, prefer_formats: tuple[str, ...],
+             gated: str | None, n_jobs: int, quiet: bool, as_json: bool) -> None:
     """Publish the dataset in SRC to the dataset repository REPO_ID (owner/name).
 
-    SRC is a dataset folder (any format imgtools reads), or a folder holding several sizes of
-    one dataset (out/ with imagenette2, imagenette2-320, imagenette2-160): each becomes a
-    config of the repository. The result loads with
+    SRC is a dataset folder (any format imgtools reads), or a folder holding several builds of
+    one dataset (out/ with imagenette2, imagenette2-320, imagenette2-160-webdataset): each
+    size becomes one config of the repository, from exactly one build. The result loads with
     datasets.load_dataset("owner/name", "320px") and shows images in the dataset viewer.
 
     \b
     imgtools push-hub out/imagenette2-320 alice/imagenette --config 320px
     imgtools push-hub out/ alice/imagenette              # every size found, one config each
+    imgtools push-hub out/ alice/imagenette --prefer-format parquet --prefer-format folder
     imgtools push-hub out/imagenette2-320 alice/imagenette --local-dir hub-repo/
 
     The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT selects another Hub. An
@@ -55,16 +64,18 @@ def push_hub(src: Path, repo_id: str, config: str | None, local_dir: Path | None
     report = run(src, repo_id, config=config, local_dir=local_dir, private=private,
                  revision=revision, commit_message=commit_message, n_jobs=n_jobs,
                  quiet=quiet or as_json, max_shard_bytes=max_shard_bytes,
-                 staging_dir=staging_dir)
+                 staging_dir=staging_dir, prefer_formats=prefer_formats, gated=gated)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     elif local_dir is not None:
-        click.echo(f"wrote {len(report['files'])} files for configs "
-                   f"{', '.join(report['configs'])} to {report['local_dir']}")
+        sources = ", ".join(f"{c} from {Path(p).name}" for c, p in report["sources"].items())
+        click.echo(f"wrote {len(report['files'])} files for configs {sources} "
+                   f"to {report['local_dir']}")
         click.echo(f"check it: python -c \"import datasets; print(datasets.load_dataset("
                    f"'{report['local_dir']}', '{report['configs'][0]}'))\"")
     else:
-        click.echo(f"published configs {', '.join(report['configs'])}: "
+        sources = ", ".join(f"{c} from {Path(p).name}" for c, p in report["sources"].items())
+        click.echo(f"published configs {sources}: "
                    f"{len(report['uploaded'])} files uploaded, {len(report['skipped'])} already "
                    f"there, {len(report['deleted'])} stale removed, {report['commits']} commits")
         click.echo(report["url"])

@@ -7,7 +7,7 @@ without any loading script. The modules follow the order of the work:
 
     layout  which configs a folder holds, staging them as Parquet, the tree to upload
     card    the README.md (YAML front matter + body), merged with what is already published
-    push    the upload itself: token, repository, resumable commits, clear Hub errors
+    push    the upload: huggingface_hub's upload_folder, the card committed last, clear errors
 """
 
 from imgtools.hub.push import push_hub

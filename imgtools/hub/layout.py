@@ -33,7 +33,7 @@ from pathlib import Path
 from imgtools.atomic import atomic_write_text
 from imgtools.convert import convert
 from imgtools.errors import UserError
-from imgtools.formats import check_finished, detect_format
+from imgtools.formats import check_finished, detect_format, get_format
 from imgtools.pipeline.output import RUN_PREFIX, pending_run_for, pending_runs
 from imgtools.pipeline.report import BUILD_INFO, load_build_info
 from imgtools.records import DATASET_META, DatasetInfo
@@ -53,10 +53,11 @@ _SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z]+)(?P<rest>-\d{5}-of-\d{5}\.parque
 
 @dataclass(frozen=True)
 class ConfigSource:
-    """One built dataset to publish as config ``name``."""
+    """One built dataset to publish as config ``name`` (``fmt``: the format it is stored in)."""
 
     name: str
     path: Path
+    fmt: str = ""
 
 
 def built_size(build_info: dict) -> int | None:
@@ -92,12 +93,17 @@ def default_config_name(path: Path, build_info: dict | None = None) -> str:
     return "default"
 
 
-def _is_dataset_root(path: Path) -> bool:
-    """Whether ``path`` holds one dataset; an unfinished build or conversion is an error here
-    rather than a folder quietly left out of (or published into) the repository."""
-
+def _is_own_dataset(path: Path) -> bool:
+    """Whether ``path`` is a dataset imgtools built or converted (it carries our sidecar or
+    build report); an unfinished one is an error here rather than a folder quietly left out of
+    (or published into) the repository."""
     check_finished(path)
-    if (path / DATASET_META).is_file() or (path / BUILD_INFO).is_file():
+    return (path / DATASET_META).is_file() or (path / BUILD_INFO).is_file()
+
+
+def _is_dataset_root(path: Path) -> bool:
+    """Whether ``path`` holds one dataset, ours or any other a format reader recognises."""
+    if _is_own_dataset(path):
         return True
     try:
         detect_format(path)
@@ -106,9 +112,25 @@ def _is_dataset_root(path: Path) -> bool:
     return True
 
 
-def find_configs(src: Path, config: str | None = None) -> list[ConfigSource]:
+def _format_of(path: Path) -> str:
+    return detect_format(path).name
+
+
+def _child_folders(src: Path) -> list[Path]:
+    return sorted(c for c in src.iterdir() if c.is_dir() and not c.name.startswith("."))
+
+
+def find_configs(src: Path, config: str | None = None,
+                 prefer_formats: tuple[str, ...] | list[str] = ()) -> list[ConfigSource]:
     """The datasets to publish: ``src`` itself, or every dataset folder directly inside it
-    (``out/`` holding ``imagenette2``, ``imagenette2-320`` ...), one config each."""
+    (``out/`` holding ``imagenette2-160``, ``imagenette2-320-parquet`` ...), one config per size.
+
+    A folder holding our builds is a collection even though a format reader would accept it
+    (``detect_format`` finds the shards of ``out/imagenette2-160-tfrecord`` from ``out/``,
+    which once published one build, without class names, as the only config). Builds of one
+    size in different formats hold the same images: one is chosen with ``prefer_formats``
+    (``--prefer-format``), or the push stops naming them - never a merge of the two."""
+    prefer_formats = _format_names(prefer_formats)
     if not src.exists():
         raise UserError("no such file or directory", path=src,
                         fix="give the folder of a dataset imgtools built or converted")
@@ -116,16 +138,18 @@ def find_configs(src: Path, config: str | None = None) -> list[ConfigSource]:
         raise UserError("not a folder", path=src,
                         fix="give the folder of a dataset imgtools built or converted (or a "
                             "folder holding several, such as out/)")
-    if _is_dataset_root(src):
-        name = validate_config_name(config or default_config_name(src))
-        return [ConfigSource(name, src)]
     for run in pending_runs(src):  # its outputs would be missing from the publication
         raise UserError(f"an imgtools run writing {run.name.removeprefix(RUN_PREFIX)} here "
                         "did not finish", path=run,
                         fix="finish it by running the same command again with --resume, or "
                             "delete that folder")
-    children = sorted(c for c in src.iterdir()
-                      if c.is_dir() and not c.name.startswith(".") and _is_dataset_root(c))
+    if _is_own_dataset(src):
+        return [_single(src, config)]
+    children = [c for c in _child_folders(src) if _is_own_dataset(c)]
+    if not children:
+        if _is_dataset_root(src):
+            return [_single(src, config)]
+        children = [c for c in _child_folders(src) if _is_dataset_root(c)]
     if not children:
         raise UserError("not a dataset, and no dataset folder inside it", path=src,
                         fix="give the output folder of `imgtools build` (out/imagenette2-320) "
@@ -136,16 +160,48 @@ def find_configs(src: Path, config: str | None = None) -> list[ConfigSource]:
                         fix="give one dataset folder with --config, or drop --config to publish "
                             "each dataset under its own config name")
     _check_same_dataset(children)
-    configs: dict[str, ConfigSource] = {}
+    groups: dict[str, list[ConfigSource]] = {}
     for child in children:
         name = validate_config_name(default_config_name(child))
-        if name in configs:
-            raise UserError(
-                f"config name clash: {configs[name].path.name} and {child.name} would both be "
-                f"published as config {name!r}", path=src,
-                fix="publish them one at a time with distinct --config names, or move one away")
-        configs[name] = ConfigSource(name, child)
-    return list(configs.values())
+        groups.setdefault(name, []).append(ConfigSource(name, child, _format_of(child)))
+    return [_choose_build(src, group, prefer_formats) for group in groups.values()]
+
+
+def _format_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``--prefer-format`` values as the registry names them (``wds`` -> ``webdataset``); an
+    unknown name is an error before any work."""
+    return tuple(get_format(n).name for n in names)
+
+
+def _single(path: Path, config: str | None) -> ConfigSource:
+    return ConfigSource(validate_config_name(config or default_config_name(path)), path,
+                        _format_of(path))
+
+
+def _choose_build(src: Path, group: list[ConfigSource],
+                  prefer_formats: tuple[str, ...] | list[str]) -> ConfigSource:
+    """The one build of a config: alone, or the first of ``prefer_formats`` present."""
+    if len(group) == 1:
+        return group[0]
+    name = group[0].name
+    listing = ", ".join(f"{c.path.name} ({c.fmt})" for c in group)
+    formats = [c.fmt for c in group]
+    duplicated = sorted({f for f in formats if formats.count(f) > 1})
+    for fmt in prefer_formats:
+        matching = [c for c in group if c.fmt == fmt]
+        if len(matching) == 1:
+            return matching[0]
+        if matching:
+            break
+    if duplicated:
+        raise UserError(
+            f"config name clash: {listing} would all be published as config {name!r}",
+            path=src, fix="publish them one at a time with distinct --config names, or move "
+                          "all but one away")
+    raise UserError(
+        f"{len(group)} builds of config {name!r} in different formats: {listing}", path=src,
+        fix=f"choose one with --prefer-format ({' or '.join(formats)}; repeat the option to "
+            "give an order for every size), or publish one folder with --config")
 
 
 def _check_same_dataset(children: list[Path]) -> None:
@@ -186,7 +242,6 @@ def stage_parquet(source: ConfigSource, stage_root: Path, *, n_jobs: int | None,
                   quiet: bool, max_shard_bytes: str | int = DEFAULT_MAX_SHARD_BYTES) -> Path:
     """Convert ``source`` to Parquet under ``stage_root/<config>``; an earlier complete staging
     of the same source is reused, an interrupted one is resumed."""
-
     dst = stage_root / source.name
     marker = stage_root / f"{source.name}.{STAGE_MARKER}"
     wanted = {"source": str(source.path.resolve()), "fingerprint": source_fingerprint(source.path),
@@ -240,6 +295,7 @@ class ConfigSummary:
     asset_files: list[tuple[Path, str]] = field(default_factory=list)  # preview PNGs
     stats: dict | None = None
     assets: dict[str, str] = field(default_factory=dict)  # kind -> path in repo
+    example: dict | None = None  # the first row, as the card's Data Instances shows it
 
     @property
     def class_names(self) -> list[str]:
@@ -301,10 +357,47 @@ def summarize_staged(source: ConfigSource, staged: Path, source_format: str) -> 
     for s in ordered.values():
         s.class_counts = [int(c) for c in s.class_counts]
     return ConfigSummary(name=source.name, source=source.path, staged=staged, info=info,
-                         features=features, splits=ordered,
+                         features=features, splits=ordered, example=first_row(ordered),
                          build_info=load_build_info(source.path), source_format=source_format,
                          extra_files=[(p, f"{source.name}/{p.name}")
                                       for p in sorted(source.path.glob("noisy_*.csv"))])
+
+
+def first_row(splits: dict[str, SplitSummary]) -> dict | None:
+    """The first row of the first split, described as ``datasets`` shows it: the PIL class,
+    mode and size of the decoded image (after the EXIF rotation ``datasets`` applies) and the
+    label."""
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image, ImageOps
+
+    for split in splits.values():
+        for path, _ in split.files:
+            parquet = pq.ParquetFile(path)
+            if parquet.metadata.num_row_groups == 0:
+                continue
+            table = parquet.read_row_group(0, columns=["image", "label"])
+            if table.num_rows == 0:
+                continue
+            row = table.slice(0, 1).to_pylist()[0]
+            data = (row["image"] or {}).get("bytes")
+            if not data:
+                continue
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    kind = f"{type(im).__module__}.{type(im).__name__}"
+                    width, height = im.size
+                    mode = im.mode
+                    if im.getexif().get(0x0112, 1) != 1:  # datasets applies the rotation
+                        turned = ImageOps.exif_transpose(im)
+                        kind, (width, height) = "PIL.Image.Image", turned.size
+            except OSError:
+                continue
+            label = row.get("label")
+            return {"split": split.name, "image_class": kind, "mode": mode, "width": width,
+                    "height": height, "label": -1 if label is None else int(label)}
+    return None
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -4,38 +4,50 @@ The order of the work is chosen so that a failure costs as little as possible:
 
 1. everything that can be checked locally (repo id, dataset folders, config names, a token) is
    checked before anything is converted or sent;
-2. the repository is created (or found), and what it already holds is listed with the sha256 of
-   every LFS file - so a re-run after an interruption uploads only what is missing;
+2. the repository is created (or found) and its card read, so a config that would clash with
+   what is published stops the push before any upload;
 3. each config is converted to Parquet (staged, reused when the source is unchanged), measured
-   (per-class counts, train mean/std) and previewed (contact sheet and histogram PNGs);
-4. data files go up in several commits (one per config and split, at most
-   ``MAX_FILES_PER_COMMIT`` files each), the card, images and the deletion of stale shards in a
-   last commit, so the README only announces data that is already there.
+   (per-class counts, train mean/std) and previewed (JPEG contact sheet, PNG histogram), and
+   the repository tree is assembled from hard links in the staging folder;
+4. ``HfApi.upload_folder`` sends the tree without its README: it asks the Hub which files it
+   already has (the preupload call), sends only the rest (LFS/Xet deduplicate by content, so
+   what arrived before an interruption is not sent again), deletes the stale files of the
+   configs pushed (``delete_patterns``) and, with ``hf_xet`` installed, commits in batches;
+5. the card is committed last, merged into the README as it is *then*, with that commit as
+   parent - so the README only announces data that is already there and a concurrent edit of
+   the card is never overwritten silently.
 
-``--local-dir`` stops after writing the exact tree of step 4 to a folder: no token, no network.
+``--local-dir`` stops after writing the exact tree of step 3, README included, to a folder: no
+token, no network.
+
+What is kept here beside ``huggingface_hub`` and why: the card merge (:mod:`imgtools.hub.card`),
+committing the card last, one retry loop around the commit calls (:func:`with_retries`), and
+the mapping of Hub errors to messages that say what to do (:func:`hub_call`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib
+import io
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
+from typing import TypeVar
 
-from imgtools.atomic import atomic_write_text
-from imgtools.checksums import sha256_file
+from imgtools.atomic import atomic_write_bytes, atomic_write_text
 from imgtools.errors import RemoteError, UserError
-from imgtools.formats import detect_format
-from imgtools.hub.card import CardContext, build_card, preview_asset_paths, split_front_matter
+from imgtools.hub.card import (
+    CardContext,
+    build_card,
+    owned_asset_patterns,
+    preview_asset_paths,
+    published_class_names,
+    split_front_matter,
+)
 from imgtools.hub.layout import (
-    ASSETS_DIR,
     DEFAULT_MAX_SHARD_BYTES,
     ConfigSource,
     ConfigSummary,
@@ -47,18 +59,12 @@ from imgtools.hub.layout import (
 )
 from imgtools.inspect import channel_stats, preview
 
-MAX_FILES_PER_COMMIT = 50
 COMMIT_RETRIES = 3
+PREVIEW_MAX_BYTES = 300_000
+"""Upper bound of the card's preview image: the contact sheet is a photo collage, so it goes
+as JPEG, shrunk until it fits (a 1.7 MB PNG made the card slow to open)."""
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}")
-
-
-@dataclass
-class RemoteState:
-    """What the repository already holds at the target revision: path -> oid to compare with
-    (sha256 for LFS files, git blob sha1 for regular ones), and its README."""
-
-    files: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (kind, oid)
-    readme: str | None = None
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,27 +118,21 @@ def _in_chain(exc: BaseException | None, kinds) -> BaseException | None:
     return None
 
 
-def _http_error(exc: BaseException):
+def _http_status(exc: BaseException) -> int | None:
     from huggingface_hub.errors import HfHubHTTPError
 
-    return _in_chain(exc, HfHubHTTPError)
+    http = _in_chain(exc, HfHubHTTPError)
+    response = getattr(http, "response", None)
+    return response.status_code if response is not None else None
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's "could not reach the server" errors: huggingface_hub 2.x uses httpx2,
-    1.x httpx, older releases requests; whichever is installed."""
-    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for module, attr in (("httpx2", "TransportError"), ("httpx", "TransportError"),
-                         ("requests", "ConnectionError")):
-        try:
-            kinds.append(getattr(importlib.import_module(module), attr))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(kinds)
+    """"Could not reach the server": the transport errors of the HTTP client huggingface_hub
+    uses (``httpx2``, a dependency of the huggingface_hub this project requires) and the
+    standard library's."""
+    import httpx2
 
-
-def _network_error(exc: BaseException) -> bool:
-    return _in_chain(exc, _transport_errors()) is not None
+    return (ConnectionError, TimeoutError, httpx2.TransportError)
 
 
 RERUN = "run the same command again: files already on the Hub are skipped, nothing is sent twice"
@@ -140,7 +140,10 @@ RERUN = "run the same command again: files already on the Hub are skipped, nothi
 
 @contextlib.contextmanager
 def hub_call(action: str, repo_id: str, endpoint: str) -> Iterator[None]:
-    """Turn huggingface_hub failures into a :class:`RemoteError` that says what to do."""
+    """Turn huggingface_hub failures into a :class:`RemoteError` that says what to do.
+
+    Kept because the library's exceptions name HTTP statuses, not what a user should do next
+    (a new token, another repository id, a re-run that skips what arrived)."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
@@ -156,10 +159,10 @@ def hub_call(action: str, repo_id: str, endpoint: str) -> Iterator[None]:
                           fix="check the repository id and that your token can write to "
                               "its owner") from e
     except Exception as e:  # noqa: BLE001 - every other failure is mapped or re-raised below
-        http = _http_error(e)
-        if http is not None and http.response is not None:
-            raise _status_error(action, repo_id, http.response.status_code, str(http)) from e
-        if _network_error(e):
+        status = _http_status(e)
+        if status is not None:
+            raise _status_error(action, repo_id, status, str(e)) from e
+        if _in_chain(e, _transport_errors()) is not None:
             raise RemoteError(f"{action}: could not reach {endpoint} ({e})",
                               fix=f"check your connection (and HF_ENDPOINT), then {RERUN}") from e
         if isinstance(e, ValueError) and "metadata" in str(e):
@@ -170,24 +173,48 @@ def hub_call(action: str, repo_id: str, endpoint: str) -> Iterator[None]:
 
 def _status_error(action: str, repo_id: str, status: int, detail: str) -> RemoteError:
     first = detail.strip().splitlines()[0] if detail.strip() else ""
+    error: RemoteError
     if status == 401:
-        return RemoteError(f"{action}: the Hub refused the token (401 Unauthorized)",
-                           fix="your token is invalid or expired: create a new one with write "
-                               "access and set HF_TOKEN (or `hf auth login`)")
-    if status == 403:
-        return RemoteError(f"{action}: no write access to {repo_id} (403 Forbidden)",
-                           fix="use a token with write access to this user or organization")
-    if status == 404:
-        return RemoteError(f"{action}: {repo_id} not found (404)",
-                           fix="check the repository id and --revision")
-    if status == 409:
-        return RemoteError(f"{action}: conflict on {repo_id} (409): {first}",
-                           fix=f"someone else changed the repository meanwhile; {RERUN}")
-    if status == 429 or status >= 500:
-        return RemoteError(f"{action}: the Hub failed ({status}) even after retries: {first}",
-                           fix=f"wait a moment, then {RERUN}")
-    return RemoteError(f"{action}: the Hub answered {status}: {first}",
-                       fix="check the repository id, your token and --revision")
+        error = RemoteError(f"{action}: the Hub refused the token (401 Unauthorized)",
+                            fix="your token is invalid or expired: create a new one with write "
+                                "access and set HF_TOKEN (or `hf auth login`)")
+    elif status == 403:
+        error = RemoteError(f"{action}: no write access to {repo_id} (403 Forbidden)",
+                            fix="use a token with write access to this user or organization")
+    elif status == 404:
+        error = RemoteError(f"{action}: {repo_id} not found (404)",
+                            fix="check the repository id and --revision")
+    elif status in (409, 412):
+        error = RemoteError(f"{action}: conflict on {repo_id} ({status}): {first}",
+                            fix=f"someone else changed the repository meanwhile; {RERUN}")
+    elif status == 429 or status >= 500:
+        error = RemoteError(f"{action}: the Hub failed ({status}) even after retries: {first}",
+                            fix=f"wait a moment, then {RERUN}")
+    else:
+        error = RemoteError(f"{action}: the Hub answered {status}: {first}",
+                            fix="check the repository id, your token and --revision")
+    error.status = status  # type: ignore[attr-defined]
+    return error
+
+
+def with_retries(call: Callable[[], T], action: str, repo_id: str, endpoint: str) -> T:
+    """``call()`` (an upload or a commit), again after a 429 or 5xx.
+
+    Kept because ``create_commit`` (the path ``upload_folder`` takes without ``hf_xet``) does
+    not retry its commit POST: the library fears a duplicate commit when a response is lost.
+    Here a repeated call is harmless - the library drops files the Hub already holds, so the
+    second attempt commits nothing twice - while the uploads inside (preupload, LFS batch and
+    PUT) are already retried by ``http_backoff``."""
+    for attempt in range(COMMIT_RETRIES):
+        try:
+            with hub_call(action, repo_id, endpoint):
+                return call()
+        except RemoteError as e:
+            status = getattr(e, "status", 0)
+            if attempt + 1 == COMMIT_RETRIES or not (status == 429 or status >= 500):
+                raise
+            time.sleep(2 ** attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,11 +225,9 @@ def _status_error(action: str, repo_id: str, status: int, detail: str) -> Remote
 def prepare_config(source: ConfigSource, stage_root: Path, *, n_jobs: int | None, quiet: bool,
                    max_shard_bytes: str | int) -> ConfigSummary:
     """Stage one config as Parquet and measure it: counts, train mean/std, preview images."""
-
-    source_format = detect_format(source.path).name
     staged = stage_parquet(source, stage_root, n_jobs=n_jobs, quiet=quiet,
                            max_shard_bytes=max_shard_bytes)
-    summary = summarize_staged(source, staged, source_format)
+    summary = summarize_staged(source, staged, source.fmt)
     if "train" in summary.splits:
         summary.stats = channel_stats(source.path, split="train", n_jobs=n_jobs, quiet=quiet)
     counts = {s.name: s.class_counts for s in summary.splits.values()
@@ -210,25 +235,39 @@ def prepare_config(source: ConfigSource, stage_root: Path, *, n_jobs: int | None
     asset_dir = stage_root / f"{source.name}.assets"
     written = preview(source.path, asset_dir, counts=counts, n_jobs=n_jobs, quiet=quiet)
     targets = preview_asset_paths(source.name)
-    for kind, repo_path in targets.items():
-        summary.asset_files.append((Path(written[kind]), repo_path))
+    preview_jpeg = asset_dir / Path(targets["preview"]).name
+    save_small_jpeg(Path(written["preview"]), preview_jpeg, PREVIEW_MAX_BYTES)
+    summary.asset_files.append((preview_jpeg, targets["preview"]))
+    summary.asset_files.append((Path(written["histogram"]), targets["histogram"]))
     summary.assets = targets
     return summary
 
 
-def check_remote_configs(existing_card: str | None, summaries: list[ConfigSummary]) -> None:
-    """A config name already published with other classes is a clash, not an update."""
+def save_small_jpeg(src: Path, dst: Path, max_bytes: int) -> None:
+    """``src`` as a JPEG of at most ``max_bytes``: quality 85, then smaller until it fits."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        image = im.convert("RGB")
+    for _ in range(12):
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=85, optimize=True, progressive=True)
+        if buf.tell() <= max_bytes:
+            break
+        image = image.resize((max(1, image.width * 4 // 5), max(1, image.height * 4 // 5)),
+                             Image.Resampling.LANCZOS)
+    atomic_write_bytes(dst, buf.getvalue())
+
+
+def check_remote_configs(existing_card: str | None, summaries: list[ConfigSummary],
+                         where: str) -> None:
+    """A repository holds one dataset with one class list. A config name already published
+    with other classes is a clash, not an update; other configs with other classes mean the
+    repository (or --local-dir) holds another dataset, and merging would give a card that
+    mixes the two."""
     meta, _ = split_front_matter(existing_card or "")
-    infos = meta.get("dataset_info") or []
-    infos = [infos] if isinstance(infos, dict) else infos
-    published = {}
-    for info in infos:
-        for feat in info.get("features") or []:
-            names = (feat.get("dtype") or {}).get("class_label", {}).get("names") \
-                if isinstance(feat.get("dtype"), dict) else None
-            if feat.get("name") == "label" and names is not None:
-                published[info.get("config_name", "default")] = [
-                    names[k] for k in sorted(names, key=int)]
+    published = published_class_names(meta)
+    pushed = {s.name for s in summaries}
     for s in summaries:
         old = published.get(s.name)
         if old is not None and old != list(s.class_names):
@@ -237,6 +276,16 @@ def check_remote_configs(existing_card: str | None, summaries: list[ConfigSummar
                 f"({len(old)} classes, first {old[:3]}; this dataset has "
                 f"{len(s.class_names)}, first {s.class_names[:3]})",
                 fix="publish under another name with --config, or to another repository")
+    new = list(summaries[0].class_names)
+    for name, old in published.items():
+        if name not in pushed and old != new:
+            title = meta.get("pretty_name") or "another dataset"
+            raise UserError(
+                f"{where} already holds another dataset ({title}: config {name!r} has "
+                f"{len(old)} classes, first {old[:3]}; this one has {len(new)}, first "
+                f"{new[:3]}): publishing here would mix the two on one card",
+                fix="publish to another repository (or an empty --local-dir), or remove the "
+                    "other dataset's configs first")
 
 
 def tree_files(summaries: list[ConfigSummary]) -> dict[str, Path]:
@@ -246,151 +295,94 @@ def tree_files(summaries: list[ConfigSummary]) -> dict[str, Path]:
     return files
 
 
-def stale_paths(existing: list[str], summaries: list[ConfigSummary],
-                new_files: dict[str, Path]) -> list[str]:
-    """Files of the pushed configs that the new push does not contain: old shards
-    (``train-00003-of-00004`` after a rebuild with 3 shards) would otherwise still match the
-    config's ``train-*`` pattern and be loaded as data."""
-    stale = []
+def owned_patterns(summaries: list[ConfigSummary]) -> list[str]:
+    """Files of the pushed configs that a new push replaces: its shards, noisy-label CSVs and
+    assets. Old shards (``train-00003-of-00004`` after a rebuild into 3 shards) would
+    otherwise still match the config's ``train-*`` pattern and be loaded as data."""
+    patterns = []
     for s in summaries:
-        owned = (f"{s.name}/", f"{ASSETS_DIR}/preview-{s.name}.png",
-                 f"{ASSETS_DIR}/histogram-{s.name}.png")
-        for path in existing:
-            if path.startswith(owned) and path not in new_files and path.endswith(
-                    (".parquet", ".png", ".csv")):
-                stale.append(path)
-    return sorted(stale)
+        patterns += [f"{s.name}/*.parquet", f"{s.name}/*.csv", *owned_asset_patterns(s.name)]
+    return patterns
 
 
-# ----------------------------------------------------------------------------------------------
-# --local-dir
-# ----------------------------------------------------------------------------------------------
+def write_tree(root: Path, files: dict[str, Path], summaries: list[ConfigSummary],
+               card: str | None) -> list[str]:
+    """Write the repository tree to ``root`` (hard links to the staged files); returns the
+    stale files of the pushed configs it removed."""
+    from fnmatch import fnmatch
 
-
-def write_local_tree(local_dir: Path, files: dict[str, Path], card: str,
-                     summaries: list[ConfigSummary]) -> list[str]:
-    """Write the repository tree to ``local_dir``; returns the stale files it removed."""
-
-    existing = [p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file()]
-    removed = stale_paths(existing, summaries, files)
-    for rel in removed:
-        (local_dir / rel).unlink()
+    patterns = owned_patterns(summaries)
+    removed = []
+    if root.is_dir():
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and rel not in files and any(fnmatch(rel, pat) for pat in patterns):
+                p.unlink()
+                removed.append(rel)
     for rel, src in sorted(files.items()):
-        link_or_copy(src, local_dir / rel)
-    atomic_write_text(local_dir / "README.md", card)
+        link_or_copy(src, root / rel)
+    if card is not None:
+        atomic_write_text(root / "README.md", card)
     return removed
 
 
 # ----------------------------------------------------------------------------------------------
-# Remote state and uploads
+# The remote repository
 # ----------------------------------------------------------------------------------------------
 
 
-def remote_state(api, repo_id: str, revision: str) -> RemoteState:
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+def read_card(api, repo_id: str, revision: str) -> str | None:
+    """The README.md at ``revision``, or None when there is none."""
+    from huggingface_hub.errors import EntryNotFoundError
 
-    state = RemoteState()
-    for entry in api.list_repo_tree(repo_id, repo_type="dataset", revision=revision,
-                                    recursive=True):
-        if getattr(entry, "blob_id", None) is None or not hasattr(entry, "size"):
-            continue  # a folder
-        if entry.lfs is not None:
-            state.files[entry.path] = ("sha256", entry.lfs.sha256)
-        else:
-            state.files[entry.path] = ("git", entry.blob_id)
-    if "README.md" in state.files:
-        # the resolve URL built from api.endpoint (hf_hub_url's template is fixed at import)
-        url = f"{api.endpoint}/datasets/{repo_id}/resolve/{quote(revision, safe='')}/README.md"
-        response = get_session().get(url, headers=build_hf_headers(token=api.token),
-                                     follow_redirects=True)
-        hf_raise_for_status(response)
-        state.readme = response.content.decode("utf-8")
-    return state
+    try:
+        path = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision)
+    except EntryNotFoundError:
+        return None
+    return Path(path).read_text(encoding="utf-8")
 
 
-def _git_blob_sha1(path: Path) -> str:
-    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def remote_blobs(api, repo_id: str, revision: str) -> dict[str, str]:
+    """Path -> git blob id of every file at ``revision``: compared before and after the push
+    to report what was sent, what was already there and what was deleted."""
+    from huggingface_hub.hf_api import RepoFile
+
+    return {e.path: e.blob_id for e in api.list_repo_tree(
+        repo_id, repo_type="dataset", revision=revision, recursive=True)
+        if isinstance(e, RepoFile)}
 
 
-def already_there(path: Path, remote: tuple[str, str] | None) -> bool:
-    if remote is None:
-        return False
-    kind, oid = remote
-    return oid == (sha256_file(path) if kind == "sha256" else _git_blob_sha1(path))
+def count_commits(api, repo_id: str, revision: str, since: str) -> int:
+    """Commits on ``revision`` after ``since`` (the head before the push)."""
+    n = 0
+    for commit in api.list_repo_commits(repo_id, repo_type="dataset", revision=revision):
+        if commit.commit_id == since:
+            break
+        n += 1
+    return n
 
 
-def plan_commits(todo: dict[str, Path], last: set[str]) -> list[tuple[str, list[str]]]:
-    """Data files grouped by config and split (at most MAX_FILES_PER_COMMIT each), then the
-    README/images/noisy-label commit (``last``)."""
-    groups: dict[str, list[str]] = {}
-    for path in sorted(todo):
-        if path in last:
-            continue
-        top, name = path.split("/", 1) if "/" in path else ("", path)
-        groups.setdefault(f"{top}/{name.split('-', 1)[0]}", []).append(path)
-    commits = []
-    for group, paths in groups.items():
-        for i in range(0, len(paths), MAX_FILES_PER_COMMIT):
-            chunk = paths[i:i + MAX_FILES_PER_COMMIT]
-            part = f" ({i // MAX_FILES_PER_COMMIT + 1}/"
-            part += f"{-(-len(paths) // MAX_FILES_PER_COMMIT)})" if len(
-                paths) > MAX_FILES_PER_COMMIT else ""
-            commits.append((group + (part if len(paths) > MAX_FILES_PER_COMMIT else ""), chunk))
-    return commits
-
-
-def _commit(api, repo_id: str, revision: str, operations: list, message: str,
-            endpoint: str) -> None:
-    """One commit, retried on transient Hub failures (the data went up already, so a retry
-    costs only the small commit request)."""
+def upload(api, repo_id: str, revision: str, tree: Path, summaries: list[ConfigSummary],
+           ctx: CardContext, message: str, endpoint: str) -> tuple[str, str]:
+    """Data, then the card; returns the head before and after."""
     from huggingface_hub import CommitOperationAdd
 
-    for attempt in range(COMMIT_RETRIES):
-        # operations are mutated by create_commit: rebuild them for each attempt
-        ops = [CommitOperationAdd(op.path_in_repo, op.path_or_fileobj)
-               if isinstance(op, CommitOperationAdd) else op for op in operations]
-        try:
-            with hub_call(f"committing {message!r}", repo_id, endpoint):
-                api.create_commit(repo_id, ops, commit_message=message, repo_type="dataset",
-                                  revision=revision)
-            return
-        except RemoteError as e:
-            http = _http_error(e)
-            status = http.response.status_code if http is not None and http.response else 0
-            if attempt + 1 == COMMIT_RETRIES or not (status == 429 or status >= 500):
-                raise
-            time.sleep(2**attempt)
-
-
-def upload(api, repo_id: str, revision: str, files: dict[str, Path], card: str,
-           remote: RemoteState, summaries: list[ConfigSummary], message: str, endpoint: str,
-           quiet: bool) -> dict:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
-    todo = {p: f for p, f in files.items() if not already_there(f, remote.files.get(p))}
-    skipped = sorted(set(files) - set(todo))
-    last = {p for p in todo if not p.endswith(".parquet")}
-    commits = plan_commits(todo, last)
-    for n, (group, paths) in enumerate(commits, 1):
-        if not quiet:
-            print(f"commit {n}/{len(commits) + 1}: {group} ({len(paths)} files)")
-        ops = [CommitOperationAdd(p, str(todo[p])) for p in paths]
-        _commit(api, repo_id, revision, ops, f"{message}: {group}", endpoint)
-    stale = stale_paths(list(remote.files), summaries, files)
-    final = [CommitOperationAdd(p, str(todo[p])) for p in sorted(last)]
-    final += [CommitOperationDelete(p) for p in stale]
-    if remote.readme != card:
-        final.append(CommitOperationAdd("README.md", card.encode("utf-8")))
-    if final:
-        if not quiet:
-            print(f"commit {len(commits) + 1}/{len(commits) + 1}: card, images, clean-up")
-        _commit(api, repo_id, revision, final, f"{message}: dataset card", endpoint)
-    return {"uploaded": sorted(todo), "skipped": skipped, "deleted": stale,
-            "commits": len(commits) + (1 if final else 0)}
+    with hub_call("reading the repository", repo_id, endpoint):
+        before = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
+    data = with_retries(lambda: api.upload_folder(
+        repo_id=repo_id, repo_type="dataset", folder_path=tree, revision=revision,
+        commit_message=message, ignore_patterns=["README.md"],
+        delete_patterns=owned_patterns(summaries)), "uploading the data", repo_id, endpoint)
+    head = data.oid
+    with hub_call("reading the dataset card", repo_id, endpoint):
+        existing = read_card(api, repo_id, head)
+    check_remote_configs(existing, summaries, repo_id)
+    card = build_card(existing, summaries, ctx)
+    final = with_retries(lambda: api.create_commit(
+        repo_id, [CommitOperationAdd("README.md", card.encode("utf-8"))],
+        commit_message=f"{message}: dataset card", repo_type="dataset", revision=revision,
+        parent_commit=head), "committing the dataset card", repo_id, endpoint)
+    return before, final.oid
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,14 +400,19 @@ def push_hub(src: str | Path, repo_id: str, *, config: str | None = None,
              revision: str | None = None, commit_message: str | None = None,
              n_jobs: int | None = None, quiet: bool = False,
              max_shard_bytes: str | int = DEFAULT_MAX_SHARD_BYTES,
-             staging_dir: str | Path | None = None) -> dict:
+             staging_dir: str | Path | None = None,
+             prefer_formats: tuple[str, ...] | list[str] = (),
+             gated: str | None = None) -> dict:
     """Publish the dataset(s) at ``src`` to ``repo_id`` (or write them to ``local_dir``)."""
     validate_repo_id(repo_id)
-    sources = find_configs(Path(src), config)
+    sources = find_configs(Path(src), config, prefer_formats)
     revision = revision or "main"
     endpoint = hub_endpoint()
     ctx = CardContext(repo_id, revision, endpoint)
     if local_dir is not None:
+        if gated:
+            raise UserError("--gated changes the repository on the Hub, and --local-dir "
+                            "publishes nothing", fix="drop --gated, or --local-dir")
         return _to_local_dir(sources, Path(local_dir), ctx, n_jobs, quiet, max_shard_bytes,
                              staging_dir)
     token = resolve_token()
@@ -434,21 +431,35 @@ def push_hub(src: str | Path, repo_id: str, *, config: str | None = None,
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         if revision != "main":
             api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
-    with hub_call("listing the repository", repo_id, endpoint):
-        remote = remote_state(api, repo_id, revision)
+    with hub_call("reading the dataset card", repo_id, endpoint):
+        existing = read_card(api, repo_id, revision)
     stage_root = Path(staging_dir) if staging_dir else default_staging_dir(repo_id)
     summaries = [prepare_config(s, stage_root, n_jobs=n_jobs, quiet=quiet,
                                 max_shard_bytes=max_shard_bytes) for s in sources]
-    check_remote_configs(remote.readme, summaries)
-    card = build_card(remote.readme, summaries, ctx)
+    check_remote_configs(existing, summaries, repo_id)
     files = tree_files(summaries)
+    tree = stage_root / "_tree"  # not a config name: those start with a letter or digit
+    shutil.rmtree(tree, ignore_errors=True)
+    write_tree(tree, files, summaries, card=None)
     message = commit_message or f"Upload {', '.join(s.name for s in summaries)} with imgtools"
-    report = upload(api, repo_id, revision, files, card, remote, summaries, message, endpoint,
-                    quiet)
+    with hub_call("listing the repository", repo_id, endpoint):
+        old = remote_blobs(api, repo_id, revision)
+    before, after = upload(api, repo_id, revision, tree, summaries, ctx, message, endpoint)
+    with hub_call("listing the repository", repo_id, endpoint):
+        new = remote_blobs(api, repo_id, revision)
+        commits = count_commits(api, repo_id, revision, before) if after != before else 0
+    if gated:
+        with hub_call("turning on access requests", repo_id, endpoint):
+            api.update_repo_settings(repo_id, repo_type="dataset", gated=gated)
     shutil.rmtree(stage_root, ignore_errors=True)  # done: the staging is only for resuming
+    published = [*files, "README.md"]
     return {"repo_id": repo_id, "revision": revision, "endpoint": endpoint,
             "url": f"{endpoint}/datasets/{repo_id}", "configs": [s.name for s in summaries],
-            **report}
+            "sources": {s.name: str(s.source) for s in summaries},
+            "uploaded": sorted(p for p in published if old.get(p) != new.get(p)),
+            "skipped": sorted(p for p in published if p in old and old[p] == new.get(p)),
+            "deleted": sorted(set(old) - set(new)), "commits": commits, "commit": after,
+            "gated": gated or None}
 
 
 def _to_local_dir(sources: list[ConfigSource], local_dir: Path, ctx: CardContext,
@@ -471,13 +482,14 @@ def _to_local_dir(sources: list[ConfigSource], local_dir: Path, ctx: CardContext
         ctx.repo_id).with_name(ctx.repo_id.replace("/", "--") + "--local-dir")
     summaries = [prepare_config(s, stage_root, n_jobs=n_jobs, quiet=quiet,
                                 max_shard_bytes=max_shard_bytes) for s in sources]
-    check_remote_configs(existing, summaries)
+    check_remote_configs(existing, summaries, str(local_dir))
     card = build_card(existing, summaries, ctx)
     files = tree_files(summaries)
     local_dir.mkdir(parents=True, exist_ok=True)
-    removed = write_local_tree(local_dir, files, card, summaries)
+    removed = write_tree(local_dir, files, summaries, card)
     if not staging_dir:
         shutil.rmtree(stage_root, ignore_errors=True)  # done: the staging is only for resuming
     return {"repo_id": ctx.repo_id, "local_dir": str(local_dir),
-            "configs": [s.name for s in summaries], "files": sorted([*files, "README.md"]),
-            "deleted": removed}
+            "configs": [s.name for s in summaries],
+            "sources": {s.name: str(s.source) for s in summaries},
+            "files": sorted([*files, "README.md"]), "deleted": removed}
