@@ -3,6 +3,7 @@ and real Dask clusters on 127.0.0.1 for tests/executors."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import math
@@ -19,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from imgtools.build import BuildOptions, build
 from imgtools.demo_tree import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS, make_imagenet_tree
+from imgtools.formats.folder import CLASS_FILES
 from imgtools.pipeline.output import INPUTS_COPY, MANIFEST, run_folder
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
+from imgtools.records import ClassInfo, DatasetInfo
 from imgtools.sources import open_source
 
 REPO = Path(__file__).resolve().parent.parent
@@ -375,3 +379,143 @@ def small_tree(tmp_path_factory) -> Path:
     make_imagenet_tree(root, layout="valprep", train_per_class=3, val_per_class=2,
                        quirks=False, seed=0)
     return root
+
+
+# --------------------------------------------------------------- builds (shared by tests)
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every data file under ``root`` (the run's record excluded:
+    the report, and the manifest that names the run's input files)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name not in RUN_RECORD:
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def do_build(recipe: str, src: Path, out: Path, *, sizes=(160,), split="random", seed=0,
+             **kw) -> dict:
+    plan = make_plan(load_recipe(recipe), open_source(src), split_mode=split, seed=seed,
+                     split_csvs=kw.pop("split_csvs", None),
+                     allow_missing=kw.pop("allow_missing", False),
+                     valid_pct=kw.pop("valid_pct", None))
+    opts = BuildOptions(out=out, sizes=list(sizes), quiet=True, n_jobs=kw.pop("n_jobs", 2), **kw)
+    return build(plan, opts, command="test")
+
+
+IMAGEWOOF = [c.wnid for c in load_recipe("imagewoof").classes]
+
+
+def write_official_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """rows: (split, wnid, filename) in fastai's CSV format."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "noisy_labels_0", "noisy_labels_1", "noisy_labels_5",
+                    "noisy_labels_25", "noisy_labels_50", "is_valid"])
+        for split, wnid, name in rows:
+            w.writerow([f"{split}/{wnid}/{name}", wnid, wnid, wnid, wnid, WNIDS[0],
+                        str(split == "val")])
+
+
+def official_rows(tree, classes) -> list[tuple[str, str, str]]:
+    """An official-style list: each class's val images and every 3rd train image -> val."""
+    rows = []
+    broken = {Path(p).name for p in tree.quirks.values()}
+    for wnid in classes:
+        for i, name in enumerate(tree.train_files[wnid]):
+            if name not in broken:
+                rows.append(("val" if i % 3 == 0 else "train", wnid, name))
+        rows += [("train", wnid, n) for n in tree.val_files[wnid]]
+    return rows
+
+
+# --------------------------------------------------------------- a small folder dataset
+
+FOLDER_WNIDS = ("n01440764", "n02102040", "n02979186")
+
+
+def random_jpeg(rng: np.random.Generator, w: int, h: int, mode: str = "RGB") -> bytes:
+    pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def make_folder(root: Path, per_class: int = 4, seed: int = 0) -> Path:
+    """A small imgtools-style folder dataset: 3 classes, train/val/unsup, a grayscale JPEG and a
+    PNG named .JPEG (as ImageNet has), with the class-list sidecar."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", per_class), ("val", max(1, per_class // 2))):
+        for c, wnid in enumerate(FOLDER_WNIDS):
+            d = root / split / wnid
+            d.mkdir(parents=True)
+            for i in range(n):
+                name = f"{wnid}_{split}{i}.JPEG" if split == "train" else \
+                    f"ILSVRC2012_val_{c * 100 + i:08d}.JPEG"
+                (d / name).write_bytes(random_jpeg(rng, 40 + 7 * i, 32 + 5 * c,
+                                             "L" if i == 1 else "RGB"))
+    png = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(png, "PNG")
+    (root / "train" / FOLDER_WNIDS[0] / "n01440764_png.JPEG").write_bytes(png.getvalue())
+    (root / "unsup").mkdir()
+    for i in range(3):
+        (root / "unsup" / f"n02086240_{i}.JPEG").write_bytes(random_jpeg(rng, 30, 30))
+    DatasetInfo("tiny", [ClassInfo(w, f"class {w}") for w in FOLDER_WNIDS]).save(root)
+    return root
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> bytes), metadata excluded (the sidecar,
+    the folder format's class lists, SHA256SUMS and the run record:
+    tests/formats/test_contract.py checks SHA256SUMS)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in ("imgtools-dataset.json", "SHA256SUMS", *CLASS_FILES)
+            and p.name not in RUN_RECORD}
+
+
+def fail_webdataset_write(monkeypatch, at: int):
+    """Make the ``at``-th WebDataset record write raise OSError("disk full"), as a full disk
+    would mid-run; returns the function that puts the real writer back."""
+    from imgtools.formats import webdataset as wds
+
+    real_write = wds.WebDatasetShardWriter.write
+    calls = {"n": 0}
+
+    def flaky(self, record):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise OSError("disk full")
+        real_write(self, record)
+
+    monkeypatch.setattr(wds.WebDatasetShardWriter, "write", flaky)
+    return lambda: monkeypatch.setattr(wds.WebDatasetShardWriter, "write", real_write)
+
+
+# --------------------------------------------------------------- Hub helpers
+
+REPO_ID = "tester/imagenette"
+
+
+def build_sample(out: Path, dataset: str = "imagenette", sizes=(64, 32), train=6, val=3) -> Path:
+    """Build ``dataset`` at ``sizes`` from a generated tree into ``out`` (as `imgtools demo`)."""
+    from imgtools.build import BuildOptions, build
+    from imgtools.demo_tree import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS, make_imagenet_tree
+    from imgtools.plan import make_plan
+    from imgtools.recipes import load_recipe
+    from imgtools.sources import open_source
+
+    wnids = list(IMAGENETTE_WNIDS + (IMAGEWOOF_WNIDS if dataset == "imagewang" else ()))
+    tree = make_imagenet_tree(out / "imagenet", wnids=wnids, train_per_class=train,
+                              val_per_class=val, seed=0)
+    plan = make_plan(load_recipe(dataset), open_source(tree.src), split_mode="random", seed=0)
+    build(plan, BuildOptions(out=out, sizes=list(sizes), n_jobs=1, overwrite=True, quiet=True),
+          command=f"imgtools build {dataset} --src {tree.src} --split random --out {out}")
+    shutil.rmtree(out / "imagenet")
+    return out
+
+
+def push(src, tmp_path, **kw) -> dict:
+    from imgtools.hub import push_hub
+
+    kw.setdefault("staging_dir", tmp_path / "staging")
+    return push_hub(src, kw.pop("repo_id", REPO_ID), n_jobs=1, quiet=True, **kw)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from test_hub import build_sample, push
+from conftest import build_sample, push, run_cli
 
 from imgtools.errors import UserError
 

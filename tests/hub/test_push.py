@@ -17,30 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO_ID, build_sample, push
 from fake_hub import FakeHub
 from PIL import Image
 
 from imgtools.errors import EXIT_BAD_INPUT, EXIT_REMOTE, RemoteError, UserError
-
-REPO_ID = "tester/imagenette"
-
-
-def build_sample(out: Path, dataset: str = "imagenette", sizes=(64, 32), train=6, val=3) -> Path:
-    """Build ``dataset`` at ``sizes`` from a generated tree into ``out`` (as `imgtools demo`)."""
-    from imgtools.build import BuildOptions, build
-    from imgtools.demo_tree import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS, make_imagenet_tree
-    from imgtools.plan import make_plan
-    from imgtools.recipes import load_recipe
-    from imgtools.sources import open_source
-
-    wnids = list(IMAGENETTE_WNIDS + (IMAGEWOOF_WNIDS if dataset == "imagewang" else ()))
-    tree = make_imagenet_tree(out / "imagenet", wnids=wnids, train_per_class=train,
-                              val_per_class=val, seed=0)
-    plan = make_plan(load_recipe(dataset), open_source(tree.src), split_mode="random", seed=0)
-    build(plan, BuildOptions(out=out, sizes=list(sizes), n_jobs=1, overwrite=True, quiet=True),
-          command=f"imgtools build {dataset} --src {tree.src} --split random --out {out}")
-    shutil.rmtree(out / "imagenet")
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +49,6 @@ def hub_env(monkeypatch, tmp_path):
 def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def push(src, tmp_path, **kw) -> dict:
-    from imgtools.hub import push_hub
-
-    kw.setdefault("staging_dir", tmp_path / "staging")
-    return push_hub(src, kw.pop("repo_id", REPO_ID), n_jobs=1, quiet=True, **kw)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RUN_RECORD, staging_of
+from conftest import RUN_RECORD, fail_webdataset_write, make_folder, staging_of, tree
 from PIL import Image
-from test_convert_roundtrip import fail_webdataset_write, make_folder, tree
 
 from imgtools.convert import convert
 from imgtools.errors import UserError

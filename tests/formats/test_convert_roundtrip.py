@@ -8,58 +8,21 @@ import struct
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import RUN_RECORD, staging_of
+from conftest import (
+    FOLDER_WNIDS,
+    fail_webdataset_write,
+    make_folder,
+    staging_of,
+    tree,
+)
 from PIL import Image
 
 from imgtools.convert import convert, cut_shards
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats import get_format
 from imgtools.formats.common import parse_size, split_from_name
-from imgtools.formats.folder import CLASS_FILES
-from imgtools.records import ClassInfo, DatasetInfo
-
-WNIDS = ("n01440764", "n02102040", "n02979186")
-
-
-def _jpeg(rng: np.random.Generator, w: int, h: int, mode: str = "RGB") -> bytes:
-    pixels = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).convert(mode).save(buf, "JPEG", quality=85)
-    return buf.getvalue()
-
-
-def make_folder(root: Path, per_class: int = 4, seed: int = 0) -> Path:
-    """A small imgtools-style folder dataset: 3 classes, train/val/unsup, a grayscale JPEG and a
-    PNG named .JPEG (as ImageNet has), with the class-list sidecar."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", per_class), ("val", max(1, per_class // 2))):
-        for c, wnid in enumerate(WNIDS):
-            d = root / split / wnid
-            d.mkdir(parents=True)
-            for i in range(n):
-                name = f"{wnid}_{split}{i}.JPEG" if split == "train" else \
-                    f"ILSVRC2012_val_{c * 100 + i:08d}.JPEG"
-                (d / name).write_bytes(_jpeg(rng, 40 + 7 * i, 32 + 5 * c,
-                                             "L" if i == 1 else "RGB"))
-    png = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(png, "PNG")
-    (root / "train" / WNIDS[0] / "n01440764_png.JPEG").write_bytes(png.getvalue())
-    (root / "unsup").mkdir()
-    for i in range(3):
-        (root / "unsup" / f"n02086240_{i}.JPEG").write_bytes(_jpeg(rng, 30, 30))
-    DatasetInfo("tiny", [ClassInfo(w, f"class {w}") for w in WNIDS]).save(root)
-    return root
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path -> bytes), metadata excluded (the sidecar,
-    the folder format's class lists, SHA256SUMS and the run record:
-    tests/formats/test_contract.py checks SHA256SUMS)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name not in ("imgtools-dataset.json", "SHA256SUMS", *CLASS_FILES)
-            and p.name not in RUN_RECORD}
+from imgtools.records import DatasetInfo
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +41,10 @@ def test_round_trip_through_every_format_is_byte_identical(folder, tmp_path):
         assert summary["bytes_in"] == summary["bytes_out"]
         src = dst
     assert tree(tmp_path / "folder") == tree(folder)
-    assert (tmp_path / "folder" / "classes.txt").read_text().split() == list(WNIDS)
+    assert (tmp_path / "folder" / "classes.txt").read_text().split() == list(FOLDER_WNIDS)
     info = DatasetInfo.load(tmp_path / "folder")
-    assert info.wnids == list(WNIDS) and info.class_names == [f"class {w}" for w in WNIDS]
+    assert info.wnids == list(FOLDER_WNIDS)
+    assert info.class_names == [f"class {w}" for w in FOLDER_WNIDS]
     # Several shards were really made along the way.
     assert len(list((tmp_path / "tfrecord").glob("train.tfrecord-*-of-00003"))) == 3
     assert len(list((tmp_path / "webdataset").glob("data/train-*.tar"))) == 4
@@ -113,7 +77,7 @@ def test_slim_schema_has_the_tf_slim_keys(folder, tmp_path):
     assert (feats["image/width"], feats["image/height"]) == img.size
     assert img.format == "PNG" and feats["image/format"] == b"png"  # the PNG named .JPEG
     assert feats["image/class/label"] == 0 and feats["image/class/text"] == b"class n01440764"
-    assert feats["image/class/synset"] == WNIDS[0].encode()
+    assert feats["image/class/synset"] == FOLDER_WNIDS[0].encode()
     assert feats["image/filename"].endswith(b".JPEG")
 
 
@@ -258,24 +222,6 @@ def test_existing_output_is_refused_unless_overwrite_or_resume(folder, tmp_path)
     with pytest.raises(UserError, match="did not write"):
         convert(folder, mine, "webdataset", quiet=True, overwrite=True)
     assert (mine / "thesis.tex").read_text() == "precious"
-
-
-def fail_webdataset_write(monkeypatch, at: int):
-    """Make the ``at``-th WebDataset record write raise OSError("disk full"), as a full disk
-    would mid-run; returns the function that puts the real writer back."""
-    from imgtools.formats import webdataset as wds
-
-    real_write = wds.WebDatasetShardWriter.write
-    calls = {"n": 0}
-
-    def flaky(self, record):
-        calls["n"] += 1
-        if calls["n"] == at:
-            raise OSError("disk full")
-        real_write(self, record)
-
-    monkeypatch.setattr(wds.WebDatasetShardWriter, "write", flaky)
-    return lambda: monkeypatch.setattr(wds.WebDatasetShardWriter, "write", real_write)
 
 
 def test_failure_leaves_no_partial_file_and_resume_finishes_identically(folder, tmp_path,

@@ -13,36 +13,22 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RUN_RECORD, WNIDS, run_cli
+from conftest import (
+    IMAGEWOOF,
+    WNIDS,
+    do_build,
+    official_rows,
+    run_cli,
+    tree_digest,
+    write_official_csv,
+)
 from PIL import Image
 
 from imgtools import resample
-from imgtools.build import BuildOptions, build
 from imgtools.errors import UserError
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
 from imgtools.sources import open_source
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every data file under ``root`` (the run's record excluded:
-    the report, and the manifest that names the run's input files)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name not in RUN_RECORD:
-            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-def do_build(recipe: str, src: Path, out: Path, *, sizes=(160,), split="random", seed=0,
-             **kw) -> dict:
-    plan = make_plan(load_recipe(recipe), open_source(src), split_mode=split, seed=seed,
-                     split_csvs=kw.pop("split_csvs", None),
-                     allow_missing=kw.pop("allow_missing", False),
-                     valid_pct=kw.pop("valid_pct", None))
-    opts = BuildOptions(out=out, sizes=list(sizes), quiet=True, n_jobs=kw.pop("n_jobs", 2), **kw)
-    return build(plan, opts, command="test")
-
 
 # ---------------------------------------------------------------- layouts
 
@@ -160,32 +146,6 @@ def test_imagewang_build_layout(kaggle_tree, tmp_path):
     assert report["totals"]["unsup"] == len(unsup)
 
 
-IMAGEWOOF = [c.wnid for c in load_recipe("imagewoof").classes]
-
-
-def write_official_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    """rows: (split, wnid, filename) in fastai's CSV format."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "noisy_labels_0", "noisy_labels_1", "noisy_labels_5",
-                    "noisy_labels_25", "noisy_labels_50", "is_valid"])
-        for split, wnid, name in rows:
-            w.writerow([f"{split}/{wnid}/{name}", wnid, wnid, wnid, wnid, WNIDS[0],
-                        str(split == "val")])
-
-
-def official_rows(tree, classes) -> list[tuple[str, str, str]]:
-    """An official-style list: each class's val images and every 3rd train image -> val."""
-    rows = []
-    broken = {Path(p).name for p in tree.quirks.values()}
-    for wnid in classes:
-        for i, name in enumerate(tree.train_files[wnid]):
-            if name not in broken:
-                rows.append(("val" if i % 3 == 0 else "train", wnid, name))
-        rows += [("train", wnid, n) for n in tree.val_files[wnid]]
-    return rows
-
-
 def test_official_split_from_csv_reproduces_membership(trees, tmp_path):
     nette = [c.wnid for c in load_recipe("imagenette").classes]
     csv_path = tmp_path / "noisy_imagenette.csv"
@@ -268,7 +228,7 @@ def test_download_checks_pinned_sha256(tmp_path, monkeypatch):
         server.shutdown()
 
 
-@pytest.mark.skipif(not (SHARED := Path(__file__).resolve().parents[2] / "shared" / "reference")
+@pytest.mark.skipif(not (SHARED := SHARED_REFERENCE)
                     .is_dir(), reason="../shared/reference (fastai's CSVs) is not present")
 @pytest.mark.parametrize("name,train,val", [("imagenette", 9469, 3925),
                                             ("imagewoof", 9025, 3929)])

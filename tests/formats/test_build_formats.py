@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_build import do_build
+from conftest import do_build
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import build_sample, run_cli
 from PIL import Image
-from test_hub import build_sample
 
 from imgtools.convert import convert
 from imgtools.errors import EXIT_PROBLEMS

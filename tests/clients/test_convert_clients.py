@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_convert_roundtrip import WNIDS, make_folder, tree
+from conftest import FOLDER_WNIDS, make_folder, tree
 
 from imgtools.convert import convert
 
@@ -20,11 +20,11 @@ def folder(tmp_path_factory) -> Path:
 
 
 def _folder_labels(folder: Path) -> dict[str, int | None]:
-    """file name -> label (index into WNIDS; None for unsup) from the folder layout."""
+    """file name -> label (index into FOLDER_WNIDS; None for unsup) from the folder layout."""
     out = {}
     for path in folder.rglob("*.JPEG"):
         wnid = path.parent.name
-        out[path.name] = WNIDS.index(wnid) if wnid in WNIDS else None
+        out[path.name] = FOLDER_WNIDS.index(wnid) if wnid in FOLDER_WNIDS else None
     return out
 
 
@@ -39,7 +39,7 @@ def test_datasets_load_dataset_reads_our_parquet(folder, tmp_path):
     features = ds["train"].features
     assert isinstance(features["image"], datasets.Image)
     assert isinstance(features["label"], datasets.ClassLabel)
-    assert features["label"].names == [f"class {w}" for w in WNIDS]
+    assert features["label"].names == [f"class {w}" for w in FOLDER_WNIDS]
     labels = _folder_labels(folder)
     originals = {p.name: p.read_bytes() for p in folder.rglob("*.JPEG")}
     assert ds.num_rows == {"train": 13, "validation": 6, "unsup": 3}
@@ -68,7 +68,7 @@ def test_webdataset_reads_our_shards(folder, tmp_path):
         assert image.size[0] >= 20
         seen.append(meta["filename"])
     assert sorted(seen) == sorted(n for n, lab in labels.items() if lab is not None
-                                  and (folder / "train" / WNIDS[lab] / n).exists())
+                                  and (folder / "train" / FOLDER_WNIDS[lab] / n).exists())
 
 
 def test_tfrecord_package_reads_our_tfrecords_with_index(folder, tmp_path):

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WNIDS
+from conftest import WNIDS, do_build, tree_digest
 from PIL import Image
-from test_build import do_build, tree_digest
 
 import imgtools.build as build_module
 from imgtools.errors import UserError
@@ -195,7 +194,7 @@ def test_out_that_is_a_file_is_a_clear_error(kaggle_tree, tmp_path):
 
 def test_imagewang_reports_each_missing_imagewoof_file_once(trees, tmp_path):
     """Imagewang takes Imagewoof twice (10% to train, the rest to unsup)."""
-    from test_build import IMAGEWOOF, official_rows, write_official_csv
+    from conftest import IMAGEWOOF, official_rows, write_official_csv
 
     from imgtools.recipes import load_recipe
 
