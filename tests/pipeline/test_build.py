@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     IMAGEWOOF,
+    SHARED_REFERENCE,
     WNIDS,
     do_build,
     official_rows,
