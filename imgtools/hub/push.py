@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -58,6 +59,7 @@ from imgtools.hub.layout import (
     summarize_staged,
 )
 from imgtools.inspect import channel_stats, preview
+from imgtools.metadata.croissant import hub_croissant
 
 COMMIT_RETRIES = 3
 PREVIEW_MAX_BYTES = 300_000
@@ -288,11 +290,26 @@ def check_remote_configs(existing_card: str | None, summaries: list[ConfigSummar
                     "other dataset's configs first")
 
 
-def tree_files(summaries: list[ConfigSummary]) -> dict[str, Path]:
+def tree_files(summaries: list[ConfigSummary], stage_root: Path) -> dict[str, Path]:
+    """Every file the push puts in the repository (path in repo -> staged file), the
+    Croissant description of the pushed configs included."""
     files: dict[str, Path] = {}
     for s in summaries:
         files.update(repo_files(s))
+    files["croissant.json"] = write_hub_croissant(stage_root, summaries)
     return files
+
+
+def write_hub_croissant(stage_root: Path, summaries: list[ConfigSummary]) -> Path:
+    """``croissant.json`` (MLCommons Croissant) for the configs pushed now, staged: the
+    repository's Parquet shards per config and split, and the class table, so mlcroissant
+    reads the published records with their labels."""
+    configs = {s.name: {split.name: [name for _path, name in split.files]
+                        for split in s.splits.values()} for s in summaries}
+    path = stage_root / "croissant.json"
+    atomic_write_text(path, json.dumps(hub_croissant(summaries[0].info, configs), indent=2)
+                      + "\n")
+    return path
 
 
 def owned_patterns(summaries: list[ConfigSummary]) -> list[str]:
@@ -437,7 +454,7 @@ def push_hub(src: str | Path, repo_id: str, *, config: str | None = None,
     summaries = [prepare_config(s, stage_root, n_jobs=n_jobs, quiet=quiet,
                                 max_shard_bytes=max_shard_bytes) for s in sources]
     check_remote_configs(existing, summaries, repo_id)
-    files = tree_files(summaries)
+    files = tree_files(summaries, stage_root)
     tree = stage_root / "_tree"  # not a config name: those start with a letter or digit
     shutil.rmtree(tree, ignore_errors=True)
     write_tree(tree, files, summaries, card=None)
@@ -484,7 +501,7 @@ def _to_local_dir(sources: list[ConfigSource], local_dir: Path, ctx: CardContext
                                 max_shard_bytes=max_shard_bytes) for s in sources]
     check_remote_configs(existing, summaries, str(local_dir))
     card = build_card(existing, summaries, ctx)
-    files = tree_files(summaries)
+    files = tree_files(summaries, stage_root)
     local_dir.mkdir(parents=True, exist_ok=True)
     removed = write_tree(local_dir, files, summaries, card)
     if not staging_dir:
