@@ -27,6 +27,7 @@ from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import dataset_root
 from imgtools.formats.webdataset import WIDS_SUFFIX, count_samples
+from imgtools.pipeline.report import BUILD_INFO, CHECKSUMS, load_build_info
 from imgtools.records import DATASET_META, SPLITS, DatasetInfo, Record, load_sidecar
 
 MAX_PROBLEMS_PER_SHARD = 50
@@ -271,7 +272,6 @@ def build_info_checksums_and_counts(root: Path) -> tuple[dict[str, str], dict]:
     """``checksums`` ({file: sha256}) and ``counts`` ({split: {wnid: n}}) of build-info.json,
     both {} when it is absent; a damaged file or wrong types are a :class:`CorruptDataError`
     (verify reports it as damage found)."""
-    from imgtools.hub.layout import BUILD_INFO, load_build_info
 
     try:
         info = load_build_info(root)
@@ -305,6 +305,19 @@ def _checksum_chunk(root: str, items: list[tuple[str, str]]) -> list[dict]:
             problems.append({"path": str(path),
                              "what": "sha256 differs from the one recorded at build time"})
     return problems
+
+
+def _checksum_scope(path: Path, whole: bool) -> tuple[Path, str | None]:
+    """The folder whose SHA256SUMS covers ``path``, and which entry to check (None: all).
+    One file of a dataset may sit a level down (WebDataset's ``data/``), so its list is looked
+    for up to two folders above it."""
+    root = dataset_root(path)
+    if whole:
+        return root, None
+    for folder in (root, root.parent):
+        if (folder / CHECKSUMS).is_file():
+            return folder, path.relative_to(folder).as_posix()
+    return root, path.name
 
 
 def _check_checksums(root: Path, n_jobs: int | None, only: str | None = None,
@@ -395,9 +408,8 @@ def verify(path: str | Path, *, n_jobs: int | None = None, quiet: bool = True,
 
     def checksums() -> list[dict]:
         nonlocal checked
-        checked, found = _check_checksums(dataset_root(ds.path), n_jobs,
-                                          only=None if whole else ds.path.name,
-                                          executor=executor)
+        root, only = _checksum_scope(ds.path, whole)
+        checked, found = _check_checksums(root, n_jobs, only=only, executor=executor)
         return found
 
     for found in _metadata_problems(checksums):

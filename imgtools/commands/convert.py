@@ -108,7 +108,7 @@ def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size:
     Exit codes: 0 done, 2 bad input (unknown format, corrupt or empty input, existing DST).
     """
     from imgtools.convert import convert as run
-    from imgtools.convert import parse_size
+    from imgtools.formats.common import parse_size
 
     if shard_bytes is not None and parse_size(shard_bytes) is None:
         raise UserError(f"--shard-bytes {shard_bytes} would put no image in any file",

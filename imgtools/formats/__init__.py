@@ -31,9 +31,6 @@ them from source images, ``convert`` reads but does not write them (``Format.wri
 CONVERT_TARGETS = tuple(n for n in FORMAT_NAMES if n not in BUILD_ONLY)
 BUILD_FORMATS = (*FORMAT_NAMES, "npz")
 """``build --format`` choices: npz is the pickle format's NumPy container."""
-# Detection order: several formats may match (a stray .tar in a JPEG folder); the sidecar
-# then decides, else the first in this order is reported first in the error.
-DETECTION_ORDER = ("pickle", "tfrecord", "webdataset", "parquet", "folder")
 ALIASES = {"wds": "webdataset", "tfrec": "tfrecord", "jpeg": "folder", "npz": "pickle",
            "hf": "parquet"}
 
@@ -86,7 +83,7 @@ def detect_format(path: str | Path) -> Format:
         raise UserError("no such file or directory", path=path,
                         fix="check the path: it should hold a dataset in a format imgtools reads")
     found = []
-    for name in DETECTION_ORDER:
+    for name in FORMAT_NAMES:
         try:
             fmt = get_format(name)
         except ImportError:  # pragma: no cover - format module not available

@@ -28,6 +28,7 @@ from PIL import Image
 
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter
+from imgtools.formats.common import generic_classes
 from imgtools.recipes import IMAGENET_MANIFEST, read_manifest
 from imgtools.records import ClassInfo, DatasetInfo, Record
 from imgtools.resources import manifest_path
@@ -177,7 +178,6 @@ class PickleFormat(Format):
         published batch holds all 1000 classes, while a subset's batch copied without its
         ``batches.meta`` (Imagenette: labels 1..10) would otherwise get ImageNet's first
         classes' names and wnids. Such files get numbered classes (``000``, ``001``...)."""
-        from imgtools.convert import generic_classes
 
         root = Path(path) if Path(path).is_dir() else Path(path).parent
         info = DatasetInfo.load(root)

@@ -102,7 +102,8 @@ CITATION_DOWNSAMPLED = """@article{chrabaszcz2017downsampled,
 }"""
 
 # build-info.json / sidecar keys that describe how pixels were treated, when a build states them
-_IMAGE_POLICY_KEYS = (("orientation", "orientation"), ("orientation_policy", "orientation"),
+_IMAGE_POLICY_KEYS = (("pixels", "pixels"), ("composition", "composition"),
+                      ("orientation", "orientation"), ("orientation_policy", "orientation"),
                       ("colour", "colour"), ("color", "colour"), ("colour_policy", "colour"),
                       ("color_policy", "colour"), ("icc", "ICC profiles"),
                       ("icc_policy", "ICC profiles"), ("image_policy", "image policy"))
@@ -375,9 +376,9 @@ def _sentence(text: str) -> str:
 
 def _creation_section(summary: ConfigSummary) -> str:
     b = summary.build_info
-    if not b:
+    if not b or b.get("kind") == "convert":  # a conversion's report holds no build settings
         return (f"Converted from the {summary.source_format or 'source'} dataset "
-                f"`{summary.source.name}` (no `build-info.json`, so the original build "
+                f"`{summary.source.name}` (no build report of the original build, so its "
                 "settings are not known).")
     options = b.get("options") or {}
     lines = []
@@ -398,6 +399,8 @@ def _creation_section(summary: ConfigSummary) -> str:
              ("JPEG quality of re-encoded images", options.get("quality"))]
     for key, label in _IMAGE_POLICY_KEYS:
         value = b.get(key, (summary.info.extra or {}).get(key))
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = "; ".join(value)  # the composition: a sentence a part
         if isinstance(value, str | int | float) and value != "":
             facts.append((label, value))
     skipped = b.get("skipped") or []

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, staging_of
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +61,11 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(folder, tmp_path, to):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     error = json.loads(proc.stdout)["error"]
-    assert error["path"].startswith(str(dst / "train")), error
+    # the file being written, in the run folder the output is staged in until it is complete
+    assert error["path"].startswith(str(staging_of(dst))) and "train" in error["path"], error
     assert "--resume" in error["fix"]
-    assert "error: ?" not in proc.stderr and str(dst / "train") in proc.stderr
-    left = [p.name for p in dst.rglob("*") if p.name.startswith(".tmp-")]
+    assert "error: ?" not in proc.stderr and str(staging_of(dst)) in proc.stderr
+    left = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
     assert left == []
 
 
@@ -75,6 +76,7 @@ def test_full_disk_during_a_build_names_the_file(small_tree, tmp_path):
                            "--size", "64", "-j", "1", "-q", "--format", "webdataset"],
                           capture_output=True, text=True, preexec_fn=_limit_file_size(20_000))
     assert proc.returncode == 2, proc.stderr
-    assert f"error: {out / 'imagenette2-64-webdataset'}/train-" in proc.stderr
+    assert f"error: {out / '.imgtools-run-imagenette2-64-webdataset'}/" in proc.stderr
+    assert "/train-" in proc.stderr
     assert [p for p in out.rglob(".tmp-*")] == []
     shutil.rmtree(out)

@@ -133,7 +133,7 @@ def test_our_tars_through_webdataset(wang):
     root = wang["roots"]["webdataset"]
     seen = []
     for split in ("train", "val"):
-        urls = sorted(str(p) for p in root.glob(f"{split}-*.tar"))
+        urls = sorted(str(p) for p in root.rglob(f"{split}-*.tar"))
         for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
             meta = json.loads(sample["json"])
             label = int(sample["cls"])

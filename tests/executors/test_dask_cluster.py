@@ -20,7 +20,7 @@ from imgtools.demo_tree import IMAGENETTE_WNIDS, make_imagenet_tree
 from imgtools.pipeline.output import INPUTS_COPY, MANIFEST
 
 WNIDS = list(IMAGENETTE_WNIDS[:4])
-VOLATILE = {"command", "seconds", "images_per_second", "path"}
+VOLATILE = {"command", "seconds", "images_per_second", "records_per_s", "mb_per_s", "path", "dst"}
 """build-info.json keys that differ between any two runs (command line, timing, where it is)."""
 
 

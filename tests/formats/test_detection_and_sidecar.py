@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import RUN_RECORD, run_cli
 from PIL import Image
 
 from imgtools.transform import RenderOptions, render
@@ -70,7 +70,7 @@ def test_png_repair_note_names_no_extension():
 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "build-info.json"}
+            if p.is_file() and p.name not in RUN_RECORD}
 
 
 def test_folder_bytes_do_not_depend_on_shard_size(small_tree, tmp_path):

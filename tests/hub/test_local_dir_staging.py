@@ -18,7 +18,7 @@ import imgtools.hub.push as push
 def stop_here(*args, **kwargs):  # after staging, before the tree is written
     open(os.environ["STAGED_FLAG"], "w").close()
     time.sleep(600)
-push.write_local_tree = stop_here
+push.write_tree = stop_here
 '''
 
 
