@@ -166,6 +166,19 @@ def test_unreachable_scheduler_is_exit_3(tree, tmp_path, free_address):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_cluster_no_worker_ever_joins_is_exit_3(tree, make_cluster, tmp_path):
+    """A scheduler whose workers never come (a batch queue that never starts them): exit 3
+    once the wait is over, saying so, and nothing published."""
+    cluster = make_cluster(workers=0)
+    env = dict(os.environ, IMGTOOLS_WORKER_WAIT="3")
+    out = tmp_path / "out"
+    proc = imgtools(*build_args(tree, out, "folder"), "--scheduler", cluster.address, env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert f"the Dask scheduler at {cluster.address} has no workers" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "tiny-64").exists()
+
+
 @pytest.mark.parametrize("fmt,resume_on", [("folder", "new cluster"), ("pickle", "local")])
 def test_scheduler_killed_mid_run_is_exit_3_and_resume_finishes(fmt, resume_on, tree,
                                                                local_builds, make_cluster,
