@@ -283,9 +283,6 @@ class ParquetFormat(Format):
         return ParquetShardWriter(Path(root) / shard_name(split, shard_index, num_shards),
                                   info, row_group_rows)
 
-    def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
-        return (Path(root) / shard_name(split, shard_index, num_shards)).is_file()
-
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
         """Sidecar, plus ``croissant.json`` (:mod:`imgtools.metadata.croissant`)."""
         super().finalize(root, info, counts)

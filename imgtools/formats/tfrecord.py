@@ -468,10 +468,6 @@ class TFRecordFormat(Format):
         path = self.shard_path(root, split, shard_index, num_shards, compression)
         return TFRecordShardWriter(path, schema, compression, index and not compression)
 
-    def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
-        return any(self.shard_path(root, split, shard_index, num_shards, c).is_file()
-                   for c in (None, "gzip"))
-
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
         """Sidecar, plus TFDS's metadata so ``tfds.builder_from_directory(root)`` loads the
         files in place (:mod:`imgtools.metadata.tfds`; not for GZIP, which TFDS cannot read)."""

@@ -473,9 +473,6 @@ class WebDatasetFormat(Format):
                     num_shards: int, *, digests: bool = False) -> ShardWriter:
         return WebDatasetShardWriter(Path(root) / shard_name(split, shard_index, num_shards))
 
-    def shard_done(self, root: Path, split: str, shard_index: int, num_shards: int) -> bool:
-        return (Path(root) / shard_name(split, shard_index, num_shards)).is_file()
-
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
         """Sidecar, one ``wids`` shard index per split, and the card YAML that gives
         ``datasets.load_dataset(root)`` the class names."""
