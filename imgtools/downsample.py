@@ -75,7 +75,8 @@ FAST_DRAFT_MARGIN = 2
 
 
 class DownsampleItem(NamedTuple):
-    """One source image: ``label`` is 0-based in the dataset's class order (sorted wnids unless the recipe pins another) (None for unsup)."""
+    """One source image: ``label`` is 0-based in the dataset's class order (sorted wnids unless
+    the recipe pins another; None for unsup)."""
 
     src: str
     split: str
