@@ -4,7 +4,7 @@ Data flows one way through the package, and the modules are laid out to show it:
 
     sources (imgtools.sources)     ImageNet's images: a tree, the archives, the Kaggle zip, a copy
     plan    (imgtools.plan)        decide which images go to which split, in shards
-    transform (imgtools.transform) decode, convert to RGB, resize, encode
+    transform (imgtools.transforms.jpeg) decode, convert to RGB, resize, encode
     writer  (imgtools.formats.*)   one module per on-disk format, each with a reader and a writer
     metadata (imgtools.report, imgtools.hub) build report, dataset card
 """

@@ -13,7 +13,8 @@ What it measures (issue 2, item 12), on two trees - real photos (the corpus repl
 
 The plain loop is what a user would write: one process; for each image ``Image.open``,
 ``convert("RGB")``, shortest side to N with imgtools' default filter, ``save`` at imgtools'
-default JPEG quality (both read from ``imgtools.transform``), never upscaling (an image already at
+default JPEG quality (both read from ``imgtools.transforms.jpeg``), never upscaling (an image
+already at
 or under N is written unchanged, as imgtools does). To prove it does the same work, its output is
 compared byte for byte with ``imgtools build --exact`` when that option exists.
 
@@ -54,7 +55,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from make_corpus_tree import DEFAULT_CORPUS, make_corpus_tree, recipe_wnids  # noqa: E402
 
-from imgtools import resample, transform  # noqa: E402
+from imgtools.transforms import jpeg as transform  # noqa: E402
+from imgtools.transforms import resample  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
 TARGETS = {"320": 1.8, "160": 2.5, "160+320": 1.5}

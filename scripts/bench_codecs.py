@@ -16,7 +16,7 @@ best of ``--repeats`` passes, so other work on a shared machine barely moves it)
 * Tar reader: ``WebDatasetFormat.read_shard`` (direct header parsing, strict end checks)
   against ``tarfile`` iteration and webdataset's ``tar_file_expander`` + ``group_by_keys``.
 * Pickle/npz batch writers of downsampled ImageNet: ``write_pickle_batch`` /
-  ``write_npz_batch`` (rows streamed from the row file in 4 MB chunks) against ``pickle.dump``
+  ``write_npz_batch`` (rows streamed from the row files in 4 MB chunks) against ``pickle.dump``
   / ``np.savez`` of the same arrays held in memory. Their point is bounded memory, so the peak
   of traced allocations (``tracemalloc``; numpy reports its buffers to it) is printed too.
 
@@ -43,11 +43,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from imgtools.downsample import RowSource, downsample_file, write_npz_batch, write_pickle_batch  # noqa: E402,I001
 from imgtools.formats import tfrecord as tfr  # noqa: E402
 from imgtools.formats.base import InputShard  # noqa: E402
-from imgtools.formats.webdataset import FORMAT as WDS, WebDatasetShardWriter  # noqa: E402
+from imgtools.formats.pickle_batches import PartRows  # noqa: E402
+from imgtools.formats.pickle_codec import write_npz_batch, write_pickle_batch  # noqa: E402
+from imgtools.formats.webdataset import FORMAT as WDS  # noqa: E402
+from imgtools.formats.webdataset import WebDatasetShardWriter  # noqa: E402
 from imgtools.records import ClassInfo, DatasetInfo, Record  # noqa: E402
+from imgtools.transforms.square import downsample_file  # noqa: E402
 
 CORPUS = Path(os.environ.get("IMGTOOLS_CORPUS", "/work/shared/corpus"))
 SIZES_KB = (35, 110)
@@ -305,7 +308,7 @@ def traced(fn: Callable[[], object]) -> int:
 
 def bench_batches(tmp: Path, repeats: int, n_rows: int, size: int) -> list[dict]:
     path, width = row_file(tmp, n_rows, size)
-    source = RowSource(path, width, np.arange(n_rows, dtype=np.int64))
+    source = PartRows([str(path)], [0, n_rows], width, np.arange(n_rows, dtype=np.int64))
     labels = np.arange(n_rows, dtype=np.int64) % 1000
     mean = np.zeros(width, dtype=np.float64)
     out = tmp / "batch"

@@ -216,7 +216,7 @@ def measure(argv: list[str]) -> dict:
 
 
 def fast_psnr(corpus: Path, size: int) -> float:
-    from imgtools.downsample import downsample_file
+    from imgtools.transforms.square import downsample_file
 
     err = []
     for photo in sorted(corpus.glob("*.JPEG")):

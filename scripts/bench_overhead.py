@@ -7,7 +7,7 @@ overhead, which may add at most 10 % CPU. Wall time on a shared machine is noise
 script compares CPU time (user + system):
 
 * ``codec``: in this process, every source image of the tree read, decoded, resized and encoded
-  exactly as a build worker does it (``imgtools.transform.render``), best of ``--repeats``
+  exactly as a build worker does it (``imgtools.transforms.jpeg.render``), best of ``--repeats``
   passes (``time.process_time``);
 * ``build -j N``: a whole ``imgtools build`` of the same images as a subprocess, CPU time of it
   and of every process it waited for (``resource.getrusage(RUSAGE_CHILDREN)`` around the
@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 from make_corpus_tree import make_corpus_tree, recipe_wnids  # noqa: E402
 
-from imgtools.transform import RenderOptions, read_bytes, render  # noqa: E402
+from imgtools.transforms.jpeg import RenderOptions, read_bytes, render  # noqa: E402
 
 CORPUS = Path(os.environ.get("IMGTOOLS_CORPUS", "/work/shared/corpus"))
 RECIPE = "imagenette"

@@ -61,7 +61,7 @@ from bench_build import (  # noqa: E402
 from make_corpus_tree import DEFAULT_CORPUS, make_corpus_tree, recipe_wnids  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from imgtools import transform  # noqa: E402
+from imgtools.transforms import jpeg as transform  # noqa: E402
 
 PEER_RUNS = SCRIPTS / "peer_runs.py"
 PR_SET_CHILD_SUBREAPER = 36

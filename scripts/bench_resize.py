@@ -4,7 +4,8 @@
 Why this exists: a build on two cores can beat a one-process Pillow loop by more than 2x only by
 doing less work per image. This script measures each stage on real photos, single-threaded, in
 one process, so the choice of resizer rests on numbers: JPEG decode (full and DCT-scaled as
-``--fast`` does it), resize with Pillow and with ``imgtools.resample`` (fast_image_resize via
+``--fast`` does it), resize with Pillow and with ``imgtools.transforms.resample``
+(fast_image_resize via
 cykooz.resizer) for each filter, and JPEG encode at q90. For each filter it also reports how far
 each resizer is from an ideal resize (Lanczos in floating point, never rounded to 8 bits between
 passes) and the largest pixel difference between the two resizers.
@@ -34,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_corpus_tree import DEFAULT_CORPUS, corpus_photos  # noqa: E402
 from psnr_fast_vs_exact import psnr  # noqa: E402
 
-from imgtools import resample  # noqa: E402
-from imgtools.transform import DEFAULT_QUALITY, target_size  # noqa: E402
+from imgtools.transforms import resample  # noqa: E402
+from imgtools.transforms.jpeg import DEFAULT_QUALITY, target_size  # noqa: E402
 
 SIMD_FILTERS = ("bilinear", "bicubic", "lanczos", "box")
 """Box is measured although builds keep it on Pillow: this table is where its tie-breaking

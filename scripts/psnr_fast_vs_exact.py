@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgtools.transform import (
+from imgtools.transforms.jpeg import (
     DEFAULT_FILTER,
     DEFAULT_QUALITY,
     DRAFT_MARGIN,

@@ -5,7 +5,7 @@ Why this exists: ``imgtools build --size 160 --size 320`` saves, against a 320 r
 a 160 run, exactly what the second run would spend reading, opening and decoding each image,
 plus the second run's start-up. The resizes, the JPEG encodes and the file writes are per
 output and cannot be shared. This script measures the image work of each run in one process,
-on one core, with no files written and no start-up: ``imgtools.transform.render`` per photo,
+on one core, with no files written and no start-up: ``imgtools.transforms.jpeg.render`` per photo,
 for the sizes (320), (160) and (160, 320), the way the build calls it. The quotient
 
     (render 320 + render 160) / render 160+320
@@ -41,8 +41,8 @@ from bench_build import demo_tree  # noqa: E402
 from bench_resize import best_ms  # noqa: E402
 from make_corpus_tree import DEFAULT_CORPUS, corpus_photos  # noqa: E402
 
-from imgtools import transform  # noqa: E402
-from imgtools.transform import RenderOptions, render, target_size  # noqa: E402
+from imgtools.transforms import jpeg as transform  # noqa: E402
+from imgtools.transforms.jpeg import RenderOptions, render, target_size  # noqa: E402
 
 SMALL, LARGE = 160, 320
 

@@ -338,7 +338,7 @@ def test_two_size_ceiling_takes_out_the_resize_the_build_makes(tmp_path):
     README's statement about what no 160 method can beat would rest on a different one."""
     import importlib
 
-    from imgtools.transform import DEFAULT_QUALITY, RenderOptions, encode_jpeg, render
+    from imgtools.transforms.jpeg import DEFAULT_QUALITY, RenderOptions, encode_jpeg, render
 
     _scripts()
     ceiling = importlib.import_module("two_size_ceiling")

@@ -12,7 +12,7 @@ import click
 from imgtools.commands.executor_options import cli_executor, executor_options, is_remote
 from imgtools.errors import EXIT_PROBLEMS, UserError, shown_path
 from imgtools.formats import BUILD_FORMATS
-from imgtools.transform import DEFAULT_FILTER, DEFAULT_QUALITY, FILTERS
+from imgtools.transforms.jpeg import DEFAULT_FILTER, DEFAULT_QUALITY, FILTERS
 
 FORMATS = BUILD_FORMATS
 
@@ -160,10 +160,11 @@ def file_size_options(fmt: str, shard_bytes: str | None, shard_records: int | No
     """``--shard-bytes``/``--shard-records`` as build options (checked now, before any work);
     only the record formats pack their output into files."""
     # Lazy, as every import of the pipeline in this module: `imgtools --help` stays fast.
+    from imgtools.formats import get_format
     from imgtools.formats.common import parse_size
-    from imgtools.pipeline.packing import PACKED_FORMATS
+    from imgtools.pipeline.packing import SIZE_OPTIONS
 
-    if fmt not in PACKED_FORMATS:
+    if fmt == "npz" or not set(SIZE_OPTIONS) <= get_format(fmt).pass_options:
         if shard_bytes or shard_records:
             raise UserError(f"--shard-bytes/--shard-records size record files; --format {fmt} "
                             "writes none", fix="drop them, or use --format tfrecord, "

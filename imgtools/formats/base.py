@@ -18,6 +18,7 @@ from pathlib import Path
 
 from imgtools.atomic import TMP_PREFIX
 from imgtools.errors import UserError
+from imgtools.executors.base import Executor
 from imgtools.records import DatasetInfo, Record
 
 
@@ -118,13 +119,24 @@ class Format(ABC):
     default_shard_records: int | None = None
     default_shard_bytes: int | None = None
     writes: bool = True
-    """False for a format only a build can make (pickles need a whole-split pass)."""
+    """False for a format ``convert`` cannot write (pickles are made from images only)."""
+    pass_options: frozenset[str] = frozenset()
+    """Options of :meth:`second_pass` (output file sizes; a pickle's batch count)."""
+    writes_parts: bool = False
+    """True when the work shards' files are *parts* (in the run's work folder) from which
+    :meth:`second_pass` makes the output: record files of the format's own size, or the
+    shuffled batches and mean image of CIFAR-style pickles."""
+
+    def split_options(self, options: dict) -> tuple[dict, dict]:
+        """``(writer options, second-pass options)`` of a run's format options."""
+        return ({k: v for k, v in options.items() if k not in self.pass_options},
+                {k: v for k, v in options.items() if k in self.pass_options})
 
     def check_options(self, options: dict, kind: str = "writer") -> None:
         """Refuse an option this format's reader or writer does not take, naming those it
         does."""
-        known = (self.writer_options | COMMON_WRITER_OPTIONS if kind == "writer"
-                 else self.reader_options)
+        known = (self.writer_options | self.pass_options | COMMON_WRITER_OPTIONS
+                 if kind == "writer" else self.reader_options)
         unknown = sorted(set(options) - known)
         if unknown:
             takes = ", ".join(sorted(known - COMMON_WRITER_OPTIONS)) or "none"
@@ -173,6 +185,13 @@ class Format(ABC):
         ``digests``: hash files while writing them, when the writer can (see
         :attr:`ShardWriter.known_digests`)."""
 
+    def second_pass(self, ctx: PassContext) -> list[tuple[str, str]]:
+        """Make the output at ``ctx.output`` from the parts at ``ctx.parts`` (only for a format
+        that :attr:`writes_parts`), running its tasks on ``ctx.executor`` with done markers in
+        ``ctx.state``. Returns ``(path relative to the output, sha256)`` of every file it wrote,
+        in order, for ``SHA256SUMS``."""
+        raise NotImplementedError(f"the {self.name} format writes its output directly")
+
     def container_problems(self, path: Path) -> list[dict]:
         """What is wrong with one file of this format as a container (checksums, framing,
         truncation), beyond what decoding its records shows: ``verify`` asks each format.
@@ -182,6 +201,25 @@ class Format(ABC):
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
         """Write dataset-level metadata once every shard is done (indexes, class lists)."""
         info.save(root, counts, fmt=self.name)
+
+
+@dataclass
+class PassContext:
+    """What a format's :meth:`Format.second_pass` gets: where the parts are, where the output
+    goes, its own marker folder, the pass's options, and how to run tasks."""
+
+    parts: Path
+    output: Path
+    state: Path
+    info: DatasetInfo
+    options: dict
+    writer_options: dict = field(default_factory=dict)
+    """What the format's writer takes (packing writes the output files with it)."""
+    n_jobs: int | None = None
+    quiet: bool = True
+    executor: Executor | None = None
+    skipped: list[dict] = field(default_factory=list)
+    """The inputs the work shards skipped (a pass that ends up with nothing names them)."""
 
 
 COMMON_WRITER_OPTIONS = frozenset({"digests"})

@@ -37,6 +37,7 @@ from imgtools.formats.base import (
 )
 from imgtools.formats.common import dataset_root, generic_classes, image_ext, split_from_name
 from imgtools.metadata.croissant import write_croissant
+from imgtools.pipeline.packing import PackedParts
 from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
 HF_SPLIT_NAMES = {"train": "train", "val": "validation", "unsup": "unsup", "test": "test"}
@@ -117,7 +118,7 @@ def _class_names(schema) -> list[str] | None:
     return None
 
 
-class ParquetFormat(Format):
+class ParquetFormat(PackedParts, Format):
     name = "parquet"
     default_shard_records = None
     default_shard_bytes = 500_000_000

@@ -7,9 +7,11 @@ Records come out with 0-based labels and PNG-encoded pixels (lossless, so ``conv
 ``preview`` see exactly the stored pixels).
 
 Pickles are loaded with an allow-list unpickler: a pickle can run arbitrary code, and a dataset
-downloaded from somewhere should not be able to. Writing goes through ``imgtools build``
-(``imgtools.downsample``), not through ``convert``: the format needs a global shuffle and a mean
-over the whole train split, which a shard writer cannot provide.
+downloaded from somewhere should not be able to. Writing (:mod:`.pickle_batches`) is in two
+passes: work shards write parts of square rows, and the format's second pass makes the shuffled
+batches and the train mean. The rows come from the build's
+:class:`~imgtools.transforms.square.SquareRows` transform, so ``convert`` (whose records are
+encoded images) does not write this format.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ import numpy as np
 from PIL import Image
 
 from imgtools.errors import CorruptDataError, UserError
-from imgtools.formats.base import Format, InputShard, ShardWriter
+from imgtools.formats.base import Format, InputShard, PassContext, ShardWriter
 from imgtools.formats.common import generic_classes
+from imgtools.formats.pickle_batches import RowPartWriter, make_batches
 from imgtools.recipes import IMAGENET_MANIFEST, read_manifest
 from imgtools.records import ClassInfo, DatasetInfo, Record
 from imgtools.resources import manifest_path
@@ -160,7 +163,9 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 class PickleFormat(Format):
     name = "pickle"
-    writes = False  # the writer needs a whole-split pass: imgtools build --format pickle
+    writes = False  # takes square rows, which only a build makes (module docstring)
+    writes_parts = True
+    pass_options = frozenset({"batches", "container"})
 
     def detect(self, path: Path) -> bool:
         path = Path(path)
@@ -225,12 +230,16 @@ class PickleFormat(Format):
 
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
                     num_shards: int, *, digests: bool = False) -> ShardWriter:
-        raise UserError(
-            "converting to CIFAR-style pickles is not supported: the format needs a shuffle "
-            "and a mean over the whole train split",
-            path=root,
-            fix="build it from ImageNet with: imgtools build <dataset> --src ... --size 32 "
-                "--format pickle (or npz)")
+        """A part writer (pass 1): the rows of one work shard (:mod:`.pickle_batches`)."""
+        return RowPartWriter(root, split, shard_index)
+
+    def second_pass(self, ctx: PassContext) -> list[tuple[str, str]]:
+        """Mean, seeded shuffle and batch files (pass 2, :func:`make_batches`)."""
+        return make_batches(ctx)
+
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+        """Nothing left to do: ``batches.meta`` and the sidecar need the batch layout, so the
+        second pass writes them."""
 
 
 def _largest_label(path: Path) -> int | None:

@@ -47,6 +47,7 @@ from imgtools.formats.base import Format, InputShard, ShardWriter, files_named
 from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
 from imgtools.metadata.croissant import write_croissant
 from imgtools.metadata.tfds import tfds_readable, write_tfds_metadata
+from imgtools.pipeline.packing import PackedParts
 from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
 SCHEMAS: dict[str, dict[str, str]] = {
@@ -284,7 +285,7 @@ def _keys_for(options: dict) -> dict[str, str]:
 # ---------------------------------------------------------------------------------- the format
 
 
-class TFRecordFormat(Format):
+class TFRecordFormat(PackedParts, Format):
     name = "tfrecord"
     default_shard_records = None
     default_shard_bytes = 200_000_000

@@ -56,6 +56,7 @@ from imgtools.formats.base import (
 from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
 from imgtools.metadata.croissant import write_croissant
 from imgtools.metadata.huggingface import write_webdataset_card
+from imgtools.pipeline.packing import PackedParts
 from imgtools.records import DatasetInfo, Record, plain_filename
 
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "img",
@@ -349,7 +350,7 @@ def _count_with_tarfile(path: Path, fields: set[str] | None) -> int:
     return count
 
 
-class WebDatasetFormat(Format):
+class WebDatasetFormat(PackedParts, Format):
     name = "webdataset"
     default_shard_records = 10_000
     default_shard_bytes = 500_000_000

@@ -9,13 +9,14 @@ format's own target (``shard_bytes`` / ``shard_records`` options, else the forma
 ``default_shard_bytes`` / ``default_shard_records``: 200 MB TFRecords, 500 MB Parquet,
 WebDataset tars of at most 10,000 samples or 500 MB).
 
-Packing is a same-format conversion of the parts, planned and run by the conversion engine's
-pieces (:func:`imgtools.convert.plan_conversion` cuts the record stream by the sizes the parts'
-headers give; each output file is written by the format's own writer, so a packed file is
-exactly what that writer makes of those records). The cut depends only on the records, so the
-files are the same whatever ``-j``; each packed file has a done marker in the run folder (see
-:mod:`imgtools.pipeline.output`), so a run killed while packing resumes there, and the parts
-go with the run folder when the output is published.
+Packing is the record formats' second pass (:meth:`imgtools.formats.base.Format.second_pass`):
+a same-format conversion of the parts (:func:`imgtools.pipeline.slices.plan_conversion` cuts
+the record stream by the sizes the parts' headers give; each output file is written by the
+format's own writer, so a packed file is exactly what that writer makes of those records).
+The cut depends only on the records, so the files are the same whatever ``-j``; each packed
+file has a done marker in the run folder (see :mod:`imgtools.pipeline.output`), so a run killed
+while packing resumes there, and the parts go with the run folder when the output is
+published.
 """
 
 from __future__ import annotations
@@ -24,27 +25,25 @@ from pathlib import Path
 
 from imgtools.atomic import atomic_write_text
 from imgtools.checksums import sha256_file, sha256sum_line
-from imgtools.convert import plan_conversion, read_slice
-from imgtools.formats import get_format
-from imgtools.formats.base import Format
+from imgtools.formats.base import Format, PassContext
 from imgtools.formats.common import parse_size
-from imgtools.records import DatasetInfo
+from imgtools.pipeline.slices import plan_conversion, read_slice
 from imgtools.runner import ShardTask, resolve_jobs, run_shards, with_files
 
-PACKED_FORMATS = ("tfrecord", "webdataset", "parquet")
-"""Formats whose outputs are record files (the others write a file per image, or batches)."""
-PARTS = "parts"
-PACK_STATE = "pack"
 SIZE_OPTIONS = ("shard_bytes", "shard_records")
 """Build options that set the output file size (they mean the same in ``imgtools convert``)."""
 
 
-def work_roots(fmt_name: str, state: Path, roots: list[Path]) -> list[Path]:
-    """Where the work shards write: the outputs themselves, or, for a record format, a parts
-    folder per output inside the run's state folder."""
-    if fmt_name not in PACKED_FORMATS:
-        return roots
-    return [state / PARTS / root.name for root in roots]
+class PackedParts:
+    """Mixin for record formats (TFRecord, WebDataset, Parquet): work shards write parts, and
+    the second pass packs them into files of the format's size (module docstring)."""
+
+    writes_parts = True
+    pass_options = frozenset(SIZE_OPTIONS)
+
+    def second_pass(self, ctx: PassContext) -> list[tuple[str, str]]:
+        assert isinstance(self, Format)
+        return pack_parts(self, ctx)
 
 
 def file_targets(fmt: Format, options: dict) -> tuple[int | None, int | None]:
@@ -55,35 +54,24 @@ def file_targets(fmt: Format, options: dict) -> tuple[int | None, int | None]:
     return records, nbytes
 
 
-def pack_outputs(fmt_name: str, roots: list[Path], state: Path, info: DatasetInfo,
-                 options: dict, n_jobs: int | None, quiet: bool
-                 ) -> list[list[tuple[str, str]]] | None:
-    """Pack every output's parts into target-sized files. Returns, per output, ``(path
-    relative to the output, sha256)`` of each file in plan order (for ``SHA256SUMS``); None
-    for formats whose work shards are already the output."""
-    if fmt_name not in PACKED_FORMATS:
-        return None
-    return [_pack_one_output(fmt_name, parts, root, state / PACK_STATE / root.name, info,
-                             options, n_jobs, quiet)
-            for parts, root in zip(work_roots(fmt_name, state, roots), roots)]
-
-
-def _pack_one_output(fmt_name: str, parts: Path, root: Path, state: Path, info: DatasetInfo,
-                     options: dict, n_jobs: int | None, quiet: bool) -> list[tuple[str, str]]:
-    fmt = get_format(fmt_name)
-    if not parts.is_dir() or not fmt.files(parts):
+def pack_parts(fmt: Format, ctx: PassContext) -> list[tuple[str, str]]:
+    """Pack the parts at ``ctx.parts`` into target-sized files in ``ctx.output``; ``(path
+    relative to the output, sha256)`` of each file, in plan order."""
+    if not ctx.parts.is_dir() or not fmt.files(ctx.parts):
         return []  # every image of the run was skipped: nothing to pack
-    jobs = resolve_jobs(n_jobs)
-    writer_options = {k: v for k, v in options.items() if k not in SIZE_OPTIONS}
-    max_records, max_bytes = file_targets(fmt, options)
-    plan = plan_conversion(fmt, fmt.input_shards(parts), info, max_records, max_bytes, jobs)
+    jobs = resolve_jobs(ctx.n_jobs)
+    max_records, max_bytes = file_targets(fmt, ctx.options)
+    plan = plan_conversion(fmt, fmt.input_shards(ctx.parts), ctx.info, max_records, max_bytes,
+                           jobs, executor=ctx.executor)
+    root = ctx.output
     tasks = [ShardTask(f"{out.split}-{out.index:05d}", {
-        "fmt": fmt_name, "root": str(root), "shard": out, "info": info,
-        "options": writer_options}, weight=out.records) for out in plan]
+        "fmt": fmt, "root": str(root), "shard": out, "info": ctx.info,
+        "options": ctx.writer_options}, weight=out.records) for out in plan]
     done: dict[str, list[tuple[str, str]]] = {}
-    for task, summary in run_shards(tasks, _pack_file, state_dir=state, n_jobs=jobs,
+    for task, summary in run_shards(tasks, _pack_file, state_dir=ctx.state, n_jobs=jobs,
                                     resume=True, desc=f"pack {root.name}",
-                                    total_weight=sum(o.records for o in plan), quiet=quiet):
+                                    total_weight=sum(o.records for o in plan), quiet=ctx.quiet,
+                                    executor=ctx.executor):
         done[task.shard_id] = [tuple(f) for f in summary["checksums"]]
     return [f for task in tasks for f in done[task.shard_id]]
 
@@ -91,7 +79,7 @@ def _pack_one_output(fmt_name: str, parts: Path, root: Path, state: Path, info: 
 def _pack_file(task: ShardTask) -> dict:
     """Worker: write one output file from its slices of the parts (module level: picklable)."""
     p = task.payload
-    fmt = get_format(p["fmt"])
+    fmt: Format = p["fmt"]
     out, info, root = p["shard"], p["info"], Path(p["root"])
     writer = fmt.open_writer(root, info, out.split, out.index, out.num_shards, **p["options"])
     try:
@@ -106,6 +94,6 @@ def _pack_file(task: ShardTask) -> dict:
                                      for f in files]}, files)
 
 
-def write_checksums(path: Path, files: list[tuple[str, str]]) -> None:
-    """``SHA256SUMS`` (``sha256sum -c`` format) of the packed files, in plan order."""
+def write_file_checksums(path: Path, files: list[tuple[str, str]]) -> None:
+    """``SHA256SUMS`` (``sha256sum -c`` format) of files a second pass wrote, in its order."""
     atomic_write_text(path, "".join(sha256sum_line(digest, rel) for rel, digest in files))

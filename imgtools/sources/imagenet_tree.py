@@ -93,7 +93,7 @@ class ImageNetSource(Source):
     def _list_images(self, folder: Path) -> list[str]:
         """Image names of ``folder``. Every entry with an image extension is planned, whatever
         it is: a dangling or looping symlink, a FIFO, a name that is not UTF-8; reading it then
-        fails (:func:`imgtools.transform.read_bytes`) and the build lists it as skipped with
+        fails (:func:`imgtools.transforms.jpeg.read_bytes`) and the build lists it as skipped with
         the reason, instead of it vanishing from every count. Sub-folders and other files are
         listed in ``ignored`` (a folder with a trailing ``/``; names as the OS gave them,
         escaped only for display)."""

@@ -22,7 +22,7 @@ from imgtools.errors import UserError
 from imgtools.sources.base import MemberTable, Source, cached_index, is_image_name, store_index
 from imgtools.sources.imagenet_tree import KAGGLE_VAL_CSV, kaggle_val_labels
 from imgtools.sources.members import make_locator, open_locator
-from imgtools.transform import BadImage
+from imgtools.transforms.jpeg import BadImage
 
 KAGGLE_ZIP = "imagenet-object-localization-challenge.zip"
 DATA = "ILSVRC/Data/CLS-LOC/"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import crc32c
 
-from imgtools.transform import BadImage, read_bytes
+from imgtools.transforms.jpeg import BadImage, read_bytes
 
 SCHEMES = ("tar", "zip", "targz", "tfrecord", "parquet")
 _LOCATOR = re.compile(r"^(tar|zip|targz|tfrecord|parquet):(.+?)//(.*)@(\d+(?:\+\d+)*)$", re.S)

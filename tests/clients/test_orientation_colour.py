@@ -25,7 +25,7 @@ from imgtools.build import BuildOptions, build
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
 from imgtools.sources import open_source
-from imgtools.transform import RenderOptions, render
+from imgtools.transforms.jpeg import RenderOptions, render
 
 WNID = "n01440764"
 ROTATED, ADOBE, PLAIN = f"{WNID}_1.JPEG", f"{WNID}_2.JPEG", f"{WNID}_3.JPEG"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import RUN_RECORD, staging_of
 
-import imgtools.convert as convert_module
+import imgtools.pipeline.units as units_module
 from imgtools.build import BuildOptions, build
 from imgtools.convert import convert
 from imgtools.errors import UserError
@@ -129,7 +129,7 @@ class _Killed(BaseException):
 def test_a_kill_mid_shard_then_resume_gives_identical_bytes(fmt, folder, tmp_path,
                                                              monkeypatch):
     convert(folder, tmp_path / "clean", fmt, quiet=True, n_jobs=1, shard_records=9)
-    real = convert_module.read_slice
+    real = units_module.read_slice
     calls = {"n": 0}
 
     def dying(src_fmt, piece, info):
@@ -139,10 +139,10 @@ def test_a_kill_mid_shard_then_resume_gives_identical_bytes(fmt, folder, tmp_pat
                 raise _Killed
             yield record
 
-    monkeypatch.setattr(convert_module, "read_slice", dying)
+    monkeypatch.setattr(units_module, "read_slice", dying)
     with pytest.raises(_Killed):
         convert(folder, tmp_path / "run", fmt, quiet=True, n_jobs=1, shard_records=9)
-    monkeypatch.setattr(convert_module, "read_slice", real)
+    monkeypatch.setattr(units_module, "read_slice", real)
     assert not (tmp_path / "run").exists()
     assert not [p for p in staging_of(tmp_path / "run").rglob(".tmp-*")]  # aborted: no torso
     convert(folder, tmp_path / "run", fmt, quiet=True, n_jobs=1, shard_records=9, resume=True)

@@ -18,10 +18,11 @@ from conftest import (
 )
 from PIL import Image
 
-from imgtools.convert import convert, cut_shards
+from imgtools.convert import convert
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats import get_format
 from imgtools.formats.common import parse_size, split_from_name
+from imgtools.pipeline.slices import cut_shards
 from imgtools.records import DatasetInfo
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import RUN_RECORD, run_cli
 from PIL import Image
 
-from imgtools.transform import RenderOptions, render
+from imgtools.transforms.jpeg import RenderOptions, render
 
 
 @pytest.fixture(scope="module")

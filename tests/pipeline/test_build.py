@@ -25,11 +25,11 @@ from conftest import (
 )
 from PIL import Image
 
-from imgtools import resample
 from imgtools.errors import UserError
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
 from imgtools.sources import open_source
+from imgtools.transforms import resample
 
 # ---------------------------------------------------------------- layouts
 

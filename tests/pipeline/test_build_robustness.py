@@ -13,10 +13,10 @@ import pytest
 from conftest import WNIDS, do_build, tree_digest
 from PIL import Image
 
-import imgtools.build as build_module
+import imgtools.transforms.jpeg as jpeg_module
 from imgtools.errors import UserError
 from imgtools.locks import exclusive
-from imgtools.transform import BadImage, RenderOptions, render
+from imgtools.transforms.jpeg import BadImage, RenderOptions, render
 
 ORIENTATION = 0x0112
 
@@ -141,7 +141,7 @@ class _Killed(BaseException):
 
 def _interrupted_build(monkeypatch, src: Path, out: Path, after: int, **kw) -> None:
     calls = {"n": 0}
-    real = build_module.render
+    real = jpeg_module.render
 
     def dying_render(data, opts):
         calls["n"] += 1
@@ -149,10 +149,10 @@ def _interrupted_build(monkeypatch, src: Path, out: Path, after: int, **kw) -> N
             raise _Killed
         return real(data, opts)
 
-    monkeypatch.setattr(build_module, "render", dying_render)
+    monkeypatch.setattr(jpeg_module, "render", dying_render)
     with pytest.raises(_Killed):
         do_build("imagenette", src, out, n_jobs=1, shard_size=4, **kw)
-    monkeypatch.setattr(build_module, "render", real)
+    monkeypatch.setattr(jpeg_module, "render", real)
 
 
 def test_resume_refuses_a_plan_that_moves_images(kaggle_tree, tmp_path, monkeypatch):

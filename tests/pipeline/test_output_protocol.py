@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import RUN_RECORD, run_cli, staging_of
 
-import imgtools.convert as convert_module
+import imgtools.pipeline.engine as engine_module
 from imgtools.build import BuildOptions, build
 from imgtools.convert import convert
 from imgtools.errors import UserError
@@ -51,7 +51,7 @@ class _Killed(BaseException):
 
 
 def _interrupted_convert(monkeypatch, src: Path, dst: Path, after: int, **kw) -> None:
-    real = convert_module._convert_shard
+    real = engine_module.run_shard
     calls = {"n": 0}
 
     def dying(task):
@@ -60,10 +60,10 @@ def _interrupted_convert(monkeypatch, src: Path, dst: Path, after: int, **kw) ->
             raise _Killed
         return real(task)
 
-    monkeypatch.setattr(convert_module, "_convert_shard", dying)
+    monkeypatch.setattr(engine_module, "run_shard", dying)
     with pytest.raises(_Killed):
         convert(src, dst, "webdataset", quiet=True, n_jobs=1, shard_records=20, **kw)
-    monkeypatch.setattr(convert_module, "_convert_shard", real)
+    monkeypatch.setattr(engine_module, "run_shard", real)
 
 
 # ------------------------------------------------------------------ a finished output is kept

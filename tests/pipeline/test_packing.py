@@ -18,6 +18,7 @@ import pytest
 from conftest import RUN_RECORD, build_dataset, run_cli
 
 from imgtools.pipeline import packing
+from imgtools.pipeline.engine import PASS_STATE
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -114,7 +115,7 @@ def test_kill_while_packing_then_resume_is_byte_identical(kaggle_tree, tmp_path)
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "imgtools.cli", *common, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pack_state = out / ".imgtools-run-imagewang-160-webdataset" / "work" / packing.PACK_STATE
+    pack_state = out / ".imgtools-run-imagewang-160-webdataset" / "work" / PASS_STATE
     deadline = time.time() + 120
     while time.time() < deadline and len(list(pack_state.glob("*/*.json"))) < 20:
         time.sleep(0.002)

@@ -1,4 +1,4 @@
-"""The orientation and colour policy in :func:`imgtools.transform.render`, case by case (the
+"""The orientation and colour policy in :func:`imgtools.transforms.jpeg.render`, case by case (the
 readers' side is tests/clients/test_orientation_colour.py): every output upright and sRGB, no
 tag and no profile; profiles that cannot be used are ignored, never fatal."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from imgtools.transform import RenderOptions, render
+from imgtools.transforms.jpeg import RenderOptions, render
 
 ORIENTATION = 0x0112
 

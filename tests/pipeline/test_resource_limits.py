@@ -13,9 +13,9 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from imgtools import transform
-from imgtools.downsample import downsample_file
-from imgtools.transform import BadImage, RenderOptions, load_rgb, open_image, render
+from imgtools.transforms import jpeg as transform
+from imgtools.transforms.jpeg import BadImage, RenderOptions, load_rgb, open_image, render
+from imgtools.transforms.square import downsample_file
 
 
 def _photo(w: int, h: int, fmt: str) -> bytes:

@@ -16,8 +16,8 @@ import pytest
 from conftest import psnr
 from PIL import Image
 
-from imgtools import resample
-from imgtools.transform import target_size
+from imgtools.transforms import resample
+from imgtools.transforms.jpeg import target_size
 
 
 def _photo_like(w: int = 500, h: int = 375, seed: int = 0) -> Image.Image:

@@ -11,7 +11,7 @@ from conftest import psnr
 from PIL import Image
 
 from imgtools.demo_tree import _Painter
-from imgtools.transform import FILTERS, RenderOptions, decode, render, target_size
+from imgtools.transforms.jpeg import FILTERS, RenderOptions, decode, render, target_size
 
 
 def _photo_jpeg(size: tuple[int, int], seed: int) -> bytes:

@@ -22,10 +22,10 @@ a resize by less than 2x, done on the exact region the scaled decode covers (the
 softer requested filter (bilinear, hamming, box), as Pillow's ``thumbnail()`` does after its own
 draft. Measured against an ideal resize (full decode, Lanczos), fast and exact outputs are
 equally close (scripts/psnr_fast_vs_exact.py). Output dimensions never change. Fast mode's
-bilinear, bicubic and Lanczos resizes run on SIMD code (:mod:`imgtools.resample`: Pillow's
+bilinear, bicubic and Lanczos resizes run on SIMD code (:mod:`.resample`: Pillow's
 convolution, vectorised; 2.5-5x faster, within 2 levels of Pillow's bilinear). ``--exact``
-always decodes at full resolution and resizes with Pillow: bit for bit what a plain Pillow
-loop gives.
+always decodes at full resolution and resizes with Pillow: bit for bit what a plain Pillow loop
+gives.
 
 Orientation and colour: every output is upright sRGB with neither an EXIF Orientation tag nor an
 ICC profile, so every reader returns the same dimensions and the same colours. Readers disagree
@@ -51,15 +51,18 @@ import os
 import stat
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from imgtools import resample
 from imgtools.errors import is_utf8_name
-from imgtools.resample import FILTERS as FILTERS  # re-exported: the --filter choices
-from imgtools.resample import Box
+from imgtools.records import Record
+from imgtools.transforms import resample
+from imgtools.transforms.base import Transform
+from imgtools.transforms.resample import FILTERS as FILTERS  # re-exported: the --filter choices
+from imgtools.transforms.resample import Box
 
 DEFAULT_FILTER = "bilinear"
 DEFAULT_QUALITY = 90
@@ -385,7 +388,7 @@ def resize_decoded(rgb: Image.Image, box: Box | None, dims: tuple[int, int],
                    filter_name: str, exact: bool = False) -> Image.Image:
     """Resize a decoded image to ``dims``: with the requested filter from a full decode; after
     a DCT-scaled decode, over its ``box`` and with :data:`AFTER_DCT_FILTER`. Pillow's own
-    resize when ``exact``, else the SIMD one (:mod:`imgtools.resample`)."""
+    resize when ``exact``, else the SIMD one (:mod:`imgtools.transforms.resample`)."""
     if box is None:
         return resample.resize(rgb, dims, filter_name, exact=exact)
     return resample.resize(rgb, dims, AFTER_DCT_FILTER.get(filter_name, filter_name), box=box,
@@ -432,3 +435,39 @@ def render(data: bytes, opts: RenderOptions) -> tuple[list[bytes], str | None]:
         resized = resize_decoded(rgb, box, target_size(w, h, size), opts.filter, opts.exact)
         outputs.append(encode_jpeg(finish(resized, colour, orientation), opts.quality))
     return outputs, "; ".join(notes) or None
+
+
+_NON_JPEG_SUFFIXES = {"png", "webp", "bmp", "gif", "tif", "tiff", "ppm"}
+
+
+@dataclass(frozen=True)
+class ResizeJPEG(Transform):
+    """:func:`render` as a transform: one JPEG record per size of ``options``. A record whose
+    bytes are re-encoded from another format keeps its stem with a ``.jpg`` extension
+    (``cifar-0001.png`` in, ``cifar-0001.jpg`` out); an untouched one keeps its name."""
+
+    options: RenderOptions
+    produces = "jpeg"
+    pixels = PIXEL_POLICY
+
+    @property
+    def outputs(self) -> int:
+        return len(self.options.sizes)
+
+    def apply(self, record: Record) -> tuple[list[Record], str | None]:
+        outputs, note = render(record.image, self.options)
+        return [record if data is record.image else
+                replace(record, image=data, filename=_jpeg_filename(record.filename))
+                for data in outputs], note
+
+    def settings(self) -> dict[str, Any]:
+        o = self.options
+        return {"transform": "resize-jpeg", "sizes": ["full" if s is None else s
+                                                      for s in o.sizes],
+                "filter": o.filter, "quality": o.quality, "exact": o.exact,
+                "resizer": resample.resizer_name(o.exact)}
+
+
+def _jpeg_filename(filename: str) -> str:
+    stem, dot, ext = filename.rpartition(".")
+    return f"{stem}.jpg" if dot and ext.lower() in _NON_JPEG_SUFFIXES else filename
