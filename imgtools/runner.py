@@ -4,19 +4,21 @@ A shard is a self-contained task: a small picklable payload naming its inputs an
 paths. Workers read and write files themselves and return only a small JSON-able summary, so
 the same plan runs unchanged on any executor (:mod:`imgtools.executors`: this machine, or a
 Dask cluster whose workers share the storage). After a shard's outputs are published
-(atomically) and synced to disk, its summary is stored as ``<state_dir>/<shard_id>.json``:
-that file is the shard's "done" marker, which is what ``--resume`` trusts after a kill -9. A
-summary lists the files it vouches for with their sizes (``"files": [[path, size], ...]``); a
-marker whose files are missing or of another size is not trusted. A shard without a trusted
-marker is simply run again from scratch; writers overwrite deterministically, so a resumed run
-ends byte-identical to an uninterrupted one.
+(atomically) and synced to disk (see :class:`_Markers`), its summary is stored as
+``<state_dir>/<shard_id>.json``: that file is the shard's "done" marker, which is what
+``--resume`` trusts after a kill -9. A summary lists the files it vouches for with their
+sizes (``"files": [[path, size], ...]``); a marker whose files are missing or of another size
+is not trusted. A shard without a trusted marker is simply run again from scratch; writers
+overwrite deterministically, so a resumed run ends byte-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,23 +112,67 @@ def run_shards(
             yield task
 
     finished: list[tuple[ShardTask, dict]] = []
+    markers = _Markers(state_dir, synced_by_worker=executor.remote)
+    fn = functools.partial(_run_synced, worker) if executor.remote else worker
     try:
-        synced = functools.partial(_run_synced, worker)
-        for task, summary in executor.map_unordered(synced, todo(), prefer=prefer):
-            atomic_write_text(_marker(state_dir, task.shard_id), json.dumps(summary))
+        for task, summary in executor.map_unordered(fn, todo(), prefer=prefer):
+            markers.add(task, summary)
             bar.update(task.weight)
             while finished:
                 yield finished.pop()
             yield task, summary
+        markers.flush()
         while finished:
             yield finished.pop()
+    except BaseException:
+        markers.flush_quietly()  # shards that finished before the error stay done
+        raise
     finally:
         bar.close()
 
 
+SYNC_INTERVAL = 2.0
+"""Seconds between the syncs that make finished shards durable before their markers."""
+
+
+class _Markers:
+    """Done markers, written after the files they vouch for are durable.
+
+    On this machine the files of every shard finished in the last :data:`SYNC_INTERVAL`
+    seconds are synced at once (one ``syncfs`` rather than one per shard: measured by
+    ``scripts/bench_overhead.py``), then their markers are written; a kill loses at most that
+    many seconds of finished shards, which ``--resume`` redoes. On a cluster each worker syncs
+    its own files before its summary comes back (:func:`_run_synced`): the driver's sync would
+    not reach another machine's disk."""
+
+    def __init__(self, state_dir: Path, synced_by_worker: bool):
+        self.state_dir = state_dir
+        self.synced_by_worker = synced_by_worker
+        self.pending: list[tuple[ShardTask, dict]] = []
+        self.last_sync = time.monotonic()
+
+    def add(self, task: ShardTask, summary: dict) -> None:
+        self.pending.append((task, summary))
+        if self.synced_by_worker or time.monotonic() - self.last_sync >= SYNC_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.synced_by_worker:
+            sync_files(path for _task, summary in self.pending
+                       for path, _size in summary.get("files", []))
+        for task, summary in self.pending:
+            atomic_write_text(_marker(self.state_dir, task.shard_id), json.dumps(summary))
+        self.pending.clear()
+        self.last_sync = time.monotonic()
+
+    def flush_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.flush()
+
+
 def _run_synced(worker: Callable[[ShardTask], dict], task: ShardTask) -> dict:
-    """Run one task where the executor runs it, and sync the files it vouches for before its
-    summary goes back to become a marker (there, so the syncs of parallel shards overlap)."""
+    """Run one task on a cluster's worker, and sync the files it vouches for there before its
+    summary goes back to become a marker."""
     summary = worker(task)
     sync_files(path for path, _size in summary.get("files", []))
     return summary

@@ -54,12 +54,14 @@ RECIPE = "imagenette"
 
 
 _RUN = """
-import functools, importlib, json, os, sys, time
+import importlib, json, os, sys, time
 import imgtools.cli
 importlib.import_module("imgtools.commands." + sys.argv[1])
-engine = importlib.import_module("imgtools." + sys.argv[1])  # commands import it lazily
+importlib.import_module("imgtools." + sys.argv[1])  # commands import it lazily
+import imgtools.pipeline.engine as engine
 if os.environ.get("BENCH_PREFER_THREADS"):  # what the thread executor would cost
-    engine.run_shards = functools.partial(engine.run_shards, prefer="threads")
+    _run_shards = engine.run_shards
+    engine.run_shards = lambda *a, **k: _run_shards(*a, **{**k, "prefer": "threads"})
 if os.environ.get("BENCH_NO_SYNC"):  # what syncing before each marker costs (-j 1 only)
     import imgtools.runner
     imgtools.runner.sync_files = lambda paths: None

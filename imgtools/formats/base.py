@@ -120,6 +120,9 @@ class Format(ABC):
     default_shard_bytes: int | None = None
     writes: bool = True
     """False for a format ``convert`` cannot write (pickles are made from images only)."""
+    takes: frozenset[str] = frozenset({"jpeg", "as-input"})
+    """What its writer takes (:data:`imgtools.transforms.base.PRODUCTS`): encoded images, or
+    a pickle's raw rows. The engine refuses a job whose transform makes something else."""
     pass_options: frozenset[str] = frozenset()
     """Options of :meth:`second_pass` (output file sizes; a pickle's batch count)."""
     writes_parts: bool = False

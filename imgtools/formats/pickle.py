@@ -164,6 +164,7 @@ def encode_png(pixels: np.ndarray) -> bytes:
 class PickleFormat(Format):
     name = "pickle"
     writes = False  # takes square rows, which only a build makes (module docstring)
+    takes = frozenset({"planar-rows"})
     writes_parts = True
     pass_options = frozenset({"batches", "container"})
 

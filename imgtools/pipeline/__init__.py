@@ -1,10 +1,10 @@
-"""The engine's shared stages: how a run claims, stages, fingerprints, resumes and publishes
-its outputs (:mod:`.output`), its report and checksums (:mod:`.report`), how it stops on a
-signal (:mod:`.interrupt`), and how record-format builds pack work shards into files of each
-format's size, independent of the work unit (:mod:`.packing`). Build, convert and downsampled
-builds all go through these, so an output is treated one way whichever command writes it.
+"""The engine (:mod:`.engine`: one run loop and one shard worker for every command that writes
+a dataset) and its stages: work units from either kind of source (:mod:`.units`), a dataset
+source cut into output shards (:mod:`.slices`), how a run claims, stages, fingerprints, resumes
+and publishes its outputs (:mod:`.output`), its report and checksums (:mod:`.report`), how it
+stops on a signal (:mod:`.interrupt`), and the record formats' second pass (:mod:`.packing`).
 
 ``output``, ``report`` and ``interrupt`` import only the core (``imgtools.atomic``,
-``imgtools.locks``, ``imgtools.errors``, ``imgtools.runner``); ``packing`` sits above the
-formats and the conversion planner.
+``imgtools.locks``, ``imgtools.errors``, ``imgtools.runner``); ``slices``, ``packing`` and
+``units`` sit above the format interface (not the registry); ``engine`` above them all.
 """

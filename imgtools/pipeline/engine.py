@@ -215,6 +215,9 @@ def run_job(job: Job, opts: RunOptions, metadata: Metadata,
     ``counts_for_sidecar`` gives the per-split counts the format's sidecar lists (default:
     the splits that received records)."""
     started = time.time()
+    if job.transform.produces not in job.fmt.takes:
+        raise ValueError(f"the {job.fmt.name} writer takes {sorted(job.fmt.takes)}, not "
+                         f"the {job.transform.produces!r} that {job.transform} produces")
     job.fmt.check_options(job.format_options)  # before any work
     with claim_outputs(job.outputs, job.settings, job.inputs(), resume=opts.resume,
                        overwrite=opts.overwrite) as run:

@@ -8,7 +8,7 @@ While a run writes the outputs ``out/A`` (and ``out/B``, for a build of two size
         run.json                    the fingerprint: every setting and a digest of the inputs
         inputs.jsonl                the identity of every input file: [locator, size, mtime_ns]
         markers/                    one done-marker per finished shard task
-        work/                       scratch (downsampled builds keep their row files here)
+        work/                       scratch: parts of record formats and pickles, second-pass state
         A/  B/                      the outputs being written, under their final names
 
 When the run is complete, each output gets ``.imgtools-output.json`` (the manifest: the

@@ -1,0 +1,121 @@
+"""The one engine (:mod:`imgtools.pipeline.engine`): every command that writes a dataset is a
+job run by the same loop and the same shard worker; a transform and a writer must agree on
+what passes between them; a format's second pass runs through the same executor and markers."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+
+import pytest
+from conftest import build_dataset
+
+from imgtools.convert import convert
+from imgtools.downsample import DownsampleItem, downsample_dataset
+from imgtools.formats import get_format
+from imgtools.pipeline import engine
+from imgtools.pipeline.engine import Job, RunOptions, run_job
+from imgtools.pipeline.units import PlanUnit
+from imgtools.records import ClassInfo, DatasetInfo
+from imgtools.transforms.passthrough import Passthrough
+from imgtools.transforms.square import SquareRows
+
+
+@pytest.fixture
+def counted_shards(monkeypatch):
+    """Which kinds of work unit went through :func:`engine.run_shard`."""
+    seen: Counter[str] = Counter()
+    real = engine.run_shard
+
+    def counting(task):
+        seen[type(task.payload.unit).__name__ + "/" + task.payload.fmt.name] += 1
+        return real(task)
+
+    monkeypatch.setattr(engine, "run_shard", counting)
+    return seen
+
+
+def test_build_convert_and_downsampling_share_the_one_shard_worker(kaggle_tree, tmp_path,
+                                                                   counted_shards):
+    build_dataset("imagenette", kaggle_tree.src, tmp_path / "b", sizes=(64,), n_jobs=1)
+    built = tmp_path / "b" / "imagenette2-64"
+    convert(built, tmp_path / "c", "webdataset", quiet=True, n_jobs=1)
+    build_dataset("imagenette", kaggle_tree.src, tmp_path / "p", sizes=(8,), n_jobs=1,
+                  fmt="pickle", format_options={"batches": 2})
+    images = sorted(built.rglob("*.JPEG"))[:6]
+    info = DatasetInfo("six", [ClassInfo("n01440764", "tench")])
+    downsample_dataset([[DownsampleItem(str(p), "train", 0) for p in images]], tmp_path / "d",
+                       [8], info=info, batches=1, n_jobs=1, quiet=True)
+    assert set(counted_shards) == {"PlanUnit/folder", "SliceUnit/webdataset",
+                                   "PlanUnit/pickle"}
+    assert (tmp_path / "p" / "imagenette2_8x8" / "train_data_batch_2").is_file()
+    assert (tmp_path / "d" / "six_8x8" / "train_data_batch_1").is_file()
+
+
+def test_a_transform_the_writer_cannot_take_is_refused_before_anything_is_written(tmp_path):
+    info = DatasetInfo("x", [ClassInfo("n01440764", "tench")])
+    for transform, fmt in ((SquareRows((8,)), "folder"), (Passthrough(), "pickle")):
+        out = tmp_path / fmt
+        job = Job(outputs=[out], settings={}, inputs=lambda: [], units=lambda: [],
+                  transform=transform, fmt=get_format(fmt), info=info)
+        with pytest.raises(ValueError, match="writer takes"):
+            run_job(job, RunOptions(quiet=True), lambda outcome: [{}])
+        assert not out.exists() and not list(tmp_path.glob(".imgtools-run-*"))
+
+
+def test_a_skipped_image_is_listed_once_and_written_to_no_output(tmp_path):
+    """One unusable file among good ones: the shard skips it for every output (three sizes
+    here) and the summary lists it once, with its reason."""
+    good = tmp_path / "good.JPEG"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(good)
+    bad = tmp_path / "bad.JPEG"
+    bad.write_bytes(b"not a jpeg")
+    info = DatasetInfo("x", [ClassInfo("n01440764", "tench")])
+    items = [DownsampleItem(str(p), "train", 0) for p in (good, bad, good)]
+    unit = PlanUnit(items, "train", 0, 1)
+    roots = [tmp_path / f"parts{s}" for s in (8, 16, 32)]
+    spec = engine.ShardSpec(unit, SquareRows((8, 16, 32)), get_format("pickle"),
+                            tuple(map(str, roots)), info, {}, strict=False, hash_files=False)
+    summary = engine.run_shard(engine.ShardTask("train-00000", spec))
+    assert summary["n"] == 3 and summary["counts"] == {"n01440764": 2}
+    assert [s["path"] for s in summary["skipped"]] == [str(bad)]
+    for root, side in zip(roots, (8, 16, 32)):
+        assert (root / "train-00000.rows").stat().st_size == 2 * 3 * side * side
+
+
+def test_the_pickle_second_pass_resumes_from_its_own_markers(tmp_path, monkeypatch):
+    """A kill while the batch files are written: the finished files are kept (their markers
+    in the run folder), only the others are written again."""
+    from PIL import Image
+
+    from imgtools.formats import pickle_batches
+
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"img{i}.JPEG"
+        Image.new("RGB", (24 + i, 20), (i * 20, 0, 0)).save(p)
+        paths.append(p)
+    info = DatasetInfo("x", [ClassInfo("n01440764", "tench"), ClassInfo("n02102040", "dog")])
+    shards = [[DownsampleItem(str(p), "train", i % 2) for i, p in enumerate(paths)]]
+    run = functools.partial(downsample_dataset, shards, tmp_path / "out", [8], info=info,
+                            batches=4, n_jobs=1, quiet=True)
+    real = pickle_batches.write_batch
+    written: list[str] = []
+
+    def dies_on_third(task):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(task.shard_id)
+        return real(task)
+
+    monkeypatch.setattr(pickle_batches, "write_batch", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(pickle_batches, "write_batch",
+                        lambda task: written.append(task.shard_id) or real(task))
+    run(resume=True)
+    assert len(written) == 4  # 2 before the kill, the 2 others after it
+    assert sorted(p.name for p in (tmp_path / "out" / "x_8x8").glob("train_data_batch_*")) == \
+        [f"train_data_batch_{i}" for i in range(1, 5)]
