@@ -7,10 +7,13 @@ size or the user's ``shard_records``/``shard_bytes``), so the output is the same
 workers run it and however often it is resumed. Each output shard is one work unit
 (:class:`~imgtools.pipeline.units.SliceUnit`); records pass through untouched (same encoded
 bytes, label, split, file name), or are resized exactly as ``build --size`` does when ``size``
-asks (:class:`~imgtools.transforms.jpeg.ResizeJPEG`). An image that cannot be resized is an
-error naming it: a conversion has no "skip and report" list, so nothing may vanish from it
-silently. Memory is bounded by one output shard's buffering (Parquet row groups) plus the plan,
-which holds a few numbers per output shard, never per image.
+asks (:class:`~imgtools.transforms.jpeg.ResizeJPEG`). To pickle or npz (``--size N``), each
+image becomes the published resizer's N x N planar row
+(:class:`~imgtools.transforms.square.SquareRows`) and the pickle format's second pass makes the
+seeded shuffle, the train mean and the batch files, as ``build --format pickle`` does. An image
+that cannot be resized is an error naming it: a conversion has no "skip and report" list, so
+nothing may vanish from it silently. Memory is bounded by one output shard's buffering (Parquet
+row groups) plus the plan, which holds a few numbers per output shard, never per image.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ from imgtools.executors.base import Executor
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format
 from imgtools.formats.common import parse_size, split_sort_key
+from imgtools.formats.pickle_batches import (
+    OUTPUT_SPLITS,
+    PUBLISHED_SIZES,
+    check_pass_options,
+    check_sizes,
+)
 from imgtools.pipeline.engine import Job, Outcome, RunOptions, Totals, run_job
 from imgtools.pipeline.output import tree_inputs
 from imgtools.pipeline.report import run_report
@@ -36,6 +45,7 @@ from imgtools.runner import resolve_jobs
 from imgtools.transforms.base import Transform
 from imgtools.transforms.jpeg import RenderOptions, ResizeJPEG
 from imgtools.transforms.passthrough import Passthrough
+from imgtools.transforms.square import SquareRows
 
 
 def _check_paths(dst: Path, src: Path) -> None:
@@ -73,7 +83,8 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
     ``FORMAT.default_shard_records``/``default_shard_bytes``); ``max_shard_bytes`` is accepted as
     an alias of ``shard_bytes`` (the ``datasets.push_to_hub`` spelling). ``executor`` runs the
     scan and the shards (default: this machine with ``n_jobs`` workers). Other
-    ``format_options`` go to the output writer (TFRecord: ``schema``, ``compression``).
+    ``format_options`` go to the output writer (TFRecord: ``schema``, ``compression``; pickle
+    and npz: ``batches``, ``seed``, ``crop``, and ``size`` is the square side, 8 to 64).
 
     Returns a summary: ``{"from", "to", "src", "dst", "splits": {split: records},
     "records", "bytes_in", "bytes_out", "shards", "seconds", "records_per_s", "mb_per_s"}``.
@@ -81,16 +92,13 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
     src_fmt = get_format(src_format) if src_format else detect_format(src)
-    dst_fmt = get_format(to)
-    if not dst_fmt.writes:
-        raise UserError(f"converting to {dst_fmt.name} is not supported: its rows are made "
-                        "from source images by a build", path=dst,
-                        fix="build it from ImageNet with: imgtools build <dataset> --src ... "
-                            "--size 32 --format pickle (or npz)")
+    dst_fmt, format_options = _target(to, format_options)
     if size is not None and size <= 0:
         raise UserError(f"--size must be a positive number of pixels, not {size}")
     if "max_shard_bytes" in format_options:
         shard_bytes = format_options.pop("max_shard_bytes")
+    rows = ROWS in dst_fmt.takes
+    transform, seed = _transform(dst_fmt, size, format_options, shard_records, shard_bytes)
     read_options = read_options or {}
     src_fmt.check_options(read_options, "reader")
     dst_fmt.check_options(format_options)
@@ -109,23 +117,70 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
     if not plan:
         raise UserError("the input holds no records", path=src,
                         fix="check that this is the dataset you meant; nothing was written")
+    if rows:
+        _check_rows_target(plan, format_options, src)
 
-    settings = _settings(src, src_fmt.name, dst_fmt.name, size,
-                         {**format_options, **{f"read:{k}": v for k, v in read_options.items()}},
-                         plan)
-    transform: Transform = (ResizeJPEG(RenderOptions(sizes=(size,))) if size
-                            else Passthrough())
+    settings = _settings(src, src_fmt.name, to, size,
+                         {**format_options, **({"seed": seed, **transform.settings()}
+                                               if rows else {}),
+                          **{f"read:{k}": v for k, v in read_options.items()}}, plan)
     job = Job(outputs=[dst], settings=settings, inputs=functools.partial(tree_inputs, src),
               units=lambda: (SliceUnit(src_fmt, o) for o in plan), transform=transform,
-              fmt=dst_fmt, info=info, format_options=dict(format_options), second_pass=False,
+              fmt=dst_fmt, info=info, format_options=format_options, second_pass=rows,
+              per_output=[{"size": size, "seed": seed, "label_order": info.label_order}]
+              if rows else None,
               strict=True, total=sum(o.records for o in plan),
-              desc=f"{src_fmt.name} -> {dst_fmt.name}")
+              desc=f"{src_fmt.name} -> {to}")
     input_splits = {s.split for s in shards}
-    report = functools.partial(_report, src, dst, src_fmt, dst_fmt, size, settings, info,
+    report = functools.partial(_report, src, dst, src_fmt, to, size, settings, info,
                                len(plan), command or " ".join(sys.argv), started)
     return run_job(job, RunOptions(n_jobs, resume, overwrite, quiet, executor),
                    lambda outcome: [report(outcome)],
                    functools.partial(_split_counts, input_splits))
+
+
+ROWS = SquareRows.produces
+
+
+def _target(to: str, options: dict) -> tuple[Format, dict]:
+    """The output format and its options: ``npz`` is the pickle format in NumPy's container."""
+    if to == "npz":
+        return get_format("pickle"), {**options, "container": "npz"}
+    return get_format(to), dict(options)
+
+
+def _transform(fmt: Format, size: int | None, options: dict, shard_records: int | None,
+               shard_bytes: int | str | None) -> tuple[Transform, int | None]:
+    """What happens to each record, and the shuffle seed of a pickle output (``options``
+    loses the transform's own: ``seed``, ``crop``). An encoded-image writer gets the bytes
+    untouched, or resized as ``build --size`` does; a pickle's writer gets the published
+    resizer's square rows (:mod:`imgtools.transforms.square`), as ``build --format pickle``
+    makes them."""
+    if ROWS not in fmt.takes:
+        return (ResizeJPEG(RenderOptions(sizes=(size,))) if size else Passthrough()), None
+    if size is None:
+        raise UserError(f"--to {fmt.name} needs --size N: the side of its square images",
+                        fix=f"add --size 32 (published: {', '.join(map(str, PUBLISHED_SIZES))};"
+                            " any side from 8 to 64)")
+    if shard_records is not None or shard_bytes is not None:
+        raise UserError("--shard-records/--shard-bytes size record files; pickle and npz "
+                        "outputs are split into --batches files",
+                        fix="drop them (--batches N sets the number of train files)")
+    (side,) = check_sizes([size])
+    seed = options.pop("seed", 0)
+    return SquareRows((side,), crop=bool(options.pop("crop", False)), fast=False), seed
+
+
+def _check_rows_target(plan: list[OutputShard], options: dict, src: Path) -> None:
+    """Downsampled-ImageNet files hold train, val and unsup; anything else has no place there
+    (it would vanish), and the batch count must leave every train file an image."""
+    other = sorted({o.split for o in plan} - set(OUTPUT_SPLITS), key=split_sort_key)
+    if other:
+        raise UserError(f"split {other[0]!r} has no file in downsampled ImageNet's layout "
+                        f"(train_data_batch_*, val_data, unsup_data)", path=src,
+                        fix="convert to folder, tfrecord, webdataset or parquet, or rename "
+                            "the split to val")
+    check_pass_options(options, sum(o.records for o in plan if o.split == "train"))
 
 
 def _split_counts(input_splits: set, totals: Totals) -> dict[str, int]:
@@ -135,7 +190,7 @@ def _split_counts(input_splits: set, totals: Totals) -> dict[str, int]:
     return {s: counts[s] for s in sorted(counts, key=split_sort_key)}
 
 
-def _report(src: Path, dst: Path, src_fmt: Format, dst_fmt: Format, size: int | None,
+def _report(src: Path, dst: Path, src_fmt: Format, to: str, size: int | None,
             settings: dict, info: DatasetInfo, shards: int, command: str, started: float,
             outcome: Outcome) -> dict:
     seconds = time.perf_counter() - started
@@ -147,7 +202,8 @@ def _report(src: Path, dst: Path, src_fmt: Format, dst_fmt: Format, size: int | 
         options=settings["options"],
         classes=[{"wnid": c.wnid, "name": c.name} for c in info.classes],
         label_order=info.label_order,
-        **{"from": src_fmt.name}, to=dst_fmt.name, src=str(src), dst=str(dst),
+        labels="1-based (label index + 1)" if to in ("pickle", "npz") else None,
+        **{"from": src_fmt.name}, to=to, src=str(src), dst=str(dst),
         path=str(dst), size=size, totals=counts, splits=counts, records=records,
         bytes_in=bytes_in, bytes_out=outcome.totals.bytes_out, shards=shards,
         seconds=round(seconds, 3),

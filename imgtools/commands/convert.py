@@ -1,4 +1,5 @@
-"""``imgtools convert``: move a dataset between folder, TFRecord, WebDataset and Parquet."""
+"""``imgtools convert``: move a dataset between folder, TFRecord, WebDataset and Parquet, or
+make downsampled-ImageNet pickles/npz of it."""
 
 from __future__ import annotations
 
@@ -22,11 +23,8 @@ _DIRECTION = re.compile(r"^([a-z]+)-to-([a-z]+)$")
 def _direction(args: tuple[str, ...], to: str | None) -> tuple[str | None, str, str, str]:
     """(input format or None to detect, output format, src, dst) from the positional args."""
     def canonical(name: str, allowed: tuple[str, ...]) -> str:
-        name = ALIASES.get(name, name)
-        if name in ("pickle", "npz") and name not in allowed:
-            raise UserError(f"convert does not write {name}: downsampled ImageNet batches are "
-                            "made from the source images",
-                            fix=f"use imgtools build ... --format {name} --size 32")
+        if not (name == "npz" and name in allowed):  # npz output: the pickle format's container
+            name = ALIASES.get(name, name)
         if name not in allowed:
             raise UserError(f"unknown format {name!r}", fix=f"use one of: {', '.join(allowed)}")
         return name
@@ -74,6 +72,13 @@ def _direction(args: tuple[str, ...], to: str | None) -> tuple[str | None, str, 
               help="TFRecord input: feature holding the integer label. [default: detected]")
 @click.option("--filename-key", default=None,
               help="TFRecord input: feature holding the file name or id. [default: detected]")
+@click.option("--batches", type=click.IntRange(1), default=None,
+              help="pickle/npz output: number of train_data_batch files. [default: 10]")
+@click.option("--seed", type=int, default=None,
+              help="pickle/npz output: seed of the train shuffle. [default: 0]")
+@click.option("--crop", is_flag=True,
+              help="pickle/npz output: keep the aspect ratio with a centre crop instead of "
+                   "squashing.")
 @click.option("-j", "--jobs", "n_jobs", type=int, default=0,
               help="Parallel workers (0 = all cores).")
 @executor_options
@@ -89,13 +94,17 @@ def _direction(args: tuple[str, ...], to: str | None) -> tuple[str | None, str, 
 def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size: int | None,
             shard_records: int | None, shard_bytes: str | None, schema: str | None,
             compression: str | None, image_key: str | None, label_key: str | None,
-            filename_key: str | None, n_jobs: int, executor: str | None,
+            filename_key: str | None, batches: int | None, seed: int | None, crop: bool,
+            n_jobs: int, executor: str | None,
             scheduler: str | None, resume: bool, overwrite: bool,
             quiet: bool, as_json: bool) -> None:
     """Convert a dataset to another format, losslessly.
 
     The input format is detected; image bytes, labels, class names, splits (train, val,
     unsup) and file names are carried over untouched unless --size asks for a resize.
+    --to pickle or npz makes downsampled-ImageNet files (Imagenet32-style): --size N is then
+    the square side (8-64), pixels as the published resizer makes them, train shuffled
+    with --seed and split into --batches files with the mean image.
     Work runs in parallel by output shard; every file appears atomically, and --resume
     finishes an interrupted run with the same bytes an uninterrupted one gives.
 
@@ -104,6 +113,7 @@ def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size:
     imgtools convert tfrecord-to-webdataset flowers/tfrecords-jpeg-224x224 flowers-wds
     imgtools convert out/imagenette2-320-wds out/imagenette2-320-parquet --to parquet
     imgtools convert folder-to-tfrecord out/imagewoof2-160 tfr --schema slim --compression gzip
+    imgtools convert out/imagenette2-320 out/imagenette_32x32 --to pickle --size 32
 
     Exit codes: 0 done, 2 bad input (unknown format, corrupt or empty input, existing DST).
     """
@@ -121,7 +131,13 @@ def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size:
                         fix="drop them, or use --to tfrecord")
     read_options = {k: v for k, v in (("image_key", image_key), ("label_key", label_key),
                                       ("filename_key", filename_key)) if v}
-    writer_options = {}
+    writer_options: dict = {}
+    if dst_fmt in ("pickle", "npz"):
+        writer_options.update({k: v for k, v in (("batches", batches), ("seed", seed),
+                                                 ("crop", crop)) if v})
+    elif batches is not None or seed is not None or crop:
+        raise UserError("--batches, --seed and --crop apply to pickle/npz output only",
+                        fix="drop them, or use --to pickle (or npz) with --size N")
     if schema:
         writer_options["schema"] = schema
     if compression and compression != "none":

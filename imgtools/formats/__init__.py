@@ -25,12 +25,14 @@ _FORMAT_MODULES = {
     "pickle": "imgtools.formats.pickle",
 }
 FORMAT_NAMES = tuple(_FORMAT_MODULES)
-BUILD_ONLY = frozenset({"pickle"})
-"""Formats whose writer needs a whole-split pass (mean, shuffle, batches): ``build`` makes
-them from source images, ``convert`` reads but does not write them (``Format.writes``)."""
-CONVERT_TARGETS = tuple(n for n in FORMAT_NAMES if n not in BUILD_ONLY)
-BUILD_FORMATS = (*FORMAT_NAMES, "npz")
-"""``build --format`` choices: npz is the pickle format's NumPy container."""
+ROWS_ONLY = frozenset({"pickle"})
+"""Formats whose writer takes square pixel rows, not encoded images (``Format.takes``): made by
+``build --format pickle|npz`` or ``convert --to pickle|npz --size N``, never losslessly."""
+LOSSLESS_TARGETS = tuple(n for n in FORMAT_NAMES if n not in ROWS_ONLY)
+"""Formats a conversion writes with every image's bytes untouched."""
+CONVERT_TARGETS = (*FORMAT_NAMES, "npz")
+BUILD_FORMATS = CONVERT_TARGETS
+"""``build --format`` / ``convert --to`` choices: npz is the pickle format's NumPy container."""
 ALIASES = {"wds": "webdataset", "tfrec": "tfrecord", "jpeg": "folder", "npz": "pickle",
            "hf": "parquet"}
 

@@ -118,8 +118,6 @@ class Format(ABC):
     """Keyword options :meth:`open_writer` accepts besides :data:`COMMON_WRITER_OPTIONS`."""
     default_shard_records: int | None = None
     default_shard_bytes: int | None = None
-    writes: bool = True
-    """False for a format ``convert`` cannot write (pickles are made from images only)."""
     takes: frozenset[str] = frozenset({"jpeg", "as-input"})
     """What its writer takes (:data:`imgtools.transforms.base.PRODUCTS`): encoded images, or
     a pickle's raw rows. The engine refuses a job whose transform makes something else."""

@@ -9,9 +9,9 @@ Records come out with 0-based labels and PNG-encoded pixels (lossless, so ``conv
 Pickles are loaded with an allow-list unpickler: a pickle can run arbitrary code, and a dataset
 downloaded from somewhere should not be able to. Writing (:mod:`.pickle_batches`) is in two
 passes: work shards write parts of square rows, and the format's second pass makes the shuffled
-batches and the train mean. The rows come from the build's
-:class:`~imgtools.transforms.square.SquareRows` transform, so ``convert`` (whose records are
-encoded images) does not write this format.
+batches and the train mean. The rows come from the
+:class:`~imgtools.transforms.square.SquareRows` transform, which ``build --format pickle|npz``
+and ``convert --to pickle|npz --size N`` put before this writer.
 """
 
 from __future__ import annotations
@@ -163,7 +163,6 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 class PickleFormat(Format):
     name = "pickle"
-    writes = False  # takes square rows, which only a build makes (module docstring)
     takes = frozenset({"planar-rows"})
     writes_parts = True
     pass_options = frozenset({"batches", "container"})

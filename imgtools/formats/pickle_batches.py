@@ -115,12 +115,18 @@ class RowPartWriter(ShardWriter):
 
     def __init__(self, root: Path, split: str, index: int):
         root.mkdir(parents=True, exist_ok=True)
+        self.split = split
         self.paths = [root / f"{split}-{index:05d}{ext}" for ext in (ROWS, LABELS)]
         self.tmps = [tmp_path_for(p) for p in self.paths]
         self.rows = open(self.tmps[0], "wb")  # noqa: SIM115 - closed in close()/abort()
         self.labels = array.array("q")
 
     def write(self, record: Record) -> None:
+        if record.label is None and self.split != "unsup":
+            raise UserError(f"{record.filename!r} (split {self.split}) has no label, and "
+                            "downsampled-ImageNet files give every train and val image one",
+                            fix="convert the labelled dataset, or name the unlabelled split "
+                                "unsup")
         self.rows.write(record.image)
         self.labels.append(-1 if record.label is None else record.label)
 

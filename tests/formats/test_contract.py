@@ -15,7 +15,7 @@ import imgtools.pipeline.units as units_module
 from imgtools.build import BuildOptions, build
 from imgtools.convert import convert
 from imgtools.errors import UserError
-from imgtools.formats import BUILD_ONLY, CONVERT_TARGETS, FORMAT_NAMES, detect_format, get_format
+from imgtools.formats import FORMAT_NAMES, LOSSLESS_TARGETS, ROWS_ONLY, detect_format, get_format
 from imgtools.formats.base import Format
 from imgtools.inspect import verify
 from imgtools.plan import make_plan
@@ -47,11 +47,11 @@ def test_the_registry_declares_what_each_format_can_do():
     for name in FORMAT_NAMES:
         fmt = get_format(name)
         assert isinstance(fmt, Format) and fmt.name == name
-        assert fmt.writes == (name not in BUILD_ONLY)
-    assert set(CONVERT_TARGETS) == set(FORMAT_NAMES) - BUILD_ONLY
+        assert ("as-input" in fmt.takes) == (name not in ROWS_ONLY)
+    assert set(LOSSLESS_TARGETS) == set(FORMAT_NAMES) - ROWS_ONLY
 
 
-@pytest.mark.parametrize("fmt", CONVERT_TARGETS)
+@pytest.mark.parametrize("fmt", LOSSLESS_TARGETS)
 def test_round_trip_is_lossless(fmt, folder, tmp_path):
     convert(folder, tmp_path / fmt, fmt, quiet=True, n_jobs=1, shard_records=9)
     assert detect_format(tmp_path / fmt).name == fmt
@@ -64,21 +64,21 @@ def test_round_trip_is_lossless(fmt, folder, tmp_path):
     assert listed == set((folder / "SHA256SUMS").read_text().splitlines())
 
 
-@pytest.mark.parametrize("fmt", CONVERT_TARGETS)
+@pytest.mark.parametrize("fmt", LOSSLESS_TARGETS)
 def test_bytes_do_not_depend_on_the_worker_count(fmt, folder, tmp_path):
     convert(folder, tmp_path / "one", fmt, quiet=True, n_jobs=1, shard_records=9)
     convert(folder, tmp_path / "two", fmt, quiet=True, n_jobs=2, shard_records=9)
     assert data(tmp_path / "one") == data(tmp_path / "two")
 
 
-@pytest.mark.parametrize("fmt", CONVERT_TARGETS)
+@pytest.mark.parametrize("fmt", LOSSLESS_TARGETS)
 def test_an_unknown_writer_option_is_an_error_before_any_work(fmt, folder, tmp_path):
     with pytest.raises(UserError, match="no option 'shcema'"):
         convert(folder, tmp_path / "x", fmt, quiet=True, n_jobs=1, shcema="tfds")
     assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("fmt", CONVERT_TARGETS)
+@pytest.mark.parametrize("fmt", LOSSLESS_TARGETS)
 def test_an_aborted_shard_leaves_nothing(fmt, folder, tmp_path):
     reader = detect_format(folder)
     info = reader.read_info(folder)
@@ -100,7 +100,7 @@ def _largest_data_file(root: Path) -> Path:
                key=lambda p: p.stat().st_size)
 
 
-@pytest.mark.parametrize("fmt", CONVERT_TARGETS)
+@pytest.mark.parametrize("fmt", LOSSLESS_TARGETS)
 @pytest.mark.parametrize("damage", ["truncated", "corrupted"])
 def test_verify_finds_a_damaged_file(fmt, damage, folder, tmp_path):
     dst = tmp_path / fmt
@@ -125,7 +125,7 @@ class _Killed(BaseException):
     """A kill inside a shard, after some records were written."""
 
 
-@pytest.mark.parametrize("fmt", CONVERT_TARGETS)
+@pytest.mark.parametrize("fmt", LOSSLESS_TARGETS)
 def test_a_kill_mid_shard_then_resume_gives_identical_bytes(fmt, folder, tmp_path,
                                                              monkeypatch):
     convert(folder, tmp_path / "clean", fmt, quiet=True, n_jobs=1, shard_records=9)
