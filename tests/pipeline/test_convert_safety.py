@@ -186,13 +186,15 @@ def test_push_hub_refuses_an_unfinished_build_among_finished_ones(tmp_path):
         find_configs(tmp_path / "out")
 
 
-def test_convert_to_pickle_points_at_build(tmp_path):
+def test_convert_to_pickle_without_a_size_asks_for_the_square_side(tmp_path):
+    """Pickles were build-only; now convert makes them too (tests/formats/
+    test_convert_to_pickle.py), and without --size it says which side to give."""
     from conftest import run_cli
 
     src = make_folder(tmp_path / "tiny")
     proc = run_cli("convert", src, tmp_path / "out", "--to", "pickle", check=False)
     assert proc.returncode == 2
-    assert "--format pickle" in proc.stderr
+    assert "--size 32" in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_a_class_folder_cut_into_many_shards_is_read_once(tmp_path, monkeypatch):
