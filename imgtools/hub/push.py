@@ -58,7 +58,8 @@ from imgtools.hub.layout import (
     stage_parquet,
     summarize_staged,
 )
-from imgtools.inspect import channel_stats, preview
+from imgtools.inspect.preview import preview
+from imgtools.inspect.stats import channel_stats
 from imgtools.metadata.croissant import hub_croissant
 
 COMMIT_RETRIES = 3
