@@ -41,13 +41,13 @@ from typing import TypeVar
 from imgtools.atomic import atomic_write_bytes, atomic_write_text
 from imgtools.errors import RemoteError, UserError
 from imgtools.hub.card import (
-    CardContext,
     build_card,
     owned_asset_patterns,
     preview_asset_paths,
-    published_class_names,
     split_front_matter,
 )
+from imgtools.hub.card_sections import CardContext
+from imgtools.hub.card_yaml import published_class_names
 from imgtools.hub.layout import (
     DEFAULT_MAX_SHARD_BYTES,
     ConfigSource,
