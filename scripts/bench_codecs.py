@@ -44,8 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from imgtools.downsample import RowSource, downsample_file, write_npz_batch, write_pickle_batch  # noqa: E402,I001
-from imgtools.formats import tfrecord_example as tfr_example  # noqa: E402
-from imgtools.formats import tfrecord_framing as tfr_framing  # noqa: E402
+from imgtools.formats import tfrecord as tfr  # noqa: E402
 from imgtools.formats.base import InputShard  # noqa: E402
 from imgtools.formats.webdataset import FORMAT as WDS, WebDatasetShardWriter  # noqa: E402
 from imgtools.records import ClassInfo, DatasetInfo, Record  # noqa: E402
@@ -155,8 +154,7 @@ def write_handwritten(records: list[Record], path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for r in records:
-            tfr_framing.write_all(fd, tfr_framing.frame_parts(
-                encode_example(tfr_example.example_features(r, "tfds"))))
+            tfr.write_all(fd, tfr.frame_parts(encode_example(tfr.example_features(r, "tfds"))))
     finally:
         os.close(fd)
 
@@ -167,8 +165,8 @@ def write_protobuf(records: list[Record], path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for r in records:
-            payload = tfr_example.serialize_example(tfr_example.example_features(r, "tfds"))
-            tfr_framing.write_all(fd, tfr_framing.frame_parts([payload]))
+            payload = tfr.serialize_example(tfr.example_features(r, "tfds"))
+            tfr.write_all(fd, tfr.frame_parts([payload]))
     finally:
         os.close(fd)
 
