@@ -15,7 +15,8 @@ from imgtools.executors.base import Executor
 from imgtools.formats import detect_format, get_format
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import dataset_root
-from imgtools.formats.webdataset import WIDS_SUFFIX, count_samples
+from imgtools.formats.tar_codec import count_samples
+from imgtools.formats.webdataset import WIDS_SUFFIX
 from imgtools.inspect.checksums import (
     build_info_checksums_and_counts,
     check_checksums,
