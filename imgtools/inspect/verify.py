@@ -1,6 +1,6 @@
 """``imgtools verify``: decode every image, check labels, each format's container integrity,
 the counts in the dataset's metadata, the ``wids`` shard indexes and the sha256 checksums
-recorded at build time. Findings are listed (capped per shard, all counted), never raised."""
+recorded at build time. Damage found is listed (capped per shard, all counted), not raised."""
 
 from __future__ import annotations
 
