@@ -39,7 +39,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from make_corpus_tree import corpus_photos  # noqa: E402
 
-from imgtools.demo_tree import IMAGENETTE_WNIDS, load_clsloc, write_devkit_meta  # noqa: E402
+from imgtools.demo_classmaps import load_clsloc, write_devkit_meta  # noqa: E402
+from imgtools.demo_tree import IMAGENETTE_WNIDS  # noqa: E402
 
 _IN_PROCESS = """
 import sys

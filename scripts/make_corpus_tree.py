@@ -60,7 +60,8 @@ def place(source: Path, target: Path, copy: bool) -> None:
 def make_corpus_tree(out: Path, corpus: Path, images: int, wnids: list[str], layout: str,
                      val_every: int = 4, copy: bool = False) -> dict[str, int]:
     """Write the tree; returns {"train": n, "val": n}."""
-    from imgtools.demo_tree import KAGGLE_DATA_DIR, write_devkit_meta, write_kaggle_meta
+    from imgtools.demo_classmaps import write_devkit_meta, write_kaggle_meta
+    from imgtools.demo_tree import KAGGLE_DATA_DIR
 
     if out.exists() and any(out.iterdir()):
         sys.exit(f"error: {out}: output folder is not empty\n  what to do: pass a new folder")

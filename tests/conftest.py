@@ -173,7 +173,7 @@ def pack_archives(tree, out: Path, inner=inner_tar) -> Path:
 def pack_kaggle_zip(tree, path: Path) -> Path:
     """imagenet-object-localization-challenge.zip: ILSVRC/Data/CLS-LOC/{train,val} and the
     LOC_*.{txt,csv} files at its top (val labels from the tree's ground truth)."""
-    from imgtools.demo_tree import write_kaggle_meta
+    from imgtools.demo_classmaps import write_kaggle_meta
 
     meta = path.parent / "kaggle-meta"
     meta.mkdir(parents=True, exist_ok=True)

@@ -1,22 +1,9 @@
 """TFRecord: ``tf.train.Example`` records, the format TensorFlow input pipelines read.
 
-Three feature-key conventions are in use and all three are read and written:
-
-========  ===================  =====================  ================  =========================
-schema    image                label                  file name         also written
-========  ===================  =====================  ================  =========================
-tfds      ``image``            ``label``              ``file_name``
-slim      ``image/encoded``    ``image/class/label``  ``image/filename`` ``image/format``,
-                                                                         ``image/height``/``width``,
-                                                                         ``image/class/synset``,
-                                                                         ``image/class/text``
-flowers   ``image``            ``class``              ``id`` (the key)   ``file_name`` (the name)
-========  ===================  =====================  ================  =========================
-
-Labels are 0-based in every schema (slim's flowers converter does the same; Inception's ImageNet
-converter used 1..1000 - name the key and subtract yourself if you read such files elsewhere).
-Unlabelled records (``unsup``) get label -1, or no ``class`` feature in the flowers schema (as
-the Kaggle test split has none).
+This module is the format (finding, reading and writing shards); its parts are
+:mod:`~imgtools.formats.tfrecord_framing` (records on disk, their CRCs and the ``.index``
+files) and :mod:`~imgtools.formats.tfrecord_example` (the three feature-key schemas - tfds,
+slim, flowers - and the Example codec).
 
 Files are ``<split>.tfrecord-00000-of-00016`` (``.gz`` added for GZIP), each with an index
 ``<file>.index`` in the ``tfrecord2idx`` format of the ``tfrecord`` package (``offset length``
@@ -39,247 +26,42 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import crc32c
-
 from imgtools.atomic import TMP_PREFIX, atomic_write_text, naming_errors, tmp_path_for
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter, files_named
 from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
+from imgtools.formats.tfrecord_example import (
+    DEFAULT_SCHEMA,
+    FLOWERS_NAME,
+    SCHEMAS,
+    check_label_key,
+    detect_schema,
+    example_features,
+    keys_for,
+    parse_example,
+    serialize_example,
+)
+from imgtools.formats.tfrecord_framing import (
+    frame_parts,
+    index_problems,
+    iter_frames,
+    masked_crc,
+    open_records,
+    scan_lengths,
+    write_all,
+)
 from imgtools.metadata.croissant import write_croissant
 from imgtools.metadata.tfds import tfds_readable, write_tfds_metadata
 from imgtools.pipeline.packing import PackedParts
 from imgtools.records import DatasetInfo, Record, plain_filename, safe_key
 
-SCHEMAS: dict[str, dict[str, str]] = {
-    "tfds": {"image": "image", "label": "label", "filename": "file_name"},
-    "slim": {"image": "image/encoded", "label": "image/class/label",
-             "filename": "image/filename", "format": "image/format",
-             "height": "image/height", "width": "image/width",
-             "synset": "image/class/synset", "text": "image/class/text"},
-    "flowers": {"image": "image", "label": "class", "filename": "id"},
-}
-DEFAULT_SCHEMA = "tfds"
-
 _NAME = re.compile(r"(\.tfrecords?(-\d+-of-\d+)?|\.tfrec|^[a-z]+-\d{5}-of-\d{5})(\.gz)?$")
-_GZIP_MAGIC = b"\x1f\x8b"
-_HEADER = struct.Struct("<QI")
-_CRC = struct.Struct("<I")
-_MASK_DELTA = 0xA282EAD8
-
-
-def masked_crc(data: bytes) -> int:
-    """TFRecord's masked CRC-32C (Castagnoli): rotate right 15 bits, add a constant."""
-    return _mask(crc32c.crc32c(data))
-
-
-def _mask(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-def frame_parts(payload: list[bytes]) -> list[bytes]:
-    """One record on disk (length, its CRC, payload, payload's CRC) as a list of pieces, the
-    payload's pieces included as they are: a writer hands them to ``writev``, so an image is
-    never copied into a new buffer. The CRC runs over the pieces in turn."""
-    size = sum(len(p) for p in payload)
-    crc = 0
-    for piece in payload:
-        crc = crc32c.crc32c(piece, value=crc)
-    length = struct.pack("<Q", size)
-    return [length + _CRC.pack(masked_crc(length)), *payload, _CRC.pack(_mask(crc))]
-
-
-def write_all(fd: int, parts: list[bytes]) -> None:
-    """``os.writev`` until every byte is written (a regular file rarely takes less, but may)."""
-    views = [memoryview(p) for p in parts]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
 
 
 def is_tfrecord_file(path: Path) -> bool:
     name = path.name
     return (path.is_file() and not name.startswith((".", TMP_PREFIX))
             and bool(_NAME.search(name)))
-
-
-def _open(path: Path) -> BinaryIO:
-    f = open(path, "rb")  # noqa: SIM115 - returned to the caller, closed there
-    if f.read(2) == _GZIP_MAGIC:
-        f.close()
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    f.seek(0)
-    return f
-
-
-def _read_exact(f: BinaryIO, n: int, path: Path, offset: int, what: str) -> bytes:
-    try:
-        data = f.read(n)
-    except (EOFError, gzip.BadGzipFile, OSError) as e:
-        raise CorruptDataError(f"truncated or damaged GZIP stream while reading {what}: {e}",
-                               path=path, offset=offset,
-                               fix="the file was cut short or damaged; copy it again") from e
-    if len(data) != n:
-        raise CorruptDataError(f"truncated record: {what} needs {n} bytes, the file has "
-                               f"{len(data)} left", path=path, offset=offset,
-                               fix="the file was cut short (interrupted copy or download?); "
-                                   "copy it again or regenerate it")
-    return data
-
-
-def _read_length(f: BinaryIO, path: Path, offset: int, check_crc: bool,
-                 what: str = "") -> int | None:
-    """The payload length from the 12-byte record header at ``offset``; None at a clean end
-    of file. A short header or (when asked) a bad length CRC is a :class:`CorruptDataError`."""
-    try:
-        head = f.read(_HEADER.size)
-    except (EOFError, OSError) as e:
-        raise CorruptDataError(f"damaged GZIP stream: {e}", path=path, offset=offset,
-                               fix="copy the file again") from e
-    if not head:
-        return None
-    if len(head) != _HEADER.size:
-        raise CorruptDataError("truncated record header", path=path, offset=offset,
-                               fix="the file was cut short; copy it again")
-    length, length_crc = _HEADER.unpack(head)
-    if check_crc and masked_crc(head[:8]) != length_crc:
-        raise CorruptDataError(
-            f"{what}length CRC mismatch (not a TFRecord file, or damaged)",
-            path=path, offset=offset, fix="copy the file again or regenerate it")
-    return length
-
-
-def iter_frames(path: Path, skip: int = 0, check_crc: bool = True) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(offset, payload)`` of every record after the first ``skip`` (which are stepped
-    over by seeking, without reading their payloads), checking both CRCs."""
-    with _open(path) as f:
-        offset = 0
-        index = 0
-        while True:
-            length = _read_length(f, path, offset, check_crc, f"record {index}: ")
-            if length is None:
-                return
-            if index < skip:
-                _skip(f, length + 4, path, offset)
-            else:
-                payload = _read_exact(f, length, path, offset, f"record {index}")
-                crc = _read_exact(f, 4, path, offset, f"record {index} CRC")
-                if check_crc and masked_crc(payload) != _CRC.unpack(crc)[0]:
-                    raise CorruptDataError(f"record {index}: data CRC mismatch", path=path,
-                                           offset=offset,
-                                           fix="the file is damaged; copy it again or "
-                                               "regenerate it")
-                yield offset, payload
-            offset += _HEADER.size + length + 4
-            index += 1
-
-
-def _skip(f: BinaryIO, n: int, path: Path, offset: int) -> None:
-    if isinstance(f, gzip.GzipFile):
-        _read_exact(f, n, path, offset, "a skipped record")
-        return
-    end = f.seek(n, os.SEEK_CUR)
-    if end > os.fstat(f.fileno()).st_size:
-        raise CorruptDataError("truncated record", path=path, offset=offset,
-                               fix="the file was cut short; copy it again")
-
-
-def scan_lengths(path: Path) -> Iterator[tuple[int, int]]:
-    """``(offset, payload length)`` of every record from the headers alone (length CRC checked;
-    a truncated last record is detected from the file size)."""
-    size = path.stat().st_size
-    with _open(path) as f:
-        gz = isinstance(f, gzip.GzipFile)
-        offset = 0
-        while True:
-            length = _read_length(f, path, offset, check_crc=True)
-            if length is None:
-                return
-            end = offset + _HEADER.size + length + 4
-            if gz:
-                _read_exact(f, length + 4, path, offset, "a record")
-            elif end > size:
-                raise CorruptDataError(f"truncated record: needs {end - offset} bytes, the file "
-                                       f"has {size - offset} left", path=path, offset=offset,
-                                       fix="the file was cut short; copy it again")
-            else:
-                f.seek(length + 4, os.SEEK_CUR)
-            yield offset, length
-            offset = end
-
-
-# ------------------------------------------------------------------------------- Example protos
-
-
-def _example_pb2():
-    from tfrecord import example_pb2
-
-    return example_pb2
-
-
-def parse_example(payload: bytes, path: Path, offset: int) -> dict:
-    """``{key: first value}`` of a serialized ``tf.train.Example`` (bytes or int)."""
-    try:
-        example = _example_pb2().Example.FromString(payload)
-    except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass
-        raise CorruptDataError(f"record is not a tf.train.Example: {e}", path=path,
-                               offset=offset, fix="is this a TFRecord of images?") from e
-    out: dict = {}
-    for key, feature in example.features.feature.items():
-        kind = feature.WhichOneof("kind")
-        values = getattr(feature, kind).value if kind else []
-        out[key] = values[0] if len(values) else None
-    return out
-
-
-FLOWERS_NAME = "file_name"
-"""The feature our flowers-schema records add beside ``id``: the original file name."""
-
-
-def detect_schema(keys: set[str]) -> str | None:
-    if "image/encoded" in keys:
-        return "slim"
-    if "image" in keys and "class" in keys and "label" not in keys:
-        return "flowers"
-    if "image" in keys:
-        return "tfds" if "label" in keys or "id" not in keys else "flowers"
-    return None
-
-
-_LABEL_LIKE = re.compile(r"label|class|cls|target|categor", re.IGNORECASE)
-_NOT_LABEL = re.compile(r"height|width|channel|size|shape|offset", re.IGNORECASE)
-
-
-def _check_label_key(files: list[Path], options: dict) -> None:
-    """Refuse to read labelled records as unlabelled: when the first record lacks the label
-    key (the schema's, or tfds' ``label`` after ``--image-key``) but holds an integer feature
-    that looks like a label, every label would silently become "none"."""
-    label_key = _keys_for(options)["label"]
-    for file in files:
-        for offset, payload in iter_frames(file):
-            feats = parse_example(payload, file, offset)
-            if label_key in feats:
-                return
-            ints = sorted(k for k, v in feats.items() if type(v) is int and (
-                _LABEL_LIKE.search(k) or ("image_key" in options and not _NOT_LABEL.search(k))))
-            if ints:
-                raise UserError(
-                    f"the records have no label feature {label_key!r}, but integer features "
-                    f"{', '.join(ints)}: read as they are, every label would be lost",
-                    path=file, fix=f"name the label with --label-key {ints[0]} (or "
-                                   "--label-key none to read the records as unlabelled)")
-            return
-
-
-def _keys_for(options: dict) -> dict[str, str]:
-    keys = dict(SCHEMAS[options.get("schema", DEFAULT_SCHEMA)])
-    for field in ("image", "label", "filename"):
-        if options.get(f"{field}_key"):
-            keys[field] = options[f"{field}_key"]
-    return keys
 
 
 # ---------------------------------------------------------------------------------- the format
@@ -327,7 +109,7 @@ class TFRecordFormat(PackedParts, Format):
                             fix="expected files named *.tfrecord*, *.tfrec or "
                                 "train-00000-of-00016")
         if "label_key" not in options:  # a key the user named is theirs to choose
-            _check_label_key(files, {**self._schema_of(path), **options})
+            check_label_key(files, {**self._schema_of(path), **options})
         options = {**self._schema_of(path), **options}
         base = path if path.is_dir() else path.parent
         return [InputShard(str(f), split_from_name(str(f.relative_to(base))), options)
@@ -346,7 +128,7 @@ class TFRecordFormat(PackedParts, Format):
         """Foreign TFRecords carry only integer labels: one pass over the records finds them
         (and TF-slim's class texts/synsets, when written)."""
         for shard in self.input_shards(path, **options):
-            keys = _keys_for(shard.options)
+            keys = keys_for(shard.options)
             for offset, payload in iter_frames(Path(shard.path)):
                 feats = parse_example(payload, Path(shard.path), offset)
                 text, synset = feats.get("image/class/text"), feats.get("image/class/synset")
@@ -365,7 +147,7 @@ class TFRecordFormat(PackedParts, Format):
     def read_range(self, shard: InputShard, info: DatasetInfo, start: int,
                    stop: int | None, offset: int | None = None) -> Iterator[Record]:
         path = Path(shard.path)
-        keys = _keys_for(shard.options)
+        keys = keys_for(shard.options)
         split = shard.split or "train"
         index = start
         for offset, payload in iter_frames(path, skip=start):
@@ -421,7 +203,7 @@ class TFRecordFormat(PackedParts, Format):
         problems = []
         offset = 0
         framing: list[tuple[int, int]] = []
-        with _open(path) as f:
+        with open_records(path) as f:
             while True:
                 head = f.read(12)
                 if not head:
@@ -447,7 +229,7 @@ class TFRecordFormat(PackedParts, Format):
                 framing.append((offset, 16 + length))
                 offset += 16 + length
         if not problems:
-            problems += _index_problems(path, framing)
+            problems += index_problems(path, framing)
         return problems
 
     def shard_path(self, root: Path, split: str, shard_index: int, num_shards: int,
@@ -486,67 +268,6 @@ class TFRecordFormat(PackedParts, Format):
         super().finalize(root, info, counts)
         write_croissant(root, info, self.name, [s for s, n in counts.items() if n])
 
-
-def example_features(record: Record, schema: str) -> dict[str, tuple[object, str]]:
-    """The ``tfrecord`` package's ``datum`` (``{key: (value, "byte"|"int")}``) of a record."""
-    keys = SCHEMAS[schema]
-    label = record.label if record.label is not None else -1
-    if schema == "flowers":
-        # ``id`` is the competition's extension-less id; ``file_name`` (the TFDS key, which
-        # Kaggle's parsing spec ignores) keeps the real name, so nothing is dropped.
-        datum: dict[str, tuple[object, str]] = {"image": (record.image, "byte"),
-                                                "id": (record.key.encode(), "byte"),
-                                                FLOWERS_NAME: (record.filename.encode(), "byte")}
-        if record.label is not None:
-            datum["class"] = (label, "int")
-        return datum
-    datum = {keys["image"]: (record.image, "byte"), keys["label"]: (label, "int"),
-             keys["filename"]: (record.filename.encode(), "byte")}
-    if schema == "slim":
-        from PIL import Image
-
-
-        try:
-            width, height = Image.open(io.BytesIO(record.image)).size
-        except (OSError, ValueError) as e:
-            raise CorruptDataError(f"cannot read the size of image {record.filename!r}: {e}",
-                                   fix="the slim schema stores image/height and image/width; "
-                                       "use --schema tfds, or drop the damaged image") from e
-        ext = image_ext(record.image, record.filename)
-        datum["image/format"] = ({"jpg": b"jpeg"}.get(ext, ext.encode()), "byte")
-        datum["image/height"] = (height, "int")
-        datum["image/width"] = (width, "int")
-        if record.wnid:
-            datum["image/class/synset"] = (record.wnid.encode(), "byte")
-        if record.class_name:
-            datum["image/class/text"] = (record.class_name.encode(), "byte")
-    return datum
-
-
-def serialize_example(datum: dict[str, tuple[object, str]]) -> bytes:
-    """The ``tf.train.Example`` holding ``datum`` (the ``tfrecord`` package's convention, one
-    bytes or int64 value per feature), serialized by protobuf *deterministically* (map entries
-    sorted by key), so the same records give the same bytes on every run.
-
-    protobuf, not a hand-written encoder: ``scripts/bench_codecs.py`` measured imgtools' former
-    zero-copy encoder (now kept in that script) against this, framed and written to a file, on
-    the corpus photos with protobuf 7.36 (upb), CPU per image, best of 15 interleaved runs on 2
-    shared cores: 0.051 vs 0.039 ms at 35 KB (the hand-written one 1.3x slower) and 0.094 vs
-    0.088 ms at 110 KB (level). Copying the image once into upb's arena costs less than the
-    Python-level encoding it saved.
-    """
-    example = _example_pb2().Example()
-    features = example.features.feature
-    for key, (value, kind) in datum.items():
-        # Filled in place: passing submessages to constructors copies each (and the image)
-        # once per level, which made protobuf 7x slower on a 110 KB image.
-        if kind == "byte":
-            features[key].bytes_list.value.append(value)
-        elif kind == "int":
-            features[key].int64_list.value.append(value)
-        else:  # pragma: no cover - example_features only makes the two kinds above
-            raise ValueError(kind)
-    return example.SerializeToString(deterministic=True)
 
 
 class TFRecordShardWriter(ShardWriter):
@@ -605,26 +326,3 @@ class TFRecordShardWriter(ShardWriter):
 
 
 FORMAT = TFRecordFormat()
-
-
-def _index_problems(path: Path, framing: list[tuple[int, int]]) -> list[dict]:
-    """The shard's ``tfrecord2idx`` index (``<file>.index``: ``offset length`` per record) must
-    hold exactly the records' framing: the ``tfrecord`` reader seeks by it, so an index copied
-    from another shard makes it read garbage or the wrong records."""
-    index = path.with_name(path.name + ".index")
-    if not index.is_file():
-        return []
-    try:
-        entries = [tuple(int(v) for v in line.split())
-                   for line in index.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (ValueError, UnicodeDecodeError):
-        return [{"path": str(index), "what": "index is not `offset length` lines of numbers"}]
-    if entries == framing:
-        return []
-    if len(entries) != len(framing):
-        what = f"index lists {len(entries)} records, the shard holds {len(framing)}"
-    else:
-        first = next(i for i, (a, b) in enumerate(zip(entries, framing)) if a != b)
-        what = (f"index entry {first} says {' '.join(map(str, entries[first]))}, the record is "
-                f"at {framing[first][0]} with {framing[first][1]} bytes")
-    return [{"path": str(index), "what": f"{what} (an index of another file?)"}]

@@ -17,7 +17,7 @@ from imgtools.convert import convert
 from imgtools.errors import UserError
 from imgtools.formats import FORMAT_NAMES, LOSSLESS_TARGETS, ROWS_ONLY, detect_format, get_format
 from imgtools.formats.base import Format
-from imgtools.inspect import verify
+from imgtools.inspect.verify import verify
 from imgtools.plan import make_plan
 from imgtools.recipes import load_recipe
 from imgtools.records import DATASET_META, Record

@@ -69,7 +69,8 @@ def test_tfrecord_schemas_round_trip(folder, tmp_path, schema):
 
 
 def test_slim_schema_has_the_tf_slim_keys(folder, tmp_path):
-    from imgtools.formats.tfrecord import iter_frames, parse_example
+    from imgtools.formats.tfrecord_example import parse_example
+    from imgtools.formats.tfrecord_framing import iter_frames
 
     convert(folder, tmp_path / "t", "tfrecord", schema="slim", quiet=True, n_jobs=1)
     _offset, payload = next(iter_frames(tmp_path / "t" / "train.tfrecord-00000-of-00001"))
@@ -89,7 +90,7 @@ def test_tfrecord_matches_the_tfrecord_package_writer_and_index(folder, tmp_path
     from tfrecord.tools.tfrecord2idx import create_index
     from tfrecord.writer import TFRecordWriter
 
-    from imgtools.formats.tfrecord import example_features
+    from imgtools.formats.tfrecord_example import example_features
 
     convert(folder, tmp_path / "t", "tfrecord", quiet=True, n_jobs=1)
     ours = tmp_path / "t" / "val.tfrecord-00000-of-00001"

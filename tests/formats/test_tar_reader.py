@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from imgtools.errors import CorruptDataError
-from imgtools.formats.webdataset import Member, _members, _tarfile_members, _walk
+from imgtools.formats.tar_codec import Member, _members, _tarfile_members, walk_samples
 
 LONG_DIR = "d" * 60 + "/" + "e" * 60
 
@@ -56,7 +56,7 @@ def test_webdataset_tarwriter_shards_take_the_direct_path(tmp_path):
         for i in range(5):
             sink.write({"__key__": f"s{i:03d}", "jpg": b"\xff\xd8" + bytes(300 * i), "cls": i})
     assert _direct(path) == _members_by_tarfile(path)
-    assert len(list(_walk(path))) == 5
+    assert len(list(walk_samples(path))) == 5
 
 
 def test_headers_it_leaves_to_tarfile_still_read(tmp_path):
@@ -72,7 +72,7 @@ def test_headers_it_leaves_to_tarfile_still_read(tmp_path):
         info = tarfile.TarInfo("d.jpg")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"def"))
-    walked = [(key, [m.name for m in members]) for _f, key, members in _walk(path)]
+    walked = [(key, [m.name for m in members]) for _f, key, members in walk_samples(path)]
     assert walked == [("a", ["a.jpg"]), ("b", ["b.jpg"]), ("d", ["d.jpg"])]
     assert [m.name for m in _tarfile_members(path)] == ["a.jpg", "b.jpg", "d.jpg"]
 
@@ -84,7 +84,7 @@ def test_damaged_header_is_reported_with_its_offset(tmp_path):
     data[second + 10] ^= 0xFF  # inside b.jpg's name: the checksum no longer matches
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptDataError, match="checksum") as e:
-        list(_walk(path))
+        list(walk_samples(path))
     assert e.value.offset == second and e.value.path == str(path)
 
 

@@ -11,15 +11,10 @@ import crc32c
 import pytest
 from PIL import Image
 
-from imgtools.formats.tfrecord import (
-    FORMAT,
-    SCHEMAS,
-    example_features,
-    frame_parts,
-    iter_frames,
-    masked_crc,
-)
-from imgtools.formats.tfrecord import serialize_example as writer_serialization
+from imgtools.formats.tfrecord import FORMAT
+from imgtools.formats.tfrecord_example import SCHEMAS, example_features
+from imgtools.formats.tfrecord_example import serialize_example as writer_serialization
+from imgtools.formats.tfrecord_framing import frame_parts, iter_frames, masked_crc
 from imgtools.records import ClassInfo, DatasetInfo, Record
 
 

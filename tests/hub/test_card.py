@@ -165,7 +165,7 @@ def test_yaml_names_stay_strings_for_a_yaml_12_reader(tmp_path):
 def test_dump_yaml_quotes_what_yaml_12_would_misread():
     import yaml
 
-    from imgtools.hub.card import dump_yaml
+    from imgtools.hub.card_yaml import dump_yaml
 
     more = ["tench", "a: b", "-1", ".inf", ".NaN", "~", "TRUE", "-2.5e-3"]
     data = {"names": {str(i): v for i, v in enumerate(TRICKY + more)}}

@@ -15,7 +15,10 @@ from PIL import Image
 
 from imgtools.convert import convert
 from imgtools.errors import EXIT_PROBLEMS
-from imgtools.inspect import channel_stats, describe, preview, verify
+from imgtools.inspect.info import describe
+from imgtools.inspect.preview import preview
+from imgtools.inspect.stats import channel_stats
+from imgtools.inspect.verify import verify
 
 
 @pytest.fixture(scope="module")

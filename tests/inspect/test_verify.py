@@ -14,7 +14,7 @@ from conftest import build_sample, run_cli
 from PIL import Image
 
 from imgtools.convert import convert
-from imgtools.inspect import verify
+from imgtools.inspect.verify import verify
 
 
 @pytest.fixture(scope="module")

@@ -222,7 +222,7 @@ def convert_again(src: Path, dst: Path) -> Path:
 
 
 def test_stats_on_a_split_the_dataset_lacks_names_the_ones_it_has(tmp_path):
-    from imgtools.inspect import channel_stats
+    from imgtools.inspect.stats import channel_stats
 
     src = make_folder(tmp_path / "tiny")
     with pytest.raises(UserError, match="no split 'nope'") as err:
