@@ -15,6 +15,10 @@ script compares CPU time (user + system):
   best of ``--repeats``. ``-j 1`` runs shards in the build's own process; ``-j 2`` adds IPC
   and worker start-up; ``-j 2 (threads)`` is the same build with ``run_shards`` patched to
   joblib's thread backend (``prefer="threads"``), to show what the process workers cost;
+* ``shard worker alone``: the engine's shard worker (``imgtools.pipeline.engine.run_shard``)
+  in this process on one work unit of every image: the codec plus what the engine does per
+  image (reading, writing each file atomically, hashing, the summary), without a run's fixed
+  costs;
 * ``-j 1 (no sync before markers)``: the same build with the ``syncfs`` before each done
   marker patched out, and the stat per output file ``--resume`` makes to trust a marker;
 * ``convert``: a passthrough ``imgtools convert`` of the built folder to each ``--to`` format,
@@ -47,7 +51,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 from make_corpus_tree import make_corpus_tree, recipe_wnids  # noqa: E402
 
-from imgtools.transforms.jpeg import RenderOptions, read_bytes, render  # noqa: E402
+from imgtools.formats import get_format  # noqa: E402
+from imgtools.pipeline import engine  # noqa: E402
+from imgtools.pipeline.units import PlanUnit  # noqa: E402
+from imgtools.plan import PlanItem  # noqa: E402
+from imgtools.records import ClassInfo, DatasetInfo  # noqa: E402
+from imgtools.runner import ShardTask  # noqa: E402
+from imgtools.transforms.jpeg import RenderOptions, ResizeJPEG, read_bytes, render  # noqa: E402
 
 CORPUS = Path(os.environ.get("IMGTOOLS_CORPUS", "/work/shared/corpus"))
 RECIPE = "imagenette"
@@ -160,6 +170,7 @@ def measure(work: Path, images: int, size: int, repeats: int, jobs: list[int],
                  repeats)
     row: dict = {"images": len(paths), "codec_s": codec, "build_s": {}, "convert_s": {},
                  "copy_s": {}}
+    row["shard_s"] = best(lambda: shard_cpu(paths, opts, work / "shard"), repeats)
     out = work / "out"
     row["build_s"]["1 (no sync before markers)"] = best_pair(
         lambda: build_cpu(tree, out, size, 1, [], sync=False), repeats)
@@ -183,6 +194,23 @@ def measure(work: Path, images: int, size: int, repeats: int, jobs: list[int],
     return row
 
 
+def shard_cpu(paths: list[Path], opts: RenderOptions, out: Path) -> float:
+    """CPU of the engine's shard worker alone, in this process, on one work unit holding every
+    image: read, transform, write each file atomically, hash it, summarise. Against the codec
+    this is the engine's cost per image, without the fixed costs of a run (start-up, planning,
+    metadata, publishing) that a bigger build spreads thinner."""
+    shutil.rmtree(out, ignore_errors=True)
+    info = DatasetInfo("bench", [ClassInfo("n01440764", "tench")])
+    items = [PlanItem(str(p), "train", 0, "n01440764", f"{i:06d}.JPEG")
+             for i, p in enumerate(paths)]
+    spec = engine.ShardSpec(PlanUnit(items, "train", 0, 1), ResizeJPEG(opts),
+                            get_format("folder"), (str(out),), info, {}, strict=False,
+                            hash_files=True)
+    cpu = cpu_of(lambda: engine.run_shard(ShardTask("train-00000", spec)))
+    shutil.rmtree(out, ignore_errors=True)
+    return cpu
+
+
 def profile_build(work: Path, images: int, size: int) -> None:
     tree = work / f"tree-{images}"
     out = work / "prof-out"
@@ -202,6 +230,10 @@ def report(row: dict) -> None:
           "after its imports, 'start-up' the rest (interpreter, imports, -j N workers)")
     print(f"  codec work alone (decode+resize+encode): {codec:.2f} s "
           f"({1000 * codec / n:.2f} ms/img)")
+    shard = row["shard_s"]
+    print(f"  the shard worker alone (read, transform, write, hash, summary; in process): "
+          f"{shard:.2f} s = {shard / codec:.3f}x codec, {1000 * (shard - codec) / n:.3f} "
+          "ms/img more")
     for j, (total, main_cpu) in row["build_s"].items():
         workers = isinstance(j, int) and j > 1
         print(f"  build -j {j}: {total:.2f} s = {total / codec:.3f}x codec; main process's "
