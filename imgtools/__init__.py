@@ -2,16 +2,17 @@
 
 Data flows one way through the package, and the modules are laid out to show it:
 
-    sources (imgtools.sources)     ImageNet's images: a tree, the archives, the Kaggle zip, a copy
-    plan    (imgtools.plan)        decide which images go to which split, in shards
-    transform (imgtools.transforms.jpeg) decode, convert to RGB, resize, encode
-    writer  (imgtools.formats.*)   one module per on-disk format, each with a reader and a writer
-    metadata (imgtools.report, imgtools.hub) build report, dataset card
+    sources   (imgtools.sources, pipeline.slices)  ImageNet's images in any form, or a dataset
+    plan      (imgtools.plan, pipeline.units)      which images go to which split, in work units
+    transform (imgtools.transforms)                decode, repair, resize, encode - or pass through
+    writer    (imgtools.formats)                   one module per on-disk format: reader, writer,
+                                                   and a second pass where the format needs one
+    metadata  (pipeline.report, imgtools.metadata, imgtools.hub)  report, checksums, cards
+
+and one engine runs them for every command (imgtools.pipeline.engine).
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("imgtools")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0"
+"""The one place the version is written (pyproject.toml reads it: ``[tool.hatch.version]``);
+a constant rather than ``importlib.metadata.version()``, whose import costs every process,
+the CLI and each worker, some 30-60 ms of start-up."""
