@@ -115,7 +115,6 @@ def downsample_dataset(
     quiet: bool = False,
     label_base: str | None = None,
     executor: Executor | None = None,
-    shard_size: int | None = None,
 ) -> dict:
     """Make ``<out_root>/<info.name>_<s>x<s>/`` for every size: ``train_data_batch_1..N``,
     ``val_data`` (and ``unsup_data`` for unlabelled images), ``batches.meta``, the sidecar,
