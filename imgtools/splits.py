@@ -14,8 +14,11 @@ import os
 import random
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from imgtools.atomic import atomic_write_bytes
 from imgtools.checksums import sha256_file
@@ -145,17 +148,30 @@ def take_fraction(files: list, fraction: float, seed: int, wnid: str, of: int | 
     return sorted(order[:k]), sorted(order[k:])
 
 
-def noisy_labels(true: list[str], wnids: list[str], seed: int) -> list[tuple[str, ...]]:
+def noisy_labels(true: list[str], wnids: list[str], seed: int) -> Iterator[tuple[str, ...]]:
     """fastai-style noisy columns for training rows: for each P in 1/5/25/50, P% of the rows
-    (seeded) get a different class. Returns one (label_0, label_1, ..., label_50) per row.
-    With a single class there is no other class to pick: every column keeps the true label."""
-    columns = [list(true)]
+    (seeded) get a different class. Yields one (label_0, label_1, ..., label_50) per row.
+    With a single class there is no other class to pick: every column keeps the true label.
+
+    Columns are class indices in numpy arrays (2 bytes a label) and rows are made as they are
+    read: for ImageNet-1k a list of row tuples held 1.28 M tuples (about 120 MB at the end of
+    a build). The other class is drawn exactly as ``rng.choice`` of the other classes would
+    draw it (the same random numbers, so the same labels as before), without building that
+    list of 999 classes for each of the 1 M rows that change."""
+    n = len(wnids)
+    index = {w: i for i, w in enumerate(wnids)}
+    base = np.fromiter((index[w] for w in true), dtype=np.int16, count=len(true))
+    columns = [base]
     if len(set(wnids)) < 2:
-        return list(zip(*(columns * (1 + len(NOISE_LEVELS)))))
-    for p in NOISE_LEVELS:
-        rng = random.Random(f"{seed}:noise:{p}")
-        col = list(true)
-        for i in rng.sample(range(len(true)), round(len(true) * p / 100)):
-            col[i] = rng.choice([w for w in wnids if w != true[i]])
-        columns.append(col)
-    return list(zip(*columns))
+        columns = columns * (1 + len(NOISE_LEVELS))
+    else:
+        assert len(set(wnids)) == n, "class ids are distinct"
+        for p in NOISE_LEVELS:
+            rng = random.Random(f"{seed}:noise:{p}")
+            col = base.copy()
+            for i in rng.sample(range(len(true)), round(len(true) * p / 100)):
+                k = rng.choice(range(n - 1))  # an index into the n - 1 other classes
+                col[i] = k if k < base[i] else k + 1
+            columns.append(col)
+    for row in zip(*columns):
+        yield tuple(wnids[c] for c in row)
