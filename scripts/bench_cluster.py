@@ -251,6 +251,9 @@ def main() -> None:
     ap.add_argument("--memory", default="2GB", help="--memory-limit of each dask worker")
     ap.add_argument("--shard-size", type=int, default=256)
     ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    ap.add_argument("--executors", nargs="+", default=["local", "dask"],
+                    choices=["local", "dask"],
+                    help="in this order (dask first: its numbers survive a run cut short)")
     ap.add_argument("--json", type=Path,
                     help="write the results here after each run (default: WORK/results.json), "
                          "so the runs that finished survive an interrupted benchmark")
@@ -268,7 +271,7 @@ def main() -> None:
     try:
         for target in args.targets:
             outs = {}
-            for executor in ("local", "dask"):
+            for executor in args.executors:
                 out = args.work / f"out-{target}-{executor}"
                 shutil.rmtree(out, ignore_errors=True)
                 where = (["--executor", "local", "-j", str(args.workers)] if executor == "local"
@@ -284,14 +287,18 @@ def main() -> None:
                 outs[executor] = out
                 print(json.dumps(result), flush=True)
                 save(rows, args.json)
-            rows[-1]["overhead"] = round(rows[-1]["seconds"] / rows[-2]["seconds"], 2)
-            differ = differing_files(outs["local"], outs["dask"])
-            rows[-1]["identical"] = not differ
-            rows[-1]["differing_files"] = differ[:20]
-            save(rows, args.json)
-            if not differ:  # kept otherwise, to see why
-                for out in outs.values():
-                    shutil.rmtree(out, ignore_errors=True)
+            if len(outs) == 2:
+                local, dask = (next(r for r in rows[-2:] if r["executor"] == e)
+                               for e in ("local", "dask"))
+                dask["overhead"] = round(dask["seconds"] / local["seconds"], 2)
+                differ = differing_files(outs["local"], outs["dask"])
+                dask["identical"] = not differ
+                dask["differing_files"] = differ[:20]
+                save(rows, args.json)
+                if differ:  # kept, to see why
+                    continue
+            for out in outs.values():
+                shutil.rmtree(out, ignore_errors=True)
     finally:
         stop(procs)
     print(f"\n{images:,} images ({args.classes} classes x {TRAIN_PER_CLASS}+{VAL_PER_CLASS}), "
