@@ -16,7 +16,8 @@ Measured per run: wall time, images/s, the driver's peak RSS (the ``imgtools`` p
 and the workers' peak RSS (the largest single worker process: joblib's processes for a local
 folder build, the ``dask worker`` processes for the cluster; a local pickle build decodes in
 threads of the driver, so it has none), polled every 50 ms from /proc. Both executors' outputs
-are compared byte for byte (build-info.json aside).
+are compared byte for byte (the run record aside: build-info.json and the manifest and input
+list that name it); outputs that differ are kept, and the differing files listed.
 
     python scripts/bench_cluster.py --classes 50 --work /tmp/bench-cluster
 """
@@ -34,6 +35,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from imgtools.pipeline.output import INPUTS_COPY, MANIFEST
 
 REPO = Path(__file__).resolve().parent.parent
 # ../shared/corpus beside the repository (or beside the folder of worktrees holding it).
@@ -175,33 +178,68 @@ def children(pid: int) -> list[int]:
     return kids
 
 
-def measure(argv: list[str], workers: list[int]) -> dict:
-    """Run the driver; wall time, its peak RSS, and the peak RSS of the largest worker process
-    (``workers``' pids, or the driver's child processes when there are none)."""
+def load_average() -> float:
+    """The machine's 1-minute load average (other users' work included)."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def measure(argv: list[str], workers: list[int], log: Path) -> dict:
+    """Run the driver; wall time, its peak RSS, the peak RSS of the largest worker process
+    (``workers``' pids, or the driver's child processes when there are none) and the range of
+    the load average while it ran. Its stderr goes to ``log`` (a pipe nobody reads during an
+    hour-long run could fill and stall it)."""
     started = time.perf_counter()
-    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with open(log, "w") as err:
+        driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
     driver_peak = worker_peak = 0
+    loads: list[float] = []
+    polls = 0
     while driver.poll() is None:
         driver_peak = max(driver_peak, rss(driver.pid))
         pids = workers or children(driver.pid)
         worker_peak = max([worker_peak, *(rss(p) for p in pids)])
+        if polls % 200 == 0:  # every 10 s
+            loads.append(load_average())
+        polls += 1
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     if driver.returncode != 0:
-        sys.exit(f"error: {' '.join(argv)} exited {driver.returncode}:\n{driver.stderr.read()}")
+        sys.exit(f"error: {' '.join(argv)} exited {driver.returncode}:\n{log.read_text()}")
+    loads.append(load_average())
     return {"seconds": round(seconds, 1), "driver_peak_mb": round(driver_peak / 2**20),
-            "worker_peak_mb": round(worker_peak / 2**20) if worker_peak else None}
+            "worker_peak_mb": round(worker_peak / 2**20) if worker_peak else None,
+            "load_min": min(loads), "load_max": max(loads),
+            "load_mean": round(sum(loads) / len(loads), 1)}
 
 
-def same_output(a: Path, b: Path) -> bool:
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    if files != sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()):
-        return False
-    return all(rel.name == "build-info.json" or filecmp.cmp(a / rel, b / rel, shallow=False)
-               for rel in files)
+RUN_RECORD = {"build-info.json", MANIFEST, INPUTS_COPY}
+"""The run's record, not its data: build-info.json (the command line, timings) and the
+manifest and input list of the output protocol (which list build-info.json's size)."""
+
+
+def differing_files(a: Path, b: Path) -> list[str]:
+    """The data files that differ between two outputs (missing on one side included), the run
+    record aside."""
+    def data_files(root: Path) -> set[Path]:
+        return {p.relative_to(root) for p in root.rglob("*")
+                if p.is_file() and p.name not in RUN_RECORD}
+
+    files_a, files_b = data_files(a), data_files(b)
+    differ = sorted(str(p) for p in files_a ^ files_b)
+    differ += sorted(str(rel) for rel in files_a & files_b
+                     if not filecmp.cmp(a / rel, b / rel, shallow=False))
+    return differ
 
 
 # --------------------------------------------------------------------------- main
+
+
+def save(rows: list[dict], path: Path) -> None:
+    """The results so far, replaced atomically."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(rows, indent=2) + "\n")
+    partial.replace(path)
 
 
 def main() -> None:
@@ -213,8 +251,14 @@ def main() -> None:
     ap.add_argument("--memory", default="2GB", help="--memory-limit of each dask worker")
     ap.add_argument("--shard-size", type=int, default=256)
     ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
-    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--executors", nargs="+", default=["local", "dask"],
+                    choices=["local", "dask"],
+                    help="in this order (dask first: its numbers survive a run cut short)")
+    ap.add_argument("--json", type=Path,
+                    help="write the results here after each run (default: WORK/results.json), "
+                         "so the runs that finished survive an interrupted benchmark")
     args = ap.parse_args()
+    args.json = args.json or args.work / "results.json"
 
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -227,7 +271,7 @@ def main() -> None:
     try:
         for target in args.targets:
             outs = {}
-            for executor in ("local", "dask"):
+            for executor in args.executors:
                 out = args.work / f"out-{target}-{executor}"
                 shutil.rmtree(out, ignore_errors=True)
                 where = (["--executor", "local", "-j", str(args.workers)] if executor == "local"
@@ -235,14 +279,24 @@ def main() -> None:
                 argv = [str(BIN / "imgtools"), "build", str(recipe), "--src", str(tree),
                         "--out", str(out), "--shard-size", str(args.shard_size), "-q",
                         *TARGETS[target], *where]
-                result = measure(argv, [p.pid for p in procs[1:]] if executor == "dask" else [])
+                result = measure(argv, [p.pid for p in procs[1:]] if executor == "dask" else [],
+                                 args.work / "logs" / f"driver-{target}-{executor}.log")
                 result.update(target=target, executor=executor, images=images,
                               images_per_s=round(images / result["seconds"]))
                 rows.append(result)
                 outs[executor] = out
                 print(json.dumps(result), flush=True)
-            rows[-1]["overhead"] = round(rows[-1]["seconds"] / rows[-2]["seconds"], 2)
-            rows[-1]["identical"] = same_output(outs["local"], outs["dask"])
+                save(rows, args.json)
+            if len(outs) == 2:
+                local, dask = (next(r for r in rows[-2:] if r["executor"] == e)
+                               for e in ("local", "dask"))
+                dask["overhead"] = round(dask["seconds"] / local["seconds"], 2)
+                differ = differing_files(outs["local"], outs["dask"])
+                dask["identical"] = not differ
+                dask["differing_files"] = differ[:20]
+                save(rows, args.json)
+                if differ:  # kept, to see why
+                    continue
             for out in outs.values():
                 shutil.rmtree(out, ignore_errors=True)
     finally:
@@ -250,14 +304,13 @@ def main() -> None:
     print(f"\n{images:,} images ({args.classes} classes x {TRAIN_PER_CLASS}+{VAL_PER_CLASS}), "
           f"{os.cpu_count()} cores, {args.workers} workers x 1 thread\n")
     print("| output | executor | wall s | images/s | driver peak RSS MB | worker peak RSS MB "
-          "| dask/local | identical |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| load average | dask/local | identical |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['target']} | {r['executor']} | {r['seconds']} | {r['images_per_s']:,} | "
               f"{r['driver_peak_mb']} | {r['worker_peak_mb'] or '-'} | "
-              f"{r.get('overhead', '')} | {r.get('identical', '')} |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+              f"{r['load_min']}–{r['load_max']} | {r.get('overhead', '')} | "
+              f"{r.get('identical', '')} |")
 
 
 if __name__ == "__main__":

@@ -268,46 +268,60 @@ def dask_exe() -> str:
 
 class Cluster:
     """One scheduler and ``workers`` workers; ``wrap`` prefixes the worker command (e.g. to
-    run workers in a mount namespace of their own). Logs go to ``logs/``."""
+    run workers in a mount namespace of their own); ``nanny`` runs them under a nanny (then
+    ``workers[i]`` is the nanny's process) with ``memory`` as their limit;
+    ``scheduler_env``/``worker_env`` add environment variables (Dask settings, PYTHONPATH).
+    Logs go to ``logs/``."""
 
-    def __init__(self, root: Path, workers: int = 2, wrap: list[str] | None = None):
+    def __init__(self, root: Path, workers: int = 2, wrap: list[str] | None = None, *,
+                 nanny: bool = False, memory: str = "600MB",
+                 scheduler_env: dict | None = None, worker_env: dict | None = None):
         self.root = root
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.wrap = wrap or []
+        self.nanny = nanny
+        self.memory = memory
+        self.scheduler_env = scheduler_env or {}
+        self.worker_env = worker_env or {}
         self.scheduler: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
         self._start(workers)
 
-    def _spawn(self, args: list[str], log: str) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log: str, env: dict) -> subprocess.Popen:
         out = open(self.logs / log, "w")  # noqa: SIM115 - closed with the process
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **env)
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 cwd=self.logs, start_new_session=True)
 
     def _start(self, workers: int) -> None:
         self.scheduler = self._spawn([dask_exe(), "scheduler", "--host", "127.0.0.1", "--port",
-                                      str(self.port), "--no-dashboard"], "scheduler.log")
+                                      str(self.port), "--no-dashboard"], "scheduler.log",
+                                     self.scheduler_env)
         self._wait_for("scheduler.log", "Scheduler at")
         for i in range(workers):
             self.add_worker(i)
         for i in range(workers):
             self._wait_for(f"worker-{i}.log", "Registered to")
 
-    def add_worker(self, i: int) -> None:
-        # --no-nanny: the process a test kills is the worker itself, not a nanny that would
-        # restart it; one thread and 600 MB, as on a small cluster node.
+    def add_worker(self, i: int, env: dict | None = None) -> None:
+        # --no-nanny (unless ``nanny``): the process a test kills is the worker itself, not a
+        # nanny that would restart it; one thread and 600 MB, as on a small cluster node. With
+        # a nanny (what `dask worker` runs by default), a worker over 95% of its memory limit
+        # is killed and restarted by it.
         self.workers.append(self._spawn(
-            [*self.wrap, dask_exe(), "worker", self.address, "--nthreads", "1", "--no-nanny",
-             "--memory-limit", "600MB", "--no-dashboard", "--name", f"w{i}"],
-            f"worker-{i}.log"))
+            [*self.wrap, dask_exe(), "worker", self.address, "--nthreads", "1",
+             "--nanny" if self.nanny else "--no-nanny", "--memory-limit", self.memory,
+             "--no-dashboard", "--name", f"w{i}"],
+            f"worker-{i}.log", self.worker_env if env is None else env))
 
-    def start_worker(self) -> None:
-        """One more worker, registered when this returns."""
+    def start_worker(self, env: dict | None = None) -> None:
+        """One more worker (``env``: its environment variables, instead of the cluster's),
+        registered when this returns."""
         i = len(self.workers)
-        self.add_worker(i)
+        self.add_worker(i, env)
         self._wait_for(f"worker-{i}.log", "Registered to")
 
     def _wait_for(self, log: str, text: str) -> None:
@@ -347,8 +361,8 @@ def make_cluster(tmp_path):
     """Start clusters on demand (``make_cluster(workers=2)``); all stopped at the end."""
     started: list[Cluster] = []
 
-    def make(workers: int = 2, wrap: list[str] | None = None) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster-{len(started)}", workers, wrap)
+    def make(workers: int = 2, wrap: list[str] | None = None, **options) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster-{len(started)}", workers, wrap, **options)
         started.append(cluster)
         return cluster
 

@@ -3,14 +3,17 @@
 The driver (the ``imgtools`` process) connects to a running scheduler (``--scheduler`` or
 ``IMGTOOLS_SCHEDULER``), submits tasks in a bounded window (twice the cluster's threads), and
 receives only each shard's small summary; the workers read the source and write the output
-themselves, on storage every machine mounts at the same path. Before any work starts it checks,
-on every worker, that this is so (and that the worker runs the same imgtools, Pillow and numpy,
-since byte-identical output needs the same encoders); workers joining later check the paths
-before their first task.
+themselves, on storage every machine mounts at the same path. Before any work starts it checks
+that every worker runs the same Python, imgtools, Pillow, numpy and cykooz.resizer as the driver
+(byte-identical output needs the same decoders, resizer and encoders), through Dask's own
+version report, so the check works whatever imgtools a worker has, or none; then that every
+worker sees the shared paths. Workers joining later check both before their first task.
 
 A task whose worker dies is run again by the scheduler on another worker; shard writers
-publish atomically and deterministically, so the retry writes the same bytes. Losing the
-scheduler (or every worker, repeatedly) is a :class:`~imgtools.errors.RemoteError` (exit 3);
+publish atomically and deterministically, so the retry writes the same bytes. A task that kills
+every worker that takes it (an image that takes a worker over its memory limit) fails after the
+scheduler's ``allowed-failures`` with Dask's KilledWorker; that, and losing the scheduler (or
+every worker, repeatedly), is a :class:`~imgtools.errors.RemoteError` (exit 3) naming the cause;
 the done markers of the shards that finished stay, so ``--resume`` (on a new cluster, or
 locally) finishes the same output.
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
 import queue
 import socket
 import time
@@ -31,7 +33,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from imgtools import __version__
 from imgtools.errors import RemoteError, UserError
 from imgtools.executors.base import Executor
 
@@ -54,9 +55,15 @@ WINDOW_REFRESH = 2.0
 """Seconds between two looks at how many threads the cluster has (it may grow or shrink)."""
 PROBE_PREFIX = ".imgtools-probe-"
 SHARED_DOCS = "see docs/cluster.md, 'What must be shared'"
+VERSIONED = ("imgtools", "pillow", "numpy", "cykooz.resizer")
+"""Distributions whose versions decide the output's bytes (decoders and encoders, resizers), with
+Python's major.minor: every worker must run the driver's, or a task re-run elsewhere could write
+other bytes."""
 
 _checked_paths: set[str] = set()
 """Paths this worker process has already seen (workers that joined after the first check)."""
+_checked_versions: dict[str, str | None] = {}
+"""The driver versions this worker process has already matched."""
 
 
 class DaskExecutor(Executor):
@@ -75,6 +82,7 @@ class DaskExecutor(Executor):
                             fix="pip install 'imgtools[dask]'") from e
         self.address = scheduler
         self._roots: tuple[str, ...] = ()
+        self._versions = versions_here()
         _quiet_client_logs()
         try:
             self.client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
@@ -119,7 +127,8 @@ class DaskExecutor(Executor):
                     self.client.cancel(list(pending))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        future = self.client.submit(_run_on_worker, fn, self._roots, args, pure=False,
+        future = self.client.submit(_run_on_worker, fn, self._roots, self._versions, args,
+                                    pure=False,
                                     key=f"{getattr(fn, '__name__', 'call')}-{uuid.uuid4().hex}")
         try:
             return self._result(future, fn.__name__)
@@ -135,7 +144,8 @@ class DaskExecutor(Executor):
             if item is _END:
                 return
             name = getattr(item, "shard_id", None) or uuid.uuid4().hex
-            future = self.client.submit(_run_on_worker, fn, self._roots, (item,), pure=False,
+            future = self.client.submit(_run_on_worker, fn, self._roots, self._versions,
+                                        (item,), pure=False,
                                         key=f"{label}-{name}-{uuid.uuid4().hex[:8]}")
             pending[future] = item
             future.add_done_callback(finished.put)
@@ -178,12 +188,7 @@ class DaskExecutor(Executor):
             try:
                 return future.result(timeout=RESULT_WAIT)
             except KilledWorker as e:
-                raise RemoteError(
-                    f"the Dask workers running task {getattr(item, 'shard_id', item)} died "
-                    f"(each of the scheduler's allowed attempts)",
-                    fix="look at the workers' logs (out of memory? killed by the batch "
-                        "system?), give them more memory or a smaller --shard-size, then run "
-                        "the same command with --resume: finished shards are kept") from e
+                raise _killed(e, getattr(item, "shard_id", item)) from e
             except TimeoutError as e:
                 if self.client.status != "running":
                     raise self._lost(e) from e
@@ -215,6 +220,7 @@ class DaskExecutor(Executor):
         read = [Path(p).absolute() for p in read]
         write = [Path(p).absolute() for p in write]
         self._wait_for_workers()
+        self.check_versions()
         created = [p for p in write if not p.exists()]
         token = uuid.uuid4().hex
         probes = []
@@ -227,7 +233,7 @@ class DaskExecutor(Executor):
             expected = {str(p): _describe(str(p)) for p in read}
             try:
                 reports = self.client.run(_probe_worker, expected, [str(p) for p in write],
-                                          token, _environment())
+                                          token)
             except (ImportError, AttributeError) as e:
                 raise UserError(f"the Dask workers cannot run imgtools ({e})",
                                 fix="install the same imgtools on the workers as here "
@@ -253,6 +259,27 @@ class DaskExecutor(Executor):
                             fix="put --src and --out on storage every worker mounts at the "
                                 f"same path (NFS, Lustre, GPFS, ...), {SHARED_DOCS}")
         self._roots = tuple(str(p) for p in [*read, *write])
+
+    def check_versions(self) -> None:
+        """Every worker runs the driver's :data:`VERSIONED` packages and Python. Asked through
+        Dask's version report (no imgtools code runs on the workers for it), so a worker with
+        an older imgtools, or none, is named as such instead of failing oddly."""
+        try:
+            report = self.client.get_versions(packages=list(VERSIONED))
+        except Exception as e:  # noqa: BLE001 - the scheduler is the only party here
+            raise self._lost(e) from e
+        problems = [f"worker {worker}: {problem}"
+                    for worker, info in sorted(report["workers"].items())
+                    for problem in version_mismatches(self._versions,
+                                                      _major_minor(info["packages"]))]
+        if problems:
+            shown = "\n    ".join(problems[:10])
+            more = f"\n    ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+            wanted = ", ".join(f"{name} {v}" for name, v in self._versions.items() if v)
+            raise UserError(f"the Dask workers run other versions than this machine (the "
+                            f"output's bytes depend on them):\n    {shown}{more}",
+                            fix=f"run every worker in the driver's environment ({wanted}), "
+                                f"{SHARED_DOCS}")
 
     def _wait_for_workers(self) -> None:
         try:
@@ -289,9 +316,56 @@ def _quiet_client_logs() -> None:
 # --------------------------------------------------------------------------- on the workers
 
 
-def _run_on_worker(fn: Callable[..., Any], roots: tuple[str, ...], args: tuple) -> Any:
+def _killed(error: Exception, task: Any) -> RemoteError:
+    """The message for Dask's KilledWorker: the task killed each worker that ran it."""
+    attempts = getattr(error, "allowed_failures", None)
+    last = getattr(getattr(error, "last_worker", None), "address", None)
+    count = f"{attempts + 1} workers" if isinstance(attempts, int) else "every attempt"
+    return RemoteError(
+        f"the Dask task {task} killed each worker that ran it ({count}"
+        + (f", the last {last}" if last else "")
+        + ": the scheduler's allowed-failures + 1); the run stopped and nothing is published",
+        fix="look at the workers' logs (over their memory limit? killed by the batch system?), "
+            "give them more memory (dask worker --memory-limit) or use a smaller --shard-size, "
+            "then run the same command with --resume: finished shards are kept")
+
+
+def versions_here() -> dict[str, str | None]:
+    """This process's :data:`VERSIONED` packages (None: not installed) and Python, as Dask's
+    version report gives them."""
+    from distributed.versions import get_package_info
+
+    return _major_minor(get_package_info(VERSIONED))
+
+
+def _major_minor(packages: dict[str, str | None]) -> dict[str, str | None]:
+    """Dask's report with Python cut to major.minor, and only the packages compared."""
+    python = packages.get("python") or ""
+    return {"python": ".".join(python.split(".")[:2]),
+            **{name: packages.get(name) for name in VERSIONED}}
+
+
+def version_mismatches(driver: dict[str, str | None], worker: dict[str, str | None]
+                       ) -> list[str]:
+    """What differs, as "imgtools 0.0.9 on this worker, 0.1.0 on the driver"."""
+    return [f"{name} {worker.get(name) or 'not installed'} on this worker, "
+            f"{driver[name] or 'not installed'} on the driver"
+            for name in driver if worker.get(name) != driver[name]]
+
+
+def _run_on_worker(fn: Callable[..., Any], roots: tuple[str, ...],
+                   versions: dict[str, str | None], args: tuple) -> Any:
     """A task as a worker runs it: first (once per worker process) check that the shared paths
-    are there, so a worker that joined without the shared storage fails clearly."""
+    are there and the versions are the driver's, so a worker that joined later without the
+    shared storage, or from another environment, fails clearly."""
+    if versions != _checked_versions:
+        mismatches = version_mismatches(versions, versions_here())
+        if mismatches:
+            raise UserError(f"Dask worker {socket.gethostname()} (pid {os.getpid()}) runs "
+                            f"other versions than the driver: {'; '.join(mismatches)}",
+                            fix=f"run every worker in the driver's environment, {SHARED_DOCS}")
+        _checked_versions.clear()
+        _checked_versions.update(versions)
     for root in roots:
         if root not in _checked_paths:
             if not os.path.exists(root):
@@ -316,30 +390,10 @@ def _describe(path: str) -> str:
     return f"folder of {len(names)} entries: {', '.join(names[:5])}"
 
 
-def _environment() -> dict[str, str]:
-    """Versions that decide the output's bytes: the workers must match the driver."""
-    import numpy
-    import PIL
-
-    env = {"python": ".".join(platform.python_version_tuple()[:2]), "imgtools": __version__,
-           "Pillow": PIL.__version__, "numpy": numpy.__version__}
-    with contextlib.suppress(ImportError):
-        from cykooz import resizer  # optional SIMD resize: changes resized pixels
-
-        env["cykooz.resizer"] = getattr(resizer, "__version__", "installed")
-    return env
-
-
-def _probe_worker(expected: dict[str, str], write: list[str], token: str,
-                  driver_env: dict[str, str]) -> list[str]:
-    """Run on every worker by ``check_shared``: the problems this worker has."""
+def _probe_worker(expected: dict[str, str], write: list[str], token: str) -> list[str]:
+    """Run on every worker by ``check_shared``: the problems this worker has with the shared
+    paths."""
     problems = []
-    here = _environment()
-    for name in sorted(set(driver_env) | set(here)):
-        if driver_env.get(name) != here.get(name):
-            problems.append(f"{name} {here.get(name, 'missing')} here, "
-                            f"{driver_env.get(name, 'missing')} on the driver (use one "
-                            f"environment everywhere: output bytes depend on it)")
     for path, seen in expected.items():
         mine = _describe(path)
         if mine != seen:
