@@ -183,7 +183,8 @@ def main() -> int:
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("before", type=Path, help="checkout before the change (with .venv)")
     ap.add_argument("after", type=Path, help="checkout after the change (with .venv)")
-    ap.add_argument("--work", type=Path, default=Path("/var/tmp/bench-before-after"))
+    ap.add_argument("--work", type=Path, default=Path("/var/tmp/bench-before-after"),
+                    help="scratch folders, and results/ (every run's log, JSON and runs.json)")
     ap.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus"),
                     help="the real photos the benchmarks replicate")
     ap.add_argument("--rounds", type=int, default=2, help="runs of each side, interleaved")
