@@ -320,12 +320,12 @@ def bench_batches(tmp: Path, repeats: int, n_rows: int, size: int) -> list[dict]
         return run
 
     def pickle_dump() -> None:  # what a user would write: load rows, one dict, pickle.dump
-        data = np.fromfile(path, dtype=np.uint8).reshape(n_rows, width)[source.slots]
+        data = np.fromfile(path, dtype=np.uint8).reshape(n_rows, width)[source.order]
         with open(out, "wb") as f:
             pickle.dump({"data": data, "labels": labels.tolist(), "mean": mean}, f, protocol=3)
 
     def savez() -> None:
-        data = np.fromfile(path, dtype=np.uint8).reshape(n_rows, width)[source.slots]
+        data = np.fromfile(path, dtype=np.uint8).reshape(n_rows, width)[source.order]
         with open(out, "wb") as f:
             np.savez(f, data=data, labels=labels, mean=mean)
 

@@ -102,7 +102,8 @@ def iter_wds(root: Path):
     import webdataset as wds
 
     for split in ("train", "val"):
-        urls = sorted(str(p) for p in root.glob(f"{split}-*.tar"))
+        # imgtools writes its shards under data/ (SHARD_FOLDER), the loop at the top level
+        urls = sorted(str(p) for p in root.rglob(f"{split}-*.tar"))
         for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
             yield split, int(s["cls"]), json.loads(s["json"])["filename"], s["jpg"]
 
@@ -122,7 +123,7 @@ def iter_parquet(root: Path):
     import pyarrow.parquet as pq
 
     for split in ("train", "val"):
-        for path in sorted(root.glob(f"{split}-*.parquet")):
+        for path in sorted(root.rglob(f"{split}-*.parquet")):
             for batch in pq.ParquetFile(path).iter_batches(batch_size=100):
                 for row in batch.to_pylist():
                     yield split, row["label"], row["image"]["path"], row["image"]["bytes"]
