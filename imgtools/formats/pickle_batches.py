@@ -149,8 +149,8 @@ class RowPartWriter(ShardWriter):
 
 class PartRows:
     """Rows ``order`` (indices into the concatenation of ``parts``, in that order), read back
-    in chunks of about :data:`GATHER_CHUNK_BYTES` with ``pread``, in file order within a
-    chunk, consecutive rows of a part in one read."""
+    in chunks of about :data:`GATHER_CHUNK_BYTES` with one ``pread`` a row, in file order
+    within a chunk (at most 64 part files open at once)."""
 
     def __init__(self, parts: list[str], starts: list[int], width: int, order: np.ndarray):
         self.parts, self.starts, self.width, self.order = parts, starts, width, order
