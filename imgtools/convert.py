@@ -133,7 +133,7 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
               desc=f"{src_fmt.name} -> {to}")
     input_splits = {s.split for s in shards}
     report = functools.partial(_report, src, dst, src_fmt, to, size, settings, info,
-                               len(plan), command or " ".join(sys.argv), started)
+                               len(plan), input_splits, command or " ".join(sys.argv), started)
     return run_job(job, RunOptions(n_jobs, resume, overwrite, quiet, executor),
                    lambda outcome: [report(outcome)],
                    functools.partial(_split_counts, input_splits))
@@ -191,10 +191,10 @@ def _split_counts(input_splits: set, totals: Totals) -> dict[str, int]:
 
 
 def _report(src: Path, dst: Path, src_fmt: Format, to: str, size: int | None,
-            settings: dict, info: DatasetInfo, shards: int, command: str, started: float,
-            outcome: Outcome) -> dict:
+            settings: dict, info: DatasetInfo, shards: int, input_splits: set, command: str,
+            started: float, outcome: Outcome) -> dict:
     seconds = time.perf_counter() - started
-    counts = {s: n for s, n in _split_counts(set(), outcome.totals).items()}
+    counts = _split_counts(input_splits, outcome.totals)  # an empty input split: 0, as before
     records = sum(counts.values())
     bytes_in = outcome.totals.bytes_in
     return run_report(
