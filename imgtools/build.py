@@ -201,7 +201,6 @@ def _report(plan: BuildPlan, opts: BuildOptions, transform: Transform, totals: T
     # Unlabelled images are counted, not attributed to classes: their classes must not leak.
     counts = {s: dict(sorted(totals.counts[s].items())) for s in SPLITS
               if s in totals.counts and s != "unsup"}
-    split_totals = {s: sum(totals.counts[s].values()) for s in SPLITS if s in totals.counts}
     return run_report(
         tool="imgtools",
         tool_version=__version__,
@@ -224,7 +223,7 @@ def _report(plan: BuildPlan, opts: BuildOptions, transform: Transform, totals: T
         labels="1-based (label index + 1)" if opts.downsampled else None,
         planned={s: len(v) for s, v in plan.items.items()},
         counts=counts,
-        totals=split_totals,
+        totals=totals.split_totals(),
         skipped=sorted(totals.skipped, key=lambda s: s["path"]),
         repaired=sorted(totals.repaired, key=lambda s: s["path"]),
         missing_from_tree=plan.missing,

@@ -32,6 +32,7 @@ from imgtools.checksums import sha256_file
 from imgtools.errors import CorruptDataError
 from imgtools.executors.base import Executor
 from imgtools.formats.base import Format, PassContext
+from imgtools.formats.common import split_sort_key
 from imgtools.pipeline.output import InputEntry, OutputRun, claim_outputs
 from imgtools.pipeline.packing import write_file_checksums
 from imgtools.pipeline.report import CHECKSUMS, already_complete, write_checksums, write_report
@@ -187,7 +188,9 @@ class Totals:
         self.bytes_out += summary["bytes_out"]
 
     def split_totals(self) -> dict[str, int]:
-        return {split: sum(per.values()) for split, per in self.counts.items()}
+        """Images per split, in split order (train, val, unsup, then any other)."""
+        return {split: sum(self.counts[split].values())
+                for split in sorted(self.counts, key=split_sort_key)}
 
 
 @dataclass

@@ -24,7 +24,6 @@ from imgtools.sources import open_locator
 from imgtools.transforms.base import Transform
 from imgtools.transforms.jpeg import BadImage, bounded_draft, draft, open_image
 
-MIN_SIZE, MAX_SIZE = 8, 64  # the published Imagenet8..64; what --help promises
 FAST_DRAFT_MARGIN = 2
 """Draft (DCT-scaled decode) keeps at least this margin over the largest target size."""
 
