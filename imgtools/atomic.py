@@ -1,14 +1,16 @@
 """Write files so that a reader never sees half of one.
 
 Every output file is written under a temporary name in the same directory and renamed into
-place when complete: a kill -9 leaves either the old state or the new file, never a torso.
-Temporary names start with ``.tmp-`` so resume logic and readers can ignore and clean them.
+place when complete (or, for the images of a folder output, written unnamed and linked in):
+a kill -9 leaves either the old state or the new file, never a torso. Temporary names start
+with ``.tmp-`` so resume logic and readers can ignore and clean them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import re
 import sys
@@ -80,10 +82,20 @@ def atomic_write_new(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` (a string, in an existing folder) atomically, but never over
     a different file: two records with one name must not silently become one file.
 
-    Publishing is a hard link of the finished temporary file, which fails if the name is
-    taken. A taken name holding exactly ``data`` is accepted: a resumed shard rewrites the
-    files it wrote before it was killed. Filesystems without hard links fall back to a check
-    and a rename."""
+    Publishing is a hard link of the finished file, which fails if the name is taken. A taken
+    name holding exactly ``data`` is accepted: a resumed shard rewrites the files it wrote
+    before it was killed. On Linux the file is written unnamed (``O_TMPFILE``) and linked in
+    with ``linkat``: one directory operation an image instead of three (temporary name, link,
+    unlink), and a kill leaves no temporary file at all. Elsewhere, or on a filesystem without
+    ``O_TMPFILE``, a named temporary file; without hard links (FAT, some network
+    filesystems), a check and a rename."""
+    global _unnamed_files
+    if _unnamed_files:
+        try:
+            _write_unnamed_new(path, data)
+            return
+        except _NoUnnamedFiles:
+            _unnamed_files = False
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, tmp_name(name))
     try:
@@ -101,6 +113,52 @@ def atomic_write_new(path: str, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+_unnamed_files = sys.platform.startswith("linux") and hasattr(os, "O_TMPFILE")
+"""Whether :func:`atomic_write_new` writes unnamed files; turned off for the process the
+first time the filesystem or the kernel refuses them."""
+
+_UNNAMED_REFUSED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+"""What ``open(O_TMPFILE)`` fails with where unnamed files are not supported (a filesystem
+without them; a kernel older than 3.11 sees O_DIRECTORY)."""
+
+_PROC_FD = "/proc/self/fd/"
+_anchor: list[int] = []  # a directory fd: any, so that os.link() calls linkat()
+
+
+class _NoUnnamedFiles(Exception):
+    """This filesystem or kernel cannot write unnamed files: use a temporary name."""
+
+
+def _write_unnamed_new(path: str, data: bytes) -> None:
+    folder = os.path.dirname(path) or "."
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
+    except OSError as e:
+        if e.errno in _UNNAMED_REFUSED:
+            raise _NoUnnamedFiles from e
+        raise OSError(e.errno, e.strerror, path) from e
+    try:
+        with naming_errors(path):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        if not _anchor:
+            _anchor.append(os.open("/", os.O_RDONLY | os.O_DIRECTORY))
+        try:
+            # With a dir fd given, os.link is linkat(..., AT_SYMLINK_FOLLOW): the /proc link
+            # is followed to the open file itself (plain link() would refuse, EXDEV).
+            os.link(f"{_PROC_FD}{fd}", path, src_dir_fd=_anchor[0], follow_symlinks=True)
+        except FileExistsError:
+            if not _holds(path, data):
+                raise NameTaken(path) from None
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM) and os.path.isdir(folder):
+                raise _NoUnnamedFiles from e  # no /proc here, or linkat refused
+            raise OSError(e.errno, e.strerror, path) from e
+    finally:
+        os.close(fd)
 
 
 def _holds(path: str, data: bytes) -> bool:

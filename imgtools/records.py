@@ -39,7 +39,9 @@ def plain_filename(name: str | None) -> str:
 def safe_key(filename: str) -> str:
     """A record key from a file name: extension dropped, no dots (WebDataset cuts keys at the
     first dot), only characters safe in every format's member and file names."""
-    stem = Path(filename).name
+    # A plain name is its own last component (most calls: once per image, and pathlib costs
+    # more than the rest of this function).
+    stem = filename if "/" not in filename and filename not in ("", ".") else Path(filename).name
     if "." in stem:
         stem = stem[: stem.rindex(".")]
     return _KEY_UNSAFE.sub("_", stem)

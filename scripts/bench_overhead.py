@@ -29,22 +29,34 @@ Each imgtools run reports the CPU of its main process after its imports ("work")
 the total is start-up (interpreter, imports) and, with -j 2, the workers (their start-up,
 imports and shards).
 
-    python scripts/bench_overhead.py --images 400            # about 3 min on 2 busy cores
-    python scripts/bench_overhead.py --images 400 --profile  # also cProfile one -j 1 build
+Method, against this VM's noise (the codec alone varies by up to 20 % from pass to pass, and
+deleting a previous output makes the next run's writes cost more system time): every run
+writes a new folder, after an ``os.sync()``, old outputs deleted only between rounds; the
+contenders run interleaved in rounds (codec, then each build), and each build is reported as
+the median over rounds of its CPU divided by the same round's codec CPU. ``engine per image``
+is measured without the codec at all: the shard worker with a transform that hands back the
+codec's outputs computed beforehand, so what remains is exactly the engine's per-image work
+(read, write each file atomically, hash, summary).
+
+    python scripts/bench_overhead.py --images 13394 --repeats 3   # Imagenette's size, ~15 min
+    python scripts/bench_overhead.py --images 400 --profile        # also cProfile one -j 1 build
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,6 +110,7 @@ def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True
     the command's main process reported for its work after imports."""
     env = {**os.environ, "BENCH_PREFER_THREADS": "1" if threads else "",
            "BENCH_NO_SYNC": "" if sync else "1"}
+    os.sync()  # the previous run's writes are not this run's cost
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -105,15 +118,6 @@ def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True
         sys.exit(f"error: {' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     main_cpu = json.loads(done.stdout.strip().splitlines()[-1])["main_cpu"]
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), main_cpu
-
-
-def best_pair(fn: Callable[[], tuple[float, float]], repeats: int) -> tuple[float, float]:
-    """The run with the least total CPU of ``repeats``."""
-    return min((fn() for _ in range(repeats)), key=lambda pair: pair[0])
-
-
-def best(fn: Callable[[], float], repeats: int) -> float:
-    return min(fn() for _ in range(repeats))
 
 
 def cpu_of(fn: Callable[[], object]) -> float:
@@ -126,23 +130,40 @@ def source_images(tree: Path) -> list[Path]:
     return sorted(tree.rglob("*.JPEG"))
 
 
-def build_cpu(tree: Path, out: Path, size: int, jobs: int, extra: list[str],
-              threads: bool = False, sync: bool = True) -> tuple[float, float]:
-    shutil.rmtree(out, ignore_errors=True)
+class Outputs:
+    """A new output folder for every run, none deleted before the end (:meth:`clear`): on
+    ext4, files created soon after many were deleted cost several times the system CPU
+    (``perf``: the inode allocator's ``recently_deleted`` scan), which is the benchmark's
+    churn, not the build's cost. ``--outputs`` puts them on a filesystem of one's choice
+    (a fresh ext4, a tmpfs)."""
+
+    def __init__(self, root: Path):
+        self.root = root / "bench-overhead-outputs"
+        self.n = 0
+
+    def new(self, name: str) -> Path:
+        self.n += 1
+        return self.root / f"{self.n:03d}-{name}"
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        os.sync()
+
+
+def build_cpu(tree: Path, out: Path, size: int, jobs: int, threads: bool = False,
+              sync: bool = True) -> tuple[float, float]:
     return children_cpu([*imgtools_cmd(), "build", RECIPE, "--src", str(tree), "--split",
                          "random", "--out", str(out), "--size", str(size), "--quiet", "-j",
-                         str(jobs), *extra], threads, sync)
+                         str(jobs)], threads, sync)
 
 
 def convert_cpu(src: Path, dst: Path, fmt: str, jobs: int) -> tuple[float, float]:
-    shutil.rmtree(dst, ignore_errors=True)
     return children_cpu([*imgtools_cmd(), "convert", str(src), str(dst), "--to", fmt,
                          "--quiet", "-j", str(jobs)])
 
 
 def copy_bytes(paths: list[Path], dst: Path, one_file: bool) -> None:
     """The floor of a passthrough conversion: read every image, write its bytes."""
-    shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
     if one_file:
         with open(dst / "all.bin", "wb") as f:
@@ -159,56 +180,91 @@ def make_tree(work: Path, images: int) -> Path:
     return tree
 
 
-def measure(work: Path, images: int, size: int, repeats: int, jobs: list[int],
-            formats: list[str]) -> dict:
+BUILDS = {  # label -> (jobs, joblib threads, sync before markers)
+    "-j 1": (1, False, True),
+    "-j 1, no sync before markers": (1, False, False),
+    "-j 2": (2, False, True),
+    "-j 2, joblib threads": (2, True, True),
+}
+
+
+def measure(work: Path, images: int, size: int, repeats: int, formats: list[str],
+            outputs_root: Path) -> dict:
     tree = make_tree(work, images)
     paths = source_images(tree)
     opts = RenderOptions((size,), "bilinear", 90, False)
-    for p in paths:  # warm the page cache and the imports
-        read_bytes(str(p))
-    codec = best(lambda: cpu_of(lambda: [render(read_bytes(str(p)), opts) for p in paths]),
-                 repeats)
-    row: dict = {"images": len(paths), "codec_s": codec, "build_s": {}, "convert_s": {},
-                 "copy_s": {}}
-    row["shard_s"] = best(lambda: shard_cpu(paths, opts, work / "shard"), repeats)
-    out = work / "out"
-    row["build_s"]["1 (no sync before markers)"] = best_pair(
-        lambda: build_cpu(tree, out, size, 1, [], sync=False), repeats)
-    for j in jobs:
-        row["build_s"][j] = best_pair(lambda j=j: build_cpu(tree, out, size, j, []), repeats)
-        if j > 1:
-            row["build_s"][f"{j} (threads)"] = best_pair(
-                lambda j=j: build_cpu(tree, out, size, j, [], threads=True), repeats)
-    built = out / f"imagenette2-{size}"
-    build_cpu(tree, out, size, 1, [])
+    outputs = Outputs(outputs_root)
+    cached = {str(p): render(read_bytes(str(p)), opts) for p in paths}  # also warms the cache
+    row: dict = {"images": len(paths), "rounds": []}
+    for _ in range(repeats):
+        rnd: dict = {"codec_s": cpu_of(
+            lambda: [render(read_bytes(str(p)), opts) for p in paths])}
+        rnd["engine_s"] = shard_cpu(paths, opts, outputs.new("engine"), cached)
+        rnd["shard_s"] = shard_cpu(paths, opts, outputs.new("shard"))
+        rnd["build"] = {label: build_cpu(tree, outputs.new("build"), size, *how)
+                        for label, how in BUILDS.items()}
+        row["rounds"].append(rnd)
+    built = outputs.new("built")
+    build_cpu(tree, built, size, 1)
+    built = built / f"imagenette2-{size}"
     built_images = sorted(built.rglob("*.JPEG"))
     # --resume trusts a marker after one stat per file it vouches for:
-    row["marker_check_s"] = best(lambda: cpu_of(lambda: [os.path.getsize(p)
-                                                         for p in built_images]), repeats)
-    for fmt in formats:
-        row["convert_s"][fmt] = best_pair(
-            lambda f=fmt: convert_cpu(built, work / f"conv-{f}", f, 1), repeats)
-        row["copy_s"][fmt] = best(lambda f=fmt: cpu_of(
-            lambda: copy_bytes(built_images, work / "copy", f != "folder")), repeats)
+    row["marker_check_s"] = min(cpu_of(lambda: [os.path.getsize(p) for p in built_images])
+                                for _ in range(repeats))
     row["converted_images"] = len(built_images)
+    # What SHA256SUMS forces on any output: every byte hashed once (the images, here).
+    images_bytes = [p.read_bytes() for p in built_images]
+    row["hash_s"] = min(cpu_of(lambda: [hashlib.sha256(d).digest() for d in images_bytes])
+                        for _ in range(repeats))
+    row["convert"] = {}
+    for fmt in formats:
+        runs = []
+        for _ in range(repeats):
+            conv = convert_cpu(built, outputs.new(f"conv-{fmt}"), fmt, 1)
+            copy = outputs.new("copy")
+            os.sync()
+            runs.append((*conv, cpu_of(lambda c=copy, f=fmt: copy_bytes(built_images, c,
+                                                                          f != "folder"))))
+        row["convert"][fmt] = runs
+    outputs.clear()
     return row
 
 
-def shard_cpu(paths: list[Path], opts: RenderOptions, out: Path) -> float:
+class _CachedCodec(ResizeJPEG):
+    """The build's transform with its outputs computed beforehand: the shard worker then does
+    exactly its own per-image work, and the codec's noise is not in the measurement."""
+
+    def __init__(self, opts: RenderOptions, outputs: dict[str, tuple]):
+        super().__init__(opts)
+        object.__setattr__(self, "by_source", outputs)
+
+    def apply(self, record):  # noqa: ANN001 - Record
+        rendered, note = self.by_source[record.key]
+        return [replace(record, image=rendered[0])], note
+
+
+def shard_cpu(paths: list[Path], opts: RenderOptions, out: Path,
+              cached: dict[str, tuple] | None = None) -> float:
     """CPU of the engine's shard worker alone, in this process, on one work unit holding every
-    image: read, transform, write each file atomically, hash it, summarise. Against the codec
+    image (in its class folder, as in a build): read, transform, write each file atomically,
+    hash it, summarise. Against the codec
     this is the engine's cost per image, without the fixed costs of a run (start-up, planning,
-    metadata, publishing) that a bigger build spreads thinner."""
-    shutil.rmtree(out, ignore_errors=True)
-    info = DatasetInfo("bench", [ClassInfo("n01440764", "tench")])
-    items = [PlanItem(str(p), "train", 0, "n01440764", f"{i:06d}.JPEG")
+    metadata, publishing) that a bigger build spreads thinner. With ``cached`` (source path ->
+    the codec's outputs) the transform hands back those outputs: the engine's work alone."""
+    wnids = sorted({p.parent.name for p in paths})  # the tree's classes, as a build has them
+    info = DatasetInfo("bench", [ClassInfo(w, w) for w in wnids])
+    label = {w: i for i, w in enumerate(wnids)}
+    items = [PlanItem(str(p), "train", label[p.parent.name], p.parent.name, f"{i:06d}.JPEG")
              for i, p in enumerate(paths)]
-    spec = engine.ShardSpec(PlanUnit(items, "train", 0, 1), ResizeJPEG(opts),
+    transform = ResizeJPEG(opts)
+    if cached is not None:  # the record's key is its out name's stem: map it to the source
+        transform = _CachedCodec(opts, {f"{i:06d}": cached[str(p)]
+                                        for i, p in enumerate(paths)})
+    spec = engine.ShardSpec(PlanUnit(items, "train", 0, 1), transform,
                             get_format("folder"), (str(out),), info, {}, strict=False,
                             hash_files=True)
-    cpu = cpu_of(lambda: engine.run_shard(ShardTask("train-00000", spec)))
-    shutil.rmtree(out, ignore_errors=True)
-    return cpu
+    os.sync()
+    return cpu_of(lambda: engine.run_shard(ShardTask("train-00000", spec)))
 
 
 def profile_build(work: Path, images: int, size: int) -> None:
@@ -224,27 +280,80 @@ def profile_build(work: Path, images: int, size: int) -> None:
     pstats.Stats(str(stats)).sort_stats("tottime").print_stats(25)
 
 
+def _spread(values: list[float], fmt: str = "{:.3f}") -> str:
+    """Median, and the range when there is more than one value."""
+    med = fmt.format(statistics.median(values))
+    if len(values) < 2:
+        return med
+    return f"{med} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (the longest mount point above it)."""
+    best, kind = "", "?"
+    real = str(path.resolve())
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            _dev, mount, fstype, *_ = line.split()
+            if (real == mount or real.startswith(mount.rstrip("/") + "/")) and \
+                    len(mount) > len(best):
+                best, kind = mount, fstype
+    return f"{kind} ({best})"
+
+
+def summarise(row: dict) -> dict[str, float]:
+    """The medians over rounds, by name (what ``bench_before_after.py`` compares)."""
+    rounds = row["rounds"]
+    med = statistics.median
+    out = {"codec_s": med(r["codec_s"] for r in rounds),
+           "engine_ms_per_image": med(1000 * r["engine_s"] / row["images"] for r in rounds),
+           "engine_share_of_codec": med(r["engine_s"] / r["codec_s"] for r in rounds),
+           "shard_over_codec": med(r["shard_s"] / r["codec_s"] for r in rounds)}
+    for label in rounds[0]["build"]:
+        out[f"build {label} over codec"] = med(r["build"][label][0] / r["codec_s"]
+                                               for r in rounds)
+    for fmt, runs in row["convert"].items():
+        out[f"convert {fmt} work_s"] = med(m for _t, m, _c in runs)
+        out[f"convert {fmt} copy_s"] = med(c for _t, _m, c in runs)
+    out["hash_ms_per_image"] = 1000 * row["hash_s"] / row["converted_images"]
+    out["marker_check_us_per_image"] = 1e6 * row["marker_check_s"] / row["converted_images"]
+    return out
+
+
 def report(row: dict) -> None:
-    n, codec = row["images"], row["codec_s"]
-    print(f"CPU seconds (user+sys, best of runs), {n} images; 'work' is the main process's CPU "
-          "after its imports, 'start-up' the rest (interpreter, imports, -j N workers)")
-    print(f"  codec work alone (decode+resize+encode): {codec:.2f} s "
-          f"({1000 * codec / n:.2f} ms/img)")
-    shard = row["shard_s"]
-    print(f"  the shard worker alone (read, transform, write, hash, summary; in process): "
-          f"{shard:.2f} s = {shard / codec:.3f}x codec, {1000 * (shard - codec) / n:.3f} "
-          "ms/img more")
-    for j, (total, main_cpu) in row["build_s"].items():
-        workers = isinstance(j, int) and j > 1
-        print(f"  build -j {j}: {total:.2f} s = {total / codec:.3f}x codec; main process's "
-              f"work {main_cpu:.2f} s ({main_cpu / codec:.3f}x codec); start-up"
-              f"{' and workers' if workers else ''} {total - main_cpu:.2f} s")
+    n, rounds = row["images"], row["rounds"]
+    codec = [r["codec_s"] for r in rounds]
+    print(f"CPU (user+sys), {n} images, {len(rounds)} interleaved rounds, outputs on "
+          f"{row.get('outputs_on', '?')}; median (range) over rounds of each run divided by "
+          "the same round's codec CPU")
+    print(f"  codec work alone (read, decode, resize, encode): {_spread(codec, '{:.2f}')} s = "
+          f"{_spread([1000 * c / n for c in codec])} ms/img")
+    engine_ms = [1000 * r["engine_s"] / n for r in rounds]
+    print(f"  the engine per image, codec outputs given (read, write atomically, hash, "
+          f"summary): {_spread(engine_ms)} ms/img = "
+          f"{_spread([100 * r['engine_s'] / r['codec_s'] for r in rounds], '{:.1f}')} % of "
+          "the codec")
+    print(f"  the shard worker alone (codec + engine, in process): "
+          f"{_spread([r['shard_s'] / r['codec_s'] for r in rounds])}x codec")
+    for label in rounds[0]["build"]:
+        ratios = [r["build"][label][0] / r["codec_s"] for r in rounds]
+        work = [r["build"][label][1] / r["codec_s"] for r in rounds]
+        rest = [r["build"][label][0] - r["build"][label][1] for r in rounds]
+        workers = label.startswith("-j 2") and "threads" not in label
+        print(f"  build {label}: {_spread(ratios)}x codec; main process's work "
+              f"{_spread(work)}x; start-up{' and workers' if workers else ''} "
+              f"{_spread(rest, '{:.2f}')} s")
     print(f"  checking every marker on --resume (a stat per output file): "
           f"{1e6 * row['marker_check_s'] / row['converted_images']:.1f} us per image")
-    for fmt, (total, main_cpu) in row["convert_s"].items():
-        copy = row["copy_s"][fmt]
-        print(f"  convert -j 1 -> {fmt}: {total:.2f} s, work {main_cpu:.3f} s vs copying the "
-              f"bytes {copy:.3f} s ({main_cpu / copy:.1f}x); start-up {total - main_cpu:.2f} s")
+    k = row["converted_images"]
+    print(f"  hashing every output byte once (what SHA256SUMS forces): {row['hash_s']:.3f} s = "
+          f"{1000 * row['hash_s'] / k:.3f} ms/img")
+    for fmt, runs in row["convert"].items():
+        extra = [1000 * (m - c) / k for _t, m, c in runs]
+        print(f"  convert -j 1 -> {fmt}: {_spread([t for t, _m, _c in runs], '{:.2f}')} s, "
+              f"work {_spread([m for _t, m, _c in runs])} s vs copying the bytes "
+              f"{_spread([c for _t, _m, c in runs])} s, {_spread(extra)} ms/img more; "
+              f"start-up {_spread([t - m for t, m, _c in runs], '{:.2f}')} s")
 
 
 def main() -> None:
@@ -252,14 +361,18 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--to", nargs="*", default=["tfrecord", "webdataset", "folder"])
     ap.add_argument("--profile", action="store_true", help="cProfile a -j 1 build too")
+    ap.add_argument("--outputs", type=Path, help="where the runs write (default: the temporary "
+                    "work folder); every run's output stays until the end")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as t:
         work = Path(t)
-        row = measure(work, args.images, args.size, args.repeats, args.jobs, args.to)
+        row = measure(work, args.images, args.size, args.repeats, args.to,
+                      args.outputs or work)
+        row["outputs_on"] = filesystem_of(args.outputs or work)
+        row["summary"] = summarise(row)
         report(row)
         if args.profile:
             profile_build(work, args.images, args.size)

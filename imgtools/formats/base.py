@@ -78,14 +78,15 @@ class ShardWriter(ABC):
     the build's SHA256SUMS need not read those files back.
     """
 
-    known_digests: dict[Path, str] = {}  # noqa: RUF012 - read-only default; writers that hash set their own
+    known_digests: dict[Path | str, str] = {}  # noqa: RUF012 - read-only default; writers that hash set their own
 
     @abstractmethod
     def write(self, record: Record) -> None: ...
 
     @abstractmethod
-    def close(self) -> list[Path]:
-        """Publish the shard (rename temporaries into place); returns the files written."""
+    def close(self) -> list[Path] | list[str]:
+        """Publish the shard (rename temporaries into place); returns the files written (as
+        strings by a writer that makes one file per image: no path object per image)."""
 
     @abstractmethod
     def abort(self) -> None:

@@ -86,7 +86,7 @@ class FolderWriter(ShardWriter):
         self.split = split
         self.digests = digests
         self.written: list[str] = []
-        self.known_digests: dict[Path, str] = {}
+        self.known_digests: dict[Path | str, str] = {}
         self._hashes: list[str] = []
         self._folders: dict[str | None, str] = {}  # class folder (None: flat) -> made path
 
@@ -117,11 +117,10 @@ class FolderWriter(ShardWriter):
         if self.digests:
             self._hashes.append(hashlib.sha256(record.image).hexdigest())
 
-    def close(self) -> list[Path]:
-        paths = [Path(p) for p in self.written]
+    def close(self) -> list[str]:
         if self.digests:
-            self.known_digests = dict(zip(paths, self._hashes))
-        return paths
+            self.known_digests = dict(zip(self.written, self._hashes))
+        return list(self.written)
 
     def abort(self) -> None:
         """Remove the images this shard published: an aborted shard leaves nothing, as every

@@ -22,6 +22,7 @@ What differs between commands is data (the job), not code paths.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -79,11 +80,19 @@ def run_shard(task: ShardTask) -> dict:
         for w in writers:
             w.abort()
         raise
-    checksums = [{str(p.relative_to(root)): w.known_digests.get(p) or sha256_file(p)
+    checksums = [{_relative(p, root): w.known_digests.get(p) or sha256_file(p)
                   for p in paths} if spec.hash_files else {}
-                 for w, root, paths in zip(writers, map(Path, spec.roots), written)]
+                 for w, root, paths in zip(writers, spec.roots, written)]
     return with_files({"split": unit.split, **tally.summary(), "checksums": checksums},
                       (p for paths in written for p in paths))
+
+
+def _relative(path: str | Path, root: str) -> str:
+    """``path`` relative to ``root``, which holds it: a slice of the string, since this runs
+    once per image (pathlib's ``relative_to`` costs more than the image's hash)."""
+    text = os.fspath(path)
+    prefix = root.rstrip(os.sep) + os.sep
+    return text[len(prefix):] if text.startswith(prefix) else os.path.relpath(text, root)
 
 
 @dataclass
