@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""What a build's worker processes cost, and whether threads would do better.
+
+Why (issue 11, item 6): a ``-j 2`` build spends more CPU than a ``-j 1`` build of the same
+images by the start-up of its two loky workers (interpreter, imports); joblib's thread backend
+would spare that, but the Python around each image then waits for the GIL. This script
+measures both sides on the corpus photos:
+
+* worker start-up: CPU (user + sys, the build and every process it waited for) of a build of
+  a few images at ``-j 1`` and at ``-j 2``, median of ``--repeats``; the difference is what
+  the two workers cost to start;
+* processes against threads: wall time and CPU of ``build -j 2`` with loky processes (the
+  default) and with joblib threads, interleaved, median of ``--repeats``, each into a new
+  folder under ``--outputs`` after an ``os.sync()``.
+
+    python scripts/bench_workers.py --images 13394 --repeats 3 --outputs /mnt/fresh-ext4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from bench_overhead import CORPUS, RECIPE, imgtools_cmd  # noqa: E402
+from make_corpus_tree import make_corpus_tree, recipe_wnids  # noqa: E402
+
+
+def timed_build(tree: Path, out: Path, jobs: int, threads: bool) -> tuple[float, float]:
+    """Wall seconds and CPU seconds of one ``imgtools build`` (its whole process tree)."""
+    env = {**os.environ, "BENCH_PREFER_THREADS": "1" if threads else "", "BENCH_NO_SYNC": ""}
+    os.sync()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run([*imgtools_cmd(), "build", RECIPE, "--src", str(tree), "--split",
+                           "random", "--out", str(out), "--size", "320", "--quiet", "-j",
+                           str(jobs)], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        sys.exit(f"error: build failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def tree_of(work: Path, images: int) -> Path:
+    tree = work / f"tree-{images}"
+    make_corpus_tree(tree, CORPUS, images, recipe_wnids(RECIPE), "valprep")
+    for p in tree.rglob("*.JPEG"):  # warm the page cache
+        p.read_bytes()
+    return tree
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--small", type=int, default=40, help="images of the start-up builds")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--outputs", type=Path, help="where the builds write (default: temporary)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as t:
+        work = Path(t)
+        outputs = (args.outputs or work) / "bench-workers-outputs"
+        n = 0
+
+        def new_out() -> Path:
+            nonlocal n
+            n += 1
+            return outputs / f"{n:03d}"
+
+        small = tree_of(work, args.small)
+        startup = {j: statistics.median(timed_build(small, new_out(), j, False)[1]
+                                        for _ in range(args.repeats)) for j in (1, 2)}
+        print(f"build of {args.small} images, CPU (median of {args.repeats}): -j 1 "
+              f"{startup[1]:.2f} s, -j 2 {startup[2]:.2f} s: the two workers cost "
+              f"{startup[2] - startup[1]:.2f} s to start")
+        big = tree_of(work, args.images)
+        runs: dict[str, list[tuple[float, float]]] = {"processes": [], "threads": []}
+        for _ in range(args.repeats):
+            for how in runs:
+                runs[how].append(timed_build(big, new_out(), 2, how == "threads"))
+        for how, values in runs.items():
+            walls = [w for w, _c in values]
+            cpus = [c for _w, c in values]
+            print(f"build -j 2 of {args.images} images, {how}: wall "
+                  f"{statistics.median(walls):.2f} s ({min(walls):.2f}-{max(walls):.2f}), "
+                  f"CPU {statistics.median(cpus):.2f} s ({min(cpus):.2f}-{max(cpus):.2f})")
+        shutil.rmtree(outputs, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
