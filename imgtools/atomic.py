@@ -102,10 +102,7 @@ def atomic_write_new(path: str, data: bytes) -> None:
         with naming_errors(path), open(tmp, "wb") as f:
             f.write(data)
         try:
-            os.link(tmp, path)
-        except FileExistsError:
-            if not _holds(path, data):
-                raise NameTaken(path) from None
+            _link_new(tmp, path, data)
         except OSError:  # no hard links here (FAT, some network filesystems)
             if os.path.exists(path) and not _holds(path, data):
                 raise NameTaken(path) from None
@@ -149,16 +146,24 @@ def _write_unnamed_new(path: str, data: bytes) -> None:
         try:
             # With a dir fd given, os.link is linkat(..., AT_SYMLINK_FOLLOW): the /proc link
             # is followed to the open file itself (plain link() would refuse, EXDEV).
-            os.link(f"{_PROC_FD}{fd}", path, src_dir_fd=_anchor[0], follow_symlinks=True)
-        except FileExistsError:
-            if not _holds(path, data):
-                raise NameTaken(path) from None
+            _link_new(f"{_PROC_FD}{fd}", path, data, src_dir_fd=_anchor[0],
+                      follow_symlinks=True)
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM) and os.path.isdir(folder):
                 raise _NoUnnamedFiles from e  # no /proc here, or linkat refused
             raise OSError(e.errno, e.strerror, path) from e
     finally:
         os.close(fd)
+
+
+def _link_new(src: str, path: str, data: bytes, **link_options) -> None:
+    """Publish ``src`` as ``path`` by a hard link, which never replaces a file; a taken name is
+    accepted only when it already holds exactly ``data``."""
+    try:
+        os.link(src, path, **link_options)
+    except FileExistsError:
+        if not _holds(path, data):
+            raise NameTaken(path) from None
 
 
 def _holds(path: str, data: bytes) -> bool:
