@@ -31,7 +31,7 @@ imports and shards).
 
 Method, against this VM's noise (the codec alone varies by up to 20 % from pass to pass, and
 deleting a previous output makes the next run's writes cost more system time): every run
-writes a new folder, after an ``os.sync()``, old outputs deleted only between rounds; the
+writes a new folder, after an ``os.sync()``, and no output is deleted before the end; the
 contenders run interleaved in rounds (codec, then each build), and each build is reported as
 the median over rounds of its CPU divided by the same round's codec CPU. ``engine per image``
 is measured without the codec at all: the shard worker with a transform that hands back the
@@ -104,20 +104,30 @@ def imgtools_cmd() -> list[str]:
     return [sys.executable, "-c", _RUN]
 
 
-def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True
-                 ) -> tuple[float, float]:
-    """User + system CPU seconds of ``cmd`` and of every process it waited for, and the CPU
-    the command's main process reported for its work after imports."""
+def timed_run(cmd: list[str], threads: bool = False, sync: bool = True
+              ) -> tuple[float, float, float]:
+    """Wall seconds of ``cmd``, user + system CPU seconds of it and of every process it waited
+    for, and the CPU the command's main process reported for its work after imports."""
     env = {**os.environ, "BENCH_PREFER_THREADS": "1" if threads else "",
            "BENCH_NO_SYNC": "" if sync else "1"}
     os.sync()  # the previous run's writes are not this run's cost
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     main_cpu = json.loads(done.stdout.strip().splitlines()[-1])["main_cpu"]
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), main_cpu
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, main_cpu
+
+
+def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True
+                 ) -> tuple[float, float]:
+    """:func:`timed_run` without the wall time: CPU of the whole run, CPU of its work."""
+    _wall, cpu, main_cpu = timed_run(cmd, threads, sync)
+    return cpu, main_cpu
 
 
 def cpu_of(fn: Callable[[], object]) -> float:
@@ -150,11 +160,14 @@ class Outputs:
         os.sync()
 
 
+def build_cmd(tree: Path, out: Path, size: int, jobs: int) -> list[str]:
+    return [*imgtools_cmd(), "build", RECIPE, "--src", str(tree), "--split", "random", "--out",
+            str(out), "--size", str(size), "--quiet", "-j", str(jobs)]
+
+
 def build_cpu(tree: Path, out: Path, size: int, jobs: int, threads: bool = False,
               sync: bool = True) -> tuple[float, float]:
-    return children_cpu([*imgtools_cmd(), "build", RECIPE, "--src", str(tree), "--split",
-                         "random", "--out", str(out), "--size", str(size), "--quiet", "-j",
-                         str(jobs)], threads, sync)
+    return children_cpu(build_cmd(tree, out, size, jobs), threads, sync)
 
 
 def convert_cpu(src: Path, dst: Path, fmt: str, jobs: int) -> tuple[float, float]:
@@ -177,6 +190,8 @@ def copy_bytes(paths: list[Path], dst: Path, one_file: bool) -> None:
 def make_tree(work: Path, images: int) -> Path:
     tree = work / f"tree-{images}"
     make_corpus_tree(tree, CORPUS, images, recipe_wnids(RECIPE), "valprep")
+    for p in source_images(tree):  # warm the page cache: no run pays for the first read
+        p.read_bytes()
     return tree
 
 
@@ -212,10 +227,7 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
     row["marker_check_s"] = min(cpu_of(lambda: [os.path.getsize(p) for p in built_images])
                                 for _ in range(repeats))
     row["converted_images"] = len(built_images)
-    # What SHA256SUMS forces on any output: every byte hashed once (the images, here).
-    images_bytes = [p.read_bytes() for p in built_images]
-    row["hash_s"] = min(cpu_of(lambda: [hashlib.sha256(d).digest() for d in images_bytes])
-                        for _ in range(repeats))
+    row["hash_s"] = hash_cpu(built_images, repeats)
     row["convert"] = {}
     for fmt in formats:
         runs = []
@@ -228,6 +240,14 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
         row["convert"][fmt] = runs
     outputs.clear()
     return row
+
+
+def hash_cpu(paths: list[Path], repeats: int) -> float:
+    """What SHA256SUMS forces on any output: every byte hashed once (best of ``repeats``).
+    The bytes are read before timing and dropped on return."""
+    data = [p.read_bytes() for p in paths]
+    return min(cpu_of(lambda: [hashlib.sha256(d).digest() for d in data])
+               for _ in range(repeats))
 
 
 class _CachedCodec(ResizeJPEG):

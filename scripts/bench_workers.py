@@ -19,44 +19,21 @@ measures both sides on the corpus photos:
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-from bench_overhead import CORPUS, RECIPE, imgtools_cmd  # noqa: E402
-from make_corpus_tree import make_corpus_tree, recipe_wnids  # noqa: E402
+from bench_overhead import build_cmd, make_tree, timed_run  # noqa: E402
 
 
 def timed_build(tree: Path, out: Path, jobs: int, threads: bool) -> tuple[float, float]:
     """Wall seconds and CPU seconds of one ``imgtools build`` (its whole process tree)."""
-    env = {**os.environ, "BENCH_PREFER_THREADS": "1" if threads else "", "BENCH_NO_SYNC": ""}
-    os.sync()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run([*imgtools_cmd(), "build", RECIPE, "--src", str(tree), "--split",
-                           "random", "--out", str(out), "--size", "320", "--quiet", "-j",
-                           str(jobs)], capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        sys.exit(f"error: build failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
-def tree_of(work: Path, images: int) -> Path:
-    tree = work / f"tree-{images}"
-    make_corpus_tree(tree, CORPUS, images, recipe_wnids(RECIPE), "valprep")
-    for p in tree.rglob("*.JPEG"):  # warm the page cache
-        p.read_bytes()
-    return tree
+    wall, cpu, _work = timed_run(build_cmd(tree, out, 320, jobs), threads)
+    return wall, cpu
 
 
 def main() -> None:
@@ -76,13 +53,13 @@ def main() -> None:
             n += 1
             return outputs / f"{n:03d}"
 
-        small = tree_of(work, args.small)
+        small = make_tree(work, args.small)
         startup = {j: statistics.median(timed_build(small, new_out(), j, False)[1]
                                         for _ in range(args.repeats)) for j in (1, 2)}
         print(f"build of {args.small} images, CPU (median of {args.repeats}): -j 1 "
               f"{startup[1]:.2f} s, -j 2 {startup[2]:.2f} s: the two workers cost "
               f"{startup[2] - startup[1]:.2f} s to start")
-        big = tree_of(work, args.images)
+        big = make_tree(work, args.images)
         runs: dict[str, list[tuple[float, float]]] = {"processes": [], "threads": []}
         for _ in range(args.repeats):
             for how in runs:
