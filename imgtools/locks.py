@@ -5,6 +5,11 @@ and overwrite each other's files. A run therefore holds an exclusive ``flock`` o
 file per output folder while it writes, beside that folder (``out/.NAME.imgtools-lock``). The
 kernel drops the lock when the process dies, even by kill -9, so a stale lock file never
 blocks ``--resume``. Where ``fcntl`` does not exist (Windows) there is no lock.
+
+A ``flock`` belongs to the open file, not to the process: a child forked while the lock is held
+(the local executor forks its workers) would hold it too, until the child exits. So every
+forked child closes its copies of the held locks' descriptors at once (``os.register_at_fork``);
+the lock stays the parent's alone.
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ except ImportError:  # Windows
     fcntl = None
 
 LOCK_SUFFIX = ".imgtools-lock"
+_held_fds: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in _held_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_fds.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 def lock_path(output: Path) -> Path:
@@ -50,6 +67,7 @@ def _acquire(path: Path, what: str) -> int | None:
         except FileNotFoundError:
             same = False
         if same:
+            _held_fds.add(fd)
             return fd
         os.close(fd)  # the holder removed the file as we opened it: lock the new one
 
@@ -70,4 +88,5 @@ def exclusive(outputs: list[Path]) -> Iterator[None]:
             if fd is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)  # removed while still held, so no one locks a dead file
+                _held_fds.discard(fd)
                 os.close(fd)

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from imgtools.atomic import atomic_write_text, sync_files
 from imgtools.executors.base import Executor
 from imgtools.executors.local import LocalExecutor, resolve_jobs
+from imgtools.progress import tqdm
 
 __all__ = ["ShardTask", "load_done", "resolve_jobs", "run_shards", "with_files"]
 

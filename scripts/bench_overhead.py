@@ -11,10 +11,10 @@ script compares CPU time (user + system):
   passes (``time.process_time``);
 * ``build -j N``: a whole ``imgtools build`` of the same images as a subprocess, CPU time of it
   and of every process it waited for (``resource.getrusage(RUSAGE_CHILDREN)`` around the
-  subprocess; joblib's loky workers are reaped by the build before it exits, so they count),
+  subprocess; the worker processes are reaped by the build before it exits, so they count),
   best of ``--repeats``. ``-j 1`` runs shards in the build's own process; ``-j 2`` adds IPC
   and worker start-up; ``-j 2 (threads)`` is the same build with ``run_shards`` patched to
-  joblib's thread backend (``prefer="threads"``), to show what the process workers cost;
+  the local executor's threads (``prefer="threads"``), to show what the process workers cost;
 * ``shard worker alone``: the engine's shard worker (``imgtools.pipeline.engine.run_shard``)
   in this process on one work unit of every image: the codec plus what the engine does per
   image (reading, writing each file atomically, hashing, the summary), without a run's fixed
@@ -84,6 +84,9 @@ import imgtools.pipeline.engine as engine
 if os.environ.get("BENCH_PREFER_THREADS"):  # what the thread executor would cost
     _run_shards = engine.run_shards
     engine.run_shards = lambda *a, **k: _run_shards(*a, **{**k, "prefer": "threads"})
+if os.environ.get("BENCH_SPAWN"):  # workers started as new interpreters, not forked
+    import imgtools.executors.local
+    imgtools.executors.local.start_method = lambda: "spawn"
 if os.environ.get("BENCH_NO_SYNC"):  # what syncing before each marker costs (-j 1 only)
     import imgtools.runner
     imgtools.runner.sync_files = lambda paths: None
@@ -104,12 +107,13 @@ def imgtools_cmd() -> list[str]:
     return [sys.executable, "-c", _RUN]
 
 
-def timed_run(cmd: list[str], threads: bool = False, sync: bool = True
+def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: bool = False
               ) -> tuple[float, float, float]:
     """Wall seconds of ``cmd``, user + system CPU seconds of it and of every process it waited
-    for, and the CPU the command's main process reported for its work after imports."""
+    for, and the CPU the command's main process reported for its work after imports.
+    ``threads``, ``sync`` and ``spawn`` choose the variants described in ``_RUN``."""
     env = {**os.environ, "BENCH_PREFER_THREADS": "1" if threads else "",
-           "BENCH_NO_SYNC": "" if sync else "1"}
+           "BENCH_NO_SYNC": "" if sync else "1", "BENCH_SPAWN": "1" if spawn else ""}
     os.sync()  # the previous run's writes are not this run's cost
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -195,11 +199,11 @@ def make_tree(work: Path, images: int) -> Path:
     return tree
 
 
-BUILDS = {  # label -> (jobs, joblib threads, sync before markers)
+BUILDS = {  # label -> (jobs, threads, sync before markers)
     "-j 1": (1, False, True),
     "-j 1, no sync before markers": (1, False, False),
     "-j 2": (2, False, True),
-    "-j 2, joblib threads": (2, True, True),
+    "-j 2, threads": (2, True, True),
 }
 
 

@@ -2,16 +2,18 @@
 """What a build's worker processes cost, and whether threads would do better.
 
 Why (issue 11, item 6): a ``-j 2`` build spends more CPU than a ``-j 1`` build of the same
-images by the start-up of its two loky workers (interpreter, imports); joblib's thread backend
-would spare that, but the Python around each image then waits for the GIL. This script
-measures both sides on the corpus photos:
+images by the start-up of its two workers. Forked workers (the local executor's default on
+Linux) start with everything imported; spawned ones (a new interpreter each, as on macOS, and
+what joblib's loky workers were) import it all again. Threads would spare any start-up, but
+the Python around each image then waits for the GIL. This script measures each on the corpus
+photos:
 
 * worker start-up: CPU (user + sys, the build and every process it waited for) of a build of
-  a few images at ``-j 1`` and at ``-j 2``, median of ``--repeats``; the difference is what
-  the two workers cost to start;
-* processes against threads: wall time and CPU of ``build -j 2`` with loky processes (the
-  default) and with joblib threads, interleaved, median of ``--repeats``, each into a new
-  folder under ``--outputs`` after an ``os.sync()``.
+  a few images at ``-j 1``, at ``-j 2`` (forked workers) and at ``-j 2`` with spawned workers,
+  interleaved, median of ``--repeats``; the differences are what the two workers cost to start;
+* processes against threads: wall time and CPU of ``build -j 2`` with worker processes (the
+  default) and with threads, interleaved, median of ``--repeats``, each into a new folder
+  under ``--outputs`` after an ``os.sync()``.
 
     python scripts/bench_workers.py --images 13394 --repeats 3 --outputs /mnt/fresh-ext4
 """
@@ -30,9 +32,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bench_overhead import build_cmd, make_tree, timed_run  # noqa: E402
 
 
-def timed_build(tree: Path, out: Path, jobs: int, threads: bool) -> tuple[float, float]:
+def timed_build(tree: Path, out: Path, jobs: int, threads: bool = False, spawn: bool = False
+                ) -> tuple[float, float]:
     """Wall seconds and CPU seconds of one ``imgtools build`` (its whole process tree)."""
-    wall, cpu, _work = timed_run(build_cmd(tree, out, 320, jobs), threads)
+    wall, cpu, _work = timed_run(build_cmd(tree, out, 320, jobs), threads, spawn=spawn)
     return wall, cpu
 
 
@@ -54,11 +57,16 @@ def main() -> None:
             return outputs / f"{n:03d}"
 
         small = make_tree(work, args.small)
-        startup = {j: statistics.median(timed_build(small, new_out(), j, False)[1]
-                                        for _ in range(args.repeats)) for j in (1, 2)}
-        print(f"build of {args.small} images, CPU (median of {args.repeats}): -j 1 "
-              f"{startup[1]:.2f} s, -j 2 {startup[2]:.2f} s: the two workers cost "
-              f"{startup[2] - startup[1]:.2f} s to start")
+        starts = {"-j 1": (1, False), "-j 2, forked": (2, False), "-j 2, spawned": (2, True)}
+        cpus: dict[str, list[float]] = {label: [] for label in starts}
+        for _ in range(args.repeats):
+            for label, (jobs, spawn) in starts.items():
+                cpus[label].append(timed_build(small, new_out(), jobs, spawn=spawn)[1])
+        one = statistics.median(cpus["-j 1"])
+        print(f"build of {args.small} images, CPU (median of {args.repeats}): -j 1 {one:.2f} s")
+        for label in ("-j 2, forked", "-j 2, spawned"):
+            cpu = statistics.median(cpus[label])
+            print(f"  {label}: {cpu:.2f} s: the two workers cost {cpu - one:.2f} s to start")
         big = make_tree(work, args.images)
         runs: dict[str, list[tuple[float, float]]] = {"processes": [], "threads": []}
         for _ in range(args.repeats):

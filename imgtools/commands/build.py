@@ -117,7 +117,7 @@ def build(dataset: str, src: Path, out: Path, sizes: tuple[str, ...], fmt: str,
     the fastai CSV, build-info.json (counts, skipped and repaired files) and SHA256SUMS.
     """
     # lazy: `imgtools build --help` and a bad argument answer without importing the pipeline
-    # (joblib, tqdm, crc32c: about 0.1 s more)
+    # (tqdm, crc32c, the executor)
     from imgtools.build import BuildOptions
     from imgtools.build import build as run_build
     from imgtools.plan import make_plan

@@ -118,7 +118,7 @@ def convert(args: tuple[str, ...], to: str | None, src_format: str | None, size:
     Exit codes: 0 done, 2 bad input (unknown format, corrupt or empty input, existing DST).
     """
     # lazy: `imgtools convert --help` and a bad argument answer without importing the pipeline
-    # (numpy, Pillow, joblib, tqdm: about 0.2 s)
+    # (numpy, Pillow, tqdm)
     from imgtools.convert import convert as run
     from imgtools.formats.common import parse_size
 

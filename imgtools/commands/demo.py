@@ -32,7 +32,7 @@ def demo(out: Path, dataset: str, layout: str, sizes: tuple[str, ...], train_per
     real ImageNet files, which the sample does not have).
     """
     # lazy: `imgtools demo --help` answers without importing the pipeline and the generator
-    # (numpy, Pillow, joblib, tqdm: about 0.25 s)
+    # (numpy, Pillow, tqdm)
     from imgtools.build import BuildOptions, build
     from imgtools.commands.build import parse_size, print_summary
     from imgtools.demo_tree import IMAGENETTE_WNIDS, IMAGEWOOF_WNIDS, make_imagenet_tree

@@ -60,7 +60,7 @@ def push_hub(src: Path, repo_id: str, config: str | None, local_dir: Path | None
     Exit codes: 0 done, 2 bad input, 3 Hub or network failure.
     """
     # lazy: `imgtools push-hub --help` answers without importing the staging and the card
-    # (numpy, Pillow, joblib, PyYAML: about 0.3 s)
+    # (numpy, Pillow, PyYAML)
     from imgtools.hub.push import push_hub as run
 
     report = run(src, repo_id, config=config, local_dir=local_dir, private=private,

@@ -2,9 +2,10 @@
 
 A format is a module in ``imgtools.formats`` exposing a :class:`Format` object. A conversion or
 a build only ever talks to this interface, so adding a format adds every conversion to and from
-it. Work is split into shards so it can run in parallel (joblib) and resume: a reader lists its
-input shards as small picklable :class:`InputShard` values, and a writer writes one output shard
-per :meth:`Format.open_writer` call, publishing it atomically on :meth:`ShardWriter.close`.
+it. Work is split into shards so it can run in parallel (on an executor) and resume: a reader
+lists its input shards as small picklable :class:`InputShard` values, and a writer writes one
+output shard per :meth:`Format.open_writer` call, publishing it atomically on
+:meth:`ShardWriter.close`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ worker on every shard) is :mod:`~imgtools.inspect.dataset`.
 
 Every command works through the format registry (``detect_format`` -> ``read_info`` ->
 ``input_shards`` -> ``read_shard``), so a new format gets inspection for free. Work is split by
-input shard and run in parallel with joblib; workers return small summaries (counters, integer
+input shard and run in parallel on an executor; workers return small summaries (counters, integer
 sums, capped problem lists), so memory does not grow with the number of images. Pixel sums are
 exact integers, so ``stats`` gives the same digits however many workers run it.
 

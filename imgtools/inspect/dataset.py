@@ -39,7 +39,7 @@ def map_shards(worker: Callable, shards: list[InputShard], args: tuple, *,
                executor: Executor | None = None) -> Iterator[dict]:
     """``worker(fmt_name, shard, *args)`` on every shard in parallel (on ``executor``;
     default: this machine with ``n_jobs`` workers); summaries as they come."""
-    from tqdm import tqdm
+    from imgtools.progress import tqdm
 
     executor = executor or LocalExecutor(n_jobs)
     call = functools.partial(_call_shard, worker, args)

@@ -1,7 +1,7 @@
 """Stop cleanly on Ctrl-C and on SIGTERM, the signal Slurm, Kubernetes and systemd send.
 
 Python turns SIGINT into ``KeyboardInterrupt`` but dies silently on SIGTERM (status 143,
-no message, ``finally`` blocks skipped) and leaves joblib's worker processes running. Here
+no message, ``finally`` blocks skipped) and leaves worker processes running. Here
 SIGTERM raises :class:`Terminated`, a ``KeyboardInterrupt``, so both signals unwind the same
 way: temporary files are removed by the ``finally`` blocks that made them, the run folder stays
 for ``--resume``, and :func:`stop_workers` ends the worker processes before the exit.
@@ -39,11 +39,9 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
 
 
 def stop_workers() -> None:
-    """End joblib's reusable worker processes now: they would otherwise idle on for minutes
-    after the parent is gone, holding memory and open files. (joblib is not imported here: a
-    command that ran no workers has none to stop.)"""
-    loky = sys.modules.get("joblib.externals.loky")
-    if loky is None:
-        return
-    with contextlib.suppress(Exception):
-        loky.get_reusable_executor().shutdown(wait=False, kill_workers=True)
+    """End the local executor's worker processes now, in case a map was left suspended rather
+    than closed: a worker would otherwise finish its shard for nobody. (The executor is not
+    imported here: a command that ran no workers has none to stop.)"""
+    local = sys.modules.get("imgtools.executors.local")
+    if local is not None:
+        local.stop_workers()

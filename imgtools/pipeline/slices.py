@@ -19,18 +19,17 @@ import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
 from imgtools.errors import UserError
 from imgtools.executors.base import Executor
 from imgtools.executors.local import LocalExecutor
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import split_sort_key
+from imgtools.progress import tqdm
 from imgtools.records import DatasetInfo, Record
 
 DEFAULT_TASK_RECORDS = 1000
 """Records per task when the output format has no shards of its own (folder): enough to
-amortise joblib's per-task overhead, small enough to spread over the workers."""
+amortise the executor's per-task overhead, small enough to spread over the workers."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ as much as the JPEG decode itself (1.09 ms per corpus photo to take it to 320 px
 1.12 ms to decode it; scripts/bench_resize.py), so it caps how fast a build can go.
 ``cykooz.resizer`` binds the Rust crate ``fast_image_resize``, which implements the same
 separable convolution with Pillow's filter definitions and supports, vectorised with AVX2,
-SSE4.1 or NEON: 2.5-5x faster here, single-threaded (our parallelism stays joblib's). Its
+SSE4.1 or NEON: 2.5-5x faster here, single-threaded (our parallelism is the executor's). Its
 bilinear output is within 2 levels of Pillow's on every pixel (fixed-point rounding), and for
 every filter it uses it is as close to an ideal resize as Pillow's is (tests/test_resample.py).
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-HEAVY = ("joblib", "tqdm")
+HEAVY = ("imgtools.executors.local", "tqdm")
 """Imported by every pipeline (the executor, the progress bar), never by a command's options."""
 
 

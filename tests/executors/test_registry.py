@@ -1,5 +1,5 @@
 """The executor registry and the CLI options, without a cluster: names, the missing scheduler,
-and that the default local executor gives what joblib gave (order-free and ordered maps)."""
+and that the default local executor maps (order-free and ordered)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,16 @@
+"""Progress bars: tqdm's, without its monitor thread.
+
+tqdm starts a "monitor" thread with its first bar, to redraw bars that have not updated for
+ten seconds. imgtools' bars advance with every finished shard and do not need it, and a running
+thread makes it unsafe to fork worker processes (a lock it holds at the fork stays held in the
+child), so the local executor would have to start its workers as new interpreters, which is
+slower (see :mod:`imgtools.executors.local`). Every bar imgtools draws comes from here.
+"""
+
+from __future__ import annotations
+
+from tqdm import tqdm
+
+tqdm.monitor_interval = 0
+
+__all__ = ["tqdm"]
