@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import importlib
 import json
+import os
 import sys
 
 import click
@@ -97,7 +98,17 @@ def _fail(error: UserError, as_json: bool) -> None:
     sys.exit(error.exit_code)
 
 
+def limit_blas_threads() -> None:
+    """One BLAS thread: numpy's OpenBLAS starts a thread per core as numpy loads, for linear
+    algebra imgtools never does. In every worker process that is cores x workers idle threads,
+    and in this process a running thread makes forking the workers unsafe, so they would be
+    spawned instead, which costs more (see :mod:`imgtools.executors.local`). Must run before
+    numpy is imported; a user's own ``OPENBLAS_NUM_THREADS`` wins."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv: list[str] | None = None) -> None:
+    limit_blas_threads()
     interrupt.install()
     as_json = _wants_json(argv)
     try:

@@ -78,6 +78,7 @@ RECIPE = "imagenette"
 _RUN = """
 import importlib, json, os, sys, time
 import imgtools.cli
+imgtools.cli.limit_blas_threads()  # what imgtools.cli.main does first
 importlib.import_module("imgtools.commands." + sys.argv[1])
 importlib.import_module("imgtools." + sys.argv[1])  # commands import it lazily
 import imgtools.pipeline.engine as engine

@@ -129,3 +129,19 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, "workers outlived their killed parent"
+
+
+@pytest.mark.skipif(not LINUX_311, reason="workers are forked on Linux with Python 3.11+")
+def test_the_command_line_keeps_numpy_from_starting_threads_so_workers_fork():
+    """numpy's OpenBLAS starts a thread per core as it loads; the CLI asks for one first."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import imgtools.cli
+        imgtools.cli.limit_blas_threads()
+        import numpy, PIL.Image
+        import imgtools.build, imgtools.convert, imgtools.pipeline.engine
+        from imgtools.executors.local import start_method
+        print(start_method())
+    """)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "fork"
