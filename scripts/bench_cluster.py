@@ -13,11 +13,15 @@ takes the first N classes (devkit order) for a run at reduced scale; the tree is
 reused.
 
 Measured per run: wall time, images/s, the driver's peak RSS (the ``imgtools`` process alone)
-and the workers' peak RSS (the largest single worker process: joblib's processes for a local
-folder build, the ``dask worker`` processes for the cluster; a local pickle build decodes in
-threads of the driver, so it has none), polled every 50 ms from /proc. Both executors' outputs
-are compared byte for byte (the run record aside: build-info.json and the manifest and input
-list that name it); outputs that differ are kept, and the differing files listed.
+and the workers' peak RSS and peak private memory (the largest single worker process: the
+local executor's processes for a local folder build, the ``dask worker`` processes for the
+cluster; a local pickle build decodes in threads of the driver, so it has none), polled every
+50 ms from /proc. Private memory (``Private_Clean`` + ``Private_Dirty`` of
+``/proc/PID/smaps_rollup``) is what a worker adds to the machine: a forked local worker's RSS
+also counts the pages it shares with the driver it was forked from, which exist once. Both
+executors' outputs are compared byte for byte (the run record aside: build-info.json and the
+manifest and input list that name it); outputs that differ are kept, and the differing files
+listed.
 
     python scripts/bench_cluster.py --classes 50 --work /tmp/bench-cluster
 """
@@ -164,6 +168,20 @@ def rss(pid: int) -> int:
     return 0
 
 
+def private(pid: int) -> int:
+    """Bytes only this process maps (freed if it exits), unlike RSS, which also counts pages
+    shared with others (a forked worker shares its parent's)."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return total
+
+
 def children(pid: int) -> list[int]:
     kids, todo = [], [pid]
     while todo:
@@ -192,13 +210,14 @@ def measure(argv: list[str], workers: list[int], log: Path) -> dict:
     started = time.perf_counter()
     with open(log, "w") as err:
         driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-    driver_peak = worker_peak = 0
+    driver_peak = worker_peak = worker_private_peak = 0
     loads: list[float] = []
     polls = 0
     while driver.poll() is None:
         driver_peak = max(driver_peak, rss(driver.pid))
         pids = workers or children(driver.pid)
         worker_peak = max([worker_peak, *(rss(p) for p in pids)])
+        worker_private_peak = max([worker_private_peak, *(private(p) for p in pids)])
         if polls % 200 == 0:  # every 10 s
             loads.append(load_average())
         polls += 1
@@ -209,6 +228,8 @@ def measure(argv: list[str], workers: list[int], log: Path) -> dict:
     loads.append(load_average())
     return {"seconds": round(seconds, 1), "driver_peak_mb": round(driver_peak / 2**20),
             "worker_peak_mb": round(worker_peak / 2**20) if worker_peak else None,
+            "worker_private_peak_mb": (round(worker_private_peak / 2**20)
+                                       if worker_private_peak else None),
             "load_min": min(loads), "load_max": max(loads),
             "load_mean": round(sum(loads) / len(loads), 1)}
 
@@ -304,11 +325,12 @@ def main() -> None:
     print(f"\n{images:,} images ({args.classes} classes x {TRAIN_PER_CLASS}+{VAL_PER_CLASS}), "
           f"{os.cpu_count()} cores, {args.workers} workers x 1 thread\n")
     print("| output | executor | wall s | images/s | driver peak RSS MB | worker peak RSS MB "
-          "| load average | dask/local | identical |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| worker peak private MB | load average | dask/local | identical |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['target']} | {r['executor']} | {r['seconds']} | {r['images_per_s']:,} | "
               f"{r['driver_peak_mb']} | {r['worker_peak_mb'] or '-'} | "
+              f"{r['worker_private_peak_mb'] or '-'} | "
               f"{r['load_min']}–{r['load_max']} | {r.get('overhead', '')} | "
               f"{r.get('identical', '')} |")
 
