@@ -2,11 +2,10 @@
 
 Why the standard library's pool rather than joblib's loky (what imgtools used before): a loky
 worker is a new interpreter that imports joblib (and with it numpy, asyncio, cloudpickle) and
-then the task's modules again, and loky adds a resource-tracker process that does the same. At
-``-j 2`` that start-up cost 0.6 s of CPU per run, on top of 0.3 s to import joblib in the main
-process: a few per cent of an Imagenette build, the engine's largest fixed cost
-(``scripts/bench_workers.py``). A forked worker starts with everything already imported, in a
-few milliseconds.
+then the task's modules again, and loky adds a resource-tracker process that imports joblib
+too. At ``-j 2`` that start-up cost 0.70 s of CPU per run, about 2 % of an Imagenette build and
+the engine's largest fixed cost; two forked workers, which start with everything already
+imported, cost 0.05 s (``scripts/bench_workers.py``; README, "Dependencies").
 
 Forking is used only where it is safe: on Linux, with Python 3.11 or later (whose
 ``ProcessPoolExecutor`` forks all its workers before it starts its own thread), and while no
