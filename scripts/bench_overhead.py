@@ -9,6 +9,11 @@ script compares CPU time (user + system):
 * ``codec``: in this process, every source image of the tree read, decoded, resized and encoded
   exactly as a build worker does it (``imgtools.transforms.jpeg.render``), best of ``--repeats``
   passes (``time.process_time``);
+* ``codec on 2 cores``: the same codec work split over two processes running at once (every
+  other image each), their CPU summed: what that work costs when both cores are busy, as they
+  are in a ``-j 2`` build (the cores share caches and memory bandwidth, and a VM's two cores
+  may be one physical core's two hyperthreads). A ``-j 2`` build is also reported against it:
+  the engine's cost at ``-j 2`` without what busy cores cost any program;
 * ``build -j N``: a whole ``imgtools build`` of the same images as a subprocess, CPU time of it
   and of every process it waited for (``resource.getrusage(RUSAGE_CHILDREN)`` around the
   subprocess; the worker processes are reaped by the build before it exits, so they count),
@@ -61,6 +66,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as imgtools.cli.main, before numpy loads
 from make_corpus_tree import make_corpus_tree, recipe_wnids  # noqa: E402
 
 from imgtools.formats import get_format  # noqa: E402
@@ -141,6 +147,22 @@ def cpu_of(fn: Callable[[], object]) -> float:
     return time.process_time() - start
 
 
+def _render_all(paths: list[str], opts: RenderOptions) -> float:
+    start = time.process_time()
+    for p in paths:
+        render(read_bytes(p), opts)
+    return time.process_time() - start
+
+
+def codec_cpu_on_cores(paths: list[Path], opts: RenderOptions, cores: int) -> float:
+    """CPU of the codec work split over ``cores`` processes at once (see the docstring)."""
+    import multiprocessing
+
+    names = [str(p) for p in paths]
+    with multiprocessing.get_context("fork").Pool(cores) as pool:
+        return sum(pool.starmap(_render_all, [(names[i::cores], opts) for i in range(cores)]))
+
+
 def source_images(tree: Path) -> list[Path]:
     return sorted(tree.rglob("*.JPEG"))
 
@@ -218,7 +240,8 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
     row: dict = {"images": len(paths), "rounds": []}
     for _ in range(repeats):
         rnd: dict = {"codec_s": cpu_of(
-            lambda: [render(read_bytes(str(p)), opts) for p in paths])}
+            lambda: [render(read_bytes(str(p)), opts) for p in paths]),
+                     "codec_2_cores_s": codec_cpu_on_cores(paths, opts, 2)}
         rnd["engine_s"] = shard_cpu(paths, opts, outputs.new("engine"), cached)
         rnd["shard_s"] = shard_cpu(paths, opts, outputs.new("shard"))
         rnd["build"] = {label: build_cpu(tree, outputs.new("build"), size, *how)
@@ -337,6 +360,12 @@ def summarise(row: dict) -> dict[str, float]:
     for label in rounds[0]["build"]:
         out[f"build {label} over codec"] = med(r["build"][label][0] / r["codec_s"]
                                                for r in rounds)
+    if all("codec_2_cores_s" in r for r in rounds):
+        out["codec on 2 cores over codec"] = med(r["codec_2_cores_s"] / r["codec_s"]
+                                                 for r in rounds)
+        for label in (lb for lb in rounds[0]["build"] if lb.startswith("-j 2")):
+            out[f"build {label} over codec on 2 cores"] = med(
+                r["build"][label][0] / r["codec_2_cores_s"] for r in rounds)
     for fmt, runs in row["convert"].items():
         out[f"convert {fmt} work_s"] = med(m for _t, m, _c in runs)
         out[f"convert {fmt} copy_s"] = med(c for _t, _m, c in runs)
@@ -370,6 +399,12 @@ def report(row: dict) -> None:
           "the same round's codec CPU")
     print(f"  codec work alone (read, decode, resize, encode): {_spread(codec, '{:.2f}')} s = "
           f"{_spread([1000 * c / n for c in codec])} ms/img")
+    two = all("codec_2_cores_s" in r for r in rounds)
+    if two:
+        print(f"  the same on 2 cores at once: "
+              f"{_spread([r['codec_2_cores_s'] for r in rounds], '{:.2f}')} s = "
+              f"{_spread([r['codec_2_cores_s'] / r['codec_s'] for r in rounds])}x the codec "
+              "in one process")
     engine_ms = [1000 * r["engine_s"] / n for r in rounds]
     print(f"  the engine per image, codec outputs given (read, write atomically, hash, "
           f"summary): {_spread(engine_ms)} ms/img = "
@@ -385,6 +420,9 @@ def report(row: dict) -> None:
         print(f"  build {label}: {_spread(ratios)}x codec; main process's work "
               f"{_spread(work)}x; start-up{' and workers' if workers else ''} "
               f"{_spread(rest, '{:.2f}')} s")
+        if two and label.startswith("-j 2"):
+            print(f"    = {_spread([r['build'][label][0] / r['codec_2_cores_s'] for r in rounds])}"
+                  "x the codec on 2 cores at once")
     print(f"  checking every marker on --resume (a stat per output file): "
           f"{1e6 * row['marker_check_s'] / row['converted_images']:.1f} us per image")
     k = row["converted_images"]
