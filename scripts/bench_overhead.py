@@ -121,7 +121,7 @@ def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: b
     ``threads``, ``sync`` and ``spawn`` choose the variants described in ``_RUN``."""
     env = {**os.environ, "BENCH_PREFER_THREADS": "1" if threads else "",
            "BENCH_NO_SYNC": "" if sync else "1", "BENCH_SPAWN": "1" if spawn else ""}
-    os.sync()  # the previous run's writes are not this run's cost
+    settle()  # the previous run's writes are not this run's cost
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -139,6 +139,23 @@ def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True
     """:func:`timed_run` without the wall time: CPU of the whole run, CPU of its work."""
     _wall, cpu, main_cpu = timed_run(cmd, threads, sync)
     return cpu, main_cpu
+
+
+_WARM: list[Path] = []  # files every measured run reads: in the page cache before each run
+_DROP_CACHES = False
+
+
+def settle() -> None:
+    """Before every measured run: earlier runs' writes flushed (``os.sync``); with
+    ``--drop-caches`` also the page cache emptied and the files runs read put back in it, so
+    each run starts from the same memory, whatever earlier runs left dirty or cached (outputs
+    accumulate, on a loop file twice: in the filesystem's cache and the backing file's)."""
+    os.sync()
+    if _DROP_CACHES:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        for p in _WARM:
+            p.read_bytes()
 
 
 def cpu_of(fn: Callable[[], object]) -> float:
@@ -238,7 +255,9 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
     outputs = Outputs(outputs_root)
     cached = {str(p): render(read_bytes(str(p)), opts) for p in paths}  # also warms the cache
     row: dict = {"images": len(paths), "rounds": []}
+    _WARM[:] = paths
     for _ in range(repeats):
+        settle()
         rnd: dict = {"codec_s": cpu_of(
             lambda: [render(read_bytes(str(p)), opts) for p in paths]),
                      "codec_2_cores_s": codec_cpu_on_cores(paths, opts, 2)}
@@ -251,6 +270,7 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
     build_cpu(tree, built, size, 1)
     built = built / f"imagenette2-{size}"
     built_images = sorted(built.rglob("*.JPEG"))
+    _WARM[:] = built_images
     # --resume trusts a marker after one stat per file it vouches for:
     row["marker_check_s"] = min(cpu_of(lambda: [os.path.getsize(p) for p in built_images])
                                 for _ in range(repeats))
@@ -262,7 +282,7 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
         for _ in range(repeats):
             conv = convert_cpu(built, outputs.new(f"conv-{fmt}"), fmt, 1)
             copy = outputs.new("copy")
-            os.sync()
+            settle()
             runs.append((*conv, cpu_of(lambda c=copy, f=fmt: copy_bytes(built_images, c,
                                                                           f != "folder"))))
         row["convert"][fmt] = runs
@@ -311,7 +331,7 @@ def shard_cpu(paths: list[Path], opts: RenderOptions, out: Path,
     spec = engine.ShardSpec(PlanUnit(items, "train", 0, 1), transform,
                             get_format("folder"), (str(out),), info, {}, strict=False,
                             hash_files=True)
-    os.sync()
+    settle()
     return cpu_of(lambda: engine.run_shard(ShardTask("train-00000", spec)))
 
 
@@ -446,10 +466,15 @@ def main() -> None:
     ap.add_argument("--outputs", type=Path, help="where the runs write (default: the temporary "
                     "work folder); every run's output stays until the end")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--drop-caches", action="store_true",
+                    help="empty the page cache before every measured run (root) and read the "
+                         "sources back in: runs then start from the same memory")
     ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
                     help="report the rounds of earlier runs' --json files together (runs on "
                          "fresh filesystems, when one holds too few rounds), measuring nothing")
     args = ap.parse_args()
+    global _DROP_CACHES
+    _DROP_CACHES = args.drop_caches
     if args.combine:
         row = combined([json.loads(p.read_text()) for p in args.combine])
         report(row)
