@@ -20,12 +20,14 @@ lock (closed in the child by :mod:`imgtools.locks`), the parent's signal handler
 collector's view of the parent's objects (frozen, so the child's collections do not touch,
 and so copy, every page it inherited).
 
-Each map has its own pool, so no worker outlives the work it was started for: the pool is shut
-down when the map is exhausted, and its workers are terminated when the map is abandoned
-(an error in a task, Ctrl-C, SIGTERM). A worker whose parent dies without unwinding
-(``kill -9``) exits by itself within a second. Tasks are submitted lazily, ``2 * jobs`` in
-flight at most, and results come back in completion order. ``-j 1`` runs everything in this
-process, with no pool at all.
+Each map forks a pool of its own, so a forked worker never runs with a parent's state older
+than its map: the pool is shut down when the map is exhausted. Spawned workers hold no such
+state and cost about 0.5 s of CPU each to start, so they are kept for the next map with as
+many workers (as loky did) and end when the process does. Either way, workers are terminated
+when a map is abandoned (an error in a task, Ctrl-C, SIGTERM). A worker whose parent dies
+without unwinding (``kill -9``) exits by itself within a second. Tasks are submitted lazily,
+``2 * jobs`` in flight at most, and results come back in completion order. ``-j 1`` runs
+everything in this process, with no pool at all.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from imgtools.executors.base import Executor
 
 _FORK_IS_SAFE_HERE = sys.platform == "linux" and sys.version_info >= (3, 11)
 _live_pools: weakref.WeakSet[futures.ProcessPoolExecutor] = weakref.WeakSet()
+_spawned_pools: dict[int, futures.ProcessPoolExecutor] = {}  # jobs -> a pool kept for reuse
 
 
 def resolve_jobs(n_jobs: int | None) -> int:
@@ -97,8 +100,9 @@ class LocalExecutor(Executor):
 
 def _pooled(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int, *, threads: bool
             ) -> Iterator[tuple[Any, Any]]:
-    """``(item, fn(item))`` from a pool of its own, which ends with the iteration."""
+    """``(item, fn(item))`` from a pool that ends with the iteration (a spawned one is kept)."""
     pool = futures.ThreadPoolExecutor(jobs) if threads else _process_pool(jobs)
+    kept = _spawned_pools.get(jobs) is pool
     finished = False
     try:
         yield from _completed(pool, fn, iter(items), window=2 * jobs)
@@ -110,20 +114,25 @@ def _pooled(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int, *, thread
             fix="run the same command again with --resume (finished shards are kept); if it "
                 "happens again, use fewer workers (-j) or check the system log (dmesg)") from e
     finally:
-        if finished:
-            pool.shutdown(wait=True)
-        else:
+        if not finished:
             _abandon(pool)
+        elif not kept:
+            pool.shutdown(wait=True)
+            _live_pools.discard(pool)
 
 
 def _process_pool(jobs: int) -> futures.ProcessPoolExecutor:
     import multiprocessing  # noqa: PLC0415 - only runs that use worker processes pay for it
 
     method = start_method()
+    if method == "spawn" and jobs in _spawned_pools:
+        return _spawned_pools[jobs]
     pool = futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method),
-                               initializer=_start_worker, initargs=(os.getpid(),))
+                                       initializer=_start_worker, initargs=(os.getpid(),))
     if method == "fork":
         _fork_workers_now(pool)
+    else:
+        _spawned_pools[jobs] = pool
     _live_pools.add(pool)
     return pool
 
@@ -165,6 +174,8 @@ def _abandon(pool: futures.Executor) -> None:
     each finishes its current task."""
     if isinstance(pool, futures.ProcessPoolExecutor):
         _terminate_workers(pool)
+        for jobs in [j for j, kept in _spawned_pools.items() if kept is pool]:
+            del _spawned_pools[jobs]
     pool.shutdown(wait=False, cancel_futures=True)
 
 

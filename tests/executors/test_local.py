@@ -145,3 +145,31 @@ def test_the_command_line_keeps_numpy_from_starting_threads_so_workers_fork():
     """)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "fork"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self")
+def test_spawned_workers_are_kept_for_the_next_map_and_ended_on_an_error():
+    """A spawned worker costs a new interpreter: the next map reuses it (forked ones are not
+    kept, so they never run with an old copy of the parent). An abandoned map ends them."""
+    done = run_python("""
+        import multiprocessing, os, threading
+        from imgtools.executors.local import LocalExecutor, start_method
+
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()  # rules out forking
+        assert start_method() == "spawn"
+
+        def run_map():
+            list(LocalExecutor(2).map_unordered(os.readlink, ["/proc/self"] * 8))
+            return {p.pid for p in multiprocessing.active_children()}
+
+        first, second = run_map(), run_map()
+        try:
+            list(LocalExecutor(2).map_unordered(os.readlink, ["/proc/self", "/no/such"]))
+        except FileNotFoundError:
+            pass
+        after_error = multiprocessing.active_children()
+        print(bool(first) and first == second, len(after_error), not run_map() & first)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "0", "True"]
