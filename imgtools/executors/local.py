@@ -176,7 +176,11 @@ def _abandon(pool: futures.Executor) -> None:
         _terminate_workers(pool)
         for jobs in [j for j, kept in _spawned_pools.items() if kept is pool]:
             del _spawned_pools[jobs]
-    pool.shutdown(wait=False, cancel_futures=True)
+        # Its manager thread sees the workers gone and reaps them too: wait for it, so that no
+        # worker is left unreaped when this returns (both threads wait for the same children).
+        pool.shutdown(wait=True, cancel_futures=True)
+    else:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _terminate_workers(pool: futures.ProcessPoolExecutor) -> None:

@@ -39,6 +39,7 @@ def map_shards(worker: Callable, shards: list[InputShard], args: tuple, *,
                executor: Executor | None = None) -> Iterator[dict]:
     """``worker(fmt_name, shard, *args)`` on every shard in parallel (on ``executor``;
     default: this machine with ``n_jobs`` workers); summaries as they come."""
+    # lazy: `imgtools info` opens a dataset here but maps no shards, and draws no bar
     from imgtools.progress import tqdm
 
     executor = executor or LocalExecutor(n_jobs)
