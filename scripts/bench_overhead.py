@@ -7,8 +7,8 @@ overhead, which may add at most 10 % CPU. Wall time on a shared machine is noise
 script compares CPU time (user + system):
 
 * ``codec``: in this process, every source image of the tree read, decoded, resized and encoded
-  exactly as a build worker does it (``imgtools.transforms.jpeg.render``), best of ``--repeats``
-  passes (``time.process_time``);
+  exactly as a build worker does it (``imgtools.transforms.jpeg.render``), once a round
+  (``time.process_time``);
 * ``codec on 2 cores``: the same codec work split over two processes running at once (every
   other image each), their CPU summed: what that work costs when both cores are busy, as they
   are in a ``-j 2`` build (the cores share caches and memory bandwidth, and a VM's two cores
@@ -17,7 +17,7 @@ script compares CPU time (user + system):
 * ``build -j N``: a whole ``imgtools build`` of the same images as a subprocess, CPU time of it
   and of every process it waited for (``resource.getrusage(RUSAGE_CHILDREN)`` around the
   subprocess; the worker processes are reaped by the build before it exits, so they count),
-  best of ``--repeats``. ``-j 1`` runs shards in the build's own process; ``-j 2`` adds IPC
+  once a round. ``-j 1`` runs shards in the build's own process; ``-j 2`` adds IPC
   and worker start-up; ``-j 2 (threads)`` is the same build with ``run_shards`` patched to
   the local executor's threads (``prefer="threads"``), to show what the process workers cost;
 * ``shard worker alone``: the engine's shard worker (``imgtools.pipeline.engine.run_shard``)
@@ -165,6 +165,7 @@ def cpu_of(fn: Callable[[], object]) -> float:
 
 
 def _render_all(paths: list[str], opts: RenderOptions) -> float:
+    """CPU of the codec work on ``paths`` in this process: the ``codec`` measure."""
     start = time.process_time()
     for p in paths:
         render(read_bytes(p), opts)
@@ -258,8 +259,7 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
     _WARM[:] = paths
     for _ in range(repeats):
         settle()
-        rnd: dict = {"codec_s": cpu_of(
-            lambda: [render(read_bytes(str(p)), opts) for p in paths]),
+        rnd: dict = {"codec_s": _render_all([str(p) for p in paths], opts),
                      "codec_2_cores_s": codec_cpu_on_cores(paths, opts, 2)}
         rnd["engine_s"] = shard_cpu(paths, opts, outputs.new("engine"), cached)
         rnd["shard_s"] = shard_cpu(paths, opts, outputs.new("shard"))
