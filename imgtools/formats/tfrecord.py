@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -249,7 +250,8 @@ class TFRecordFormat(PackedParts, Format):
             raise UserError(f"unsupported TFRecord compression {compression!r}",
                             fix="use gzip, or none (the tfrecord package reads only GZIP)")
         path = self.shard_path(root, split, shard_index, num_shards, compression)
-        return TFRecordShardWriter(path, schema, compression, index and not compression)
+        return TFRecordShardWriter(path, schema, compression, index and not compression,
+                                   digests)
 
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
         """Sidecar, plus TFDS's metadata so ``tfds.builder_from_directory(root)`` loads the
@@ -271,10 +273,15 @@ class TFRecordFormat(PackedParts, Format):
 
 
 class TFRecordShardWriter(ShardWriter):
-    """Writes one ``.tfrecord`` shard (and its index) under temporary names, renamed on close."""
+    """Writes one ``.tfrecord`` shard (and its index) under temporary names, renamed on close.
+    With ``digests``, an uncompressed shard is hashed as it is written (the bytes are at hand:
+    reading the file back for ``SHA256SUMS`` would read every output byte twice, from disk
+    once the output outgrows the page cache); a GZIP shard is hashed afterwards."""
 
-    def __init__(self, path: Path, schema: str, compression: str | None, index: bool):
+    def __init__(self, path: Path, schema: str, compression: str | None, index: bool,
+                 digests: bool = False):
         self.path = path
+        self._hash = hashlib.sha256() if digests and not compression else None
         self.schema = schema
         self.index_path = path.with_name(path.name + ".index") if index else None
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,6 +299,9 @@ class TFRecordShardWriter(ShardWriter):
         with naming_errors(self.path):
             if self._out is None:
                 write_all(self._raw.fileno(), parts)
+                if self._hash is not None:
+                    for part in parts:
+                        self._hash.update(part)
             else:
                 self._out.write(b"".join(parts))
         if self._index is not None:
@@ -307,12 +317,18 @@ class TFRecordShardWriter(ShardWriter):
                     self._out.close()
                 self._raw.close()
             if self.index_path is not None and self._index is not None:
-                atomic_write_text(self.index_path, self._index.getvalue())
+                index = self._index.getvalue()
+                atomic_write_text(self.index_path, index)
                 written.append(self.index_path)
+                if self._hash is not None:
+                    self.known_digests = {
+                        self.index_path: hashlib.sha256(index.encode()).hexdigest()}
             os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
             raise
+        if self._hash is not None:
+            self.known_digests = {**self.known_digests, self.path: self._hash.hexdigest()}
         return [self.path, *written]
 
     def abort(self) -> None:

@@ -27,6 +27,7 @@ why); this module is the format: samples, shard names, the ``wids`` index and th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -207,7 +208,8 @@ class WebDatasetFormat(PackedParts, Format):
 
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,
                     num_shards: int, *, digests: bool = False) -> ShardWriter:
-        return WebDatasetShardWriter(Path(root) / shard_name(split, shard_index, num_shards))
+        return WebDatasetShardWriter(Path(root) / shard_name(split, shard_index, num_shards),
+                                     digests)
 
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
         """Sidecar, one ``wids`` shard index per split, and the card YAML that gives
@@ -252,10 +254,12 @@ def _check_meta_types(path: Path, key: str, meta: dict, offset: int) -> None:
 class WebDatasetShardWriter(ShardWriter):
     """One tar shard, written as ``webdataset.TarWriter(fileobj, encoder=False, mtime=0)``
     writes it (same members in the same order, same headers, same end padding), into a
-    temporary file renamed on close."""
+    temporary file renamed on close. With ``digests`` the shard is hashed as it is written
+    (not read back for ``SHA256SUMS``)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, digests: bool = False):
         self.path = path
+        self._hash = hashlib.sha256() if digests else None
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp_path_for(path)
         self._file = open(self.tmp, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in close()
@@ -267,11 +271,17 @@ class WebDatasetShardWriter(ShardWriter):
             self._add_member(name, data)
 
     def _add_member(self, name: str, data: bytes) -> None:
-        write = self._file.write
-        write(member_header(name, len(data)))
-        write(data)
+        pieces = [member_header(name, len(data)), data]
         if len(data) % tarfile.BLOCKSIZE:
-            write(bytes(tarfile.BLOCKSIZE - len(data) % tarfile.BLOCKSIZE))
+            pieces.append(bytes(tarfile.BLOCKSIZE - len(data) % tarfile.BLOCKSIZE))
+        self._write(pieces)
+
+    def _write(self, pieces: list[bytes]) -> None:
+        write = self._file.write
+        for piece in pieces:
+            write(piece)
+            if self._hash is not None:
+                self._hash.update(piece)
 
     def write(self, record: Record) -> None:
 
@@ -305,12 +315,14 @@ class WebDatasetShardWriter(ShardWriter):
             with naming_errors(self.path):
                 # tarfile's close: two zero blocks, then zeros up to a multiple of 20 blocks.
                 size = self._file.tell() + len(END_OF_ARCHIVE)
-                self._file.write(END_OF_ARCHIVE + bytes(-size % tarfile.RECORDSIZE))
+                self._write([END_OF_ARCHIVE + bytes(-size % tarfile.RECORDSIZE)])
                 self._file.close()
                 os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
             raise
+        if self._hash is not None:
+            self.known_digests = {self.path: self._hash.hexdigest()}
         return [self.path]
 
     def abort(self) -> None:

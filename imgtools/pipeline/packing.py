@@ -81,7 +81,8 @@ def _pack_file(task: ShardTask) -> dict:
     p = task.payload
     fmt: Format = p["fmt"]
     out, info, root = p["shard"], p["info"], Path(p["root"])
-    writer = fmt.open_writer(root, info, out.split, out.index, out.num_shards, **p["options"])
+    writer = fmt.open_writer(root, info, out.split, out.index, out.num_shards, digests=True,
+                             **p["options"])
     try:
         for piece in out.slices:
             for record in read_slice(fmt, piece, info):
@@ -90,7 +91,8 @@ def _pack_file(task: ShardTask) -> dict:
         writer.abort()
         raise
     files = writer.close()
-    return with_files({"checksums": [(f.relative_to(root).as_posix(), sha256_file(f))
+    return with_files({"checksums": [(f.relative_to(root).as_posix(),
+                                      writer.known_digests.get(f) or sha256_file(f))
                                      for f in files]}, files)
 
 

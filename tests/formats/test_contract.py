@@ -94,6 +94,40 @@ def test_an_aborted_shard_leaves_nothing(fmt, folder, tmp_path):
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
+HASHED_WHILE_WRITING = {"folder", "tfrecord", "webdataset"}
+"""Writers that hash their files as they write them (``known_digests``), so that
+``SHA256SUMS`` does not read every output byte back; the others are read back after."""
+
+
+@pytest.mark.parametrize("fmt", LOSSLESS_TARGETS)
+def test_digests_known_while_writing_are_the_files_digests(fmt, folder, tmp_path):
+    reader = detect_format(folder)
+    info = reader.read_info(folder)
+    records = [r for shard in reader.input_shards(folder) for r in reader.read_shard(shard, info)]
+    train = [r for r in records if r.split == "train"][:5]
+    writer = get_format(fmt).open_writer(tmp_path, info, "train", 0, 1, digests=True)
+    for record in train:
+        writer.write(record)
+    files = writer.close()
+    known = {Path(f): d for f, d in writer.known_digests.items()}
+    assert bool(known) == (fmt in HASHED_WHILE_WRITING)
+    assert set(known) <= {Path(f) for f in files}
+    for f, digest in known.items():
+        assert digest == hashlib.sha256(f.read_bytes()).hexdigest(), f
+
+
+def test_a_gzip_tfrecord_is_hashed_after_writing(folder, tmp_path):
+    """The bytes written are the compressor's, not the records': none is claimed known."""
+    reader = detect_format(folder)
+    info = reader.read_info(folder)
+    record = next(reader.read_shard(reader.input_shards(folder)[0], info))
+    writer = get_format("tfrecord").open_writer(tmp_path, info, record.split, 0, 1,
+                                                digests=True, compression="gzip")
+    writer.write(record)
+    writer.close()
+    assert writer.known_digests == {}
+
+
 def _largest_data_file(root: Path) -> Path:
     return max((p for p in root.rglob("*") if p.is_file() and p.name not in SIDECARS
                 and p.suffix not in (".index", ".json", ".csv") and p.name != "SHA256SUMS"),
