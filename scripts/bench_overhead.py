@@ -56,6 +56,7 @@ import os
 import resource
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,25 @@ if os.environ.get("BENCH_SPAWN"):  # workers started as new interpreters, not fo
 if os.environ.get("BENCH_NO_SYNC"):  # what syncing before each marker costs (-j 1 only)
     import imgtools.runner
     imgtools.runner.sync_files = lambda paths: None
+if os.environ.get("BENCH_CODEC_LOG"):  # the codec's CPU inside this build, per thread
+    import struct, threading
+    import imgtools.sources.members as members, imgtools.transforms.jpeg as jpeg
+    spent = {}
+    def timed(fn):
+        def codec_step(*args):
+            start = time.thread_time()
+            try:
+                return fn(*args)
+            finally:
+                key = (os.getpid(), threading.get_ident())
+                fd, total = spent.get(key) or (os.open(
+                    f"{os.environ['BENCH_CODEC_LOG']}/{key[0]}-{key[1]}",
+                    os.O_WRONLY | os.O_CREAT, 0o644), 0.0)
+                spent[key] = (fd, total + time.thread_time() - start)
+                os.pwrite(fd, struct.pack("d", spent[key][1]), 0)
+        return codec_step
+    members.read_bytes = timed(members.read_bytes)  # the worker's read of a source image
+    jpeg.render = timed(jpeg.render)  # decode, resize, encode
 start = time.process_time()
 try:
     imgtools.cli.main(sys.argv[1:])
@@ -107,20 +127,27 @@ print(json.dumps({"main_cpu": time.process_time() - start}))
 """
 """``imgtools <args>`` with the command's imports done before the clock starts: what it
 prints is the CPU of the engine's own work in the main process (planning, shards when -j 1,
-metadata), so that start-up (interpreter and imports) is the rest of the total."""
+metadata), so that start-up (interpreter and imports) is the rest of the total. With
+``BENCH_CODEC_LOG`` (a folder) every process and thread of the build that reads or renders a
+source image keeps the CPU it spent doing so (``time.thread_time`` around the two calls) in a
+file of its own, rewritten after each call (one ``pwrite``: a worker may be ended without
+running exit hooks): the codec work measured inside the build, at the same moment as the
+build, so that the machine's drift between runs is not in ``build / codec inside``."""
 
 
 def imgtools_cmd() -> list[str]:
     return [sys.executable, "-c", _RUN]
 
 
-def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: bool = False
-              ) -> tuple[float, float, float]:
+def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: bool = False,
+              codec_log: Path | None = None) -> tuple[float, float, float]:
     """Wall seconds of ``cmd``, user + system CPU seconds of it and of every process it waited
     for, and the CPU the command's main process reported for its work after imports.
-    ``threads``, ``sync`` and ``spawn`` choose the variants described in ``_RUN``."""
+    ``threads``, ``sync``, ``spawn`` and ``codec_log`` choose the variants described in
+    ``_RUN``."""
     env = {**os.environ, "BENCH_PREFER_THREADS": "1" if threads else "",
-           "BENCH_NO_SYNC": "" if sync else "1", "BENCH_SPAWN": "1" if spawn else ""}
+           "BENCH_NO_SYNC": "" if sync else "1", "BENCH_SPAWN": "1" if spawn else "",
+           "BENCH_CODEC_LOG": str(codec_log or "")}
     settle()  # the previous run's writes are not this run's cost
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -139,6 +166,12 @@ def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True
     """:func:`timed_run` without the wall time: CPU of the whole run, CPU of its work."""
     _wall, cpu, main_cpu = timed_run(cmd, threads, sync)
     return cpu, main_cpu
+
+
+def codec_inside(log: Path) -> float:
+    """The codec CPU a run with ``BENCH_CODEC_LOG=log`` spent, summed over its processes and
+    threads (each file holds one thread's running total)."""
+    return sum(struct.unpack("d", p.read_bytes())[0] for p in log.iterdir())
 
 
 _WARM: list[Path] = []  # files every measured run reads: in the page cache before each run
@@ -211,8 +244,14 @@ def build_cmd(tree: Path, out: Path, size: int, jobs: int) -> list[str]:
 
 
 def build_cpu(tree: Path, out: Path, size: int, jobs: int, threads: bool = False,
-              sync: bool = True) -> tuple[float, float]:
-    return children_cpu(build_cmd(tree, out, size, jobs), threads, sync)
+              sync: bool = True) -> tuple[float, float, float]:
+    """CPU of the whole build, of its main process's work, and of the codec work inside it
+    (:func:`codec_inside`)."""
+    log = out.with_name(out.name + "-codec-log")
+    log.mkdir(parents=True)
+    _wall, cpu, main_cpu = timed_run(build_cmd(tree, out, size, jobs), threads, sync,
+                                     codec_log=log)
+    return cpu, main_cpu, codec_inside(log)
 
 
 def convert_cpu(src: Path, dst: Path, fmt: str, jobs: int) -> tuple[float, float]:
@@ -232,6 +271,52 @@ def copy_bytes(paths: list[Path], dst: Path, one_file: bool) -> None:
         (dst / f"{i}.jpg").write_bytes(p.read_bytes())
 
 
+def format_floor(paths: list[Path], dst: Path, fmt: str) -> None:
+    """The least a passthrough conversion to ``fmt`` must do, in one tight loop with the fastest
+    codecs known (``scripts/bench_codecs.py``): read every image, frame it as ``fmt`` stores it
+    (a ``tf.train.Example`` of image, label and file name serialized by protobuf and framed
+    with two CRC-32C; three tar members - image, ``.cls``, ``.json`` - with the headers
+    ``webdataset.TarWriter`` writes; a file each for a folder), write it, and hash it once
+    for ``SHA256SUMS``, then make it durable (``os.sync``: the engine syncs before its
+    markers, and a write's flush to disk is otherwise charged to the kernel's flusher, not to
+    the program). What a ``convert`` spends beyond this is the engine's: planning, the output
+    protocol (fingerprint, markers, staging), records, metadata, Python per image."""
+    from tfrecord import example_pb2
+
+    from imgtools.formats.tar_codec import member_header
+    from imgtools.formats.tfrecord_framing import frame_parts
+
+    dst.mkdir(parents=True)
+    label = {w: i for i, w in enumerate(sorted({p.parent.name for p in paths}))}
+    if fmt == "folder":
+        for p in paths:
+            data = p.read_bytes()
+            (dst / p.name).write_bytes(data)
+            hashlib.sha256(data).digest()
+        os.sync()
+        return
+    with open(dst / "all.bin", "wb") as f:
+        for p in paths:
+            data = p.read_bytes()
+            if fmt == "tfrecord":
+                example = example_pb2.Example()
+                features = example.features.feature
+                features["image"].bytes_list.value.append(data)
+                features["label"].int64_list.value.append(label[p.parent.name])
+                features["file_name"].bytes_list.value.append(p.name.encode())
+                framed = b"".join(frame_parts([example.SerializeToString(deterministic=True)]))
+            else:
+                meta = json.dumps({"label": label[p.parent.name], "filename": p.name,
+                                   "wnid": p.parent.name}, sort_keys=True).encode()
+                framed = b"".join(
+                    member_header(f"{p.stem}.{ext}", len(d)) + d + bytes(-len(d) % 512)
+                    for ext, d in (("cls", str(label[p.parent.name]).encode()),
+                                   ("jpg", data), ("json", meta)))
+            f.write(framed)
+            hashlib.sha256(framed).digest()
+    os.sync()
+
+
 def make_tree(work: Path, images: int) -> Path:
     tree = work / f"tree-{images}"
     make_corpus_tree(tree, CORPUS, images, recipe_wnids(RECIPE), "valprep")
@@ -249,7 +334,7 @@ BUILDS = {  # label -> (jobs, threads, sync before markers)
 
 
 def measure(work: Path, images: int, size: int, repeats: int, formats: list[str],
-            outputs_root: Path) -> dict:
+            outputs_root: Path, builds: list[str]) -> dict:
     tree = make_tree(work, images)
     paths = source_images(tree)
     opts = RenderOptions((size,), "bilinear", 90, False)
@@ -264,7 +349,7 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
         rnd["engine_s"] = shard_cpu(paths, opts, outputs.new("engine"), cached)
         rnd["shard_s"] = shard_cpu(paths, opts, outputs.new("shard"))
         rnd["build"] = {label: build_cpu(tree, outputs.new("build"), size, *how)
-                        for label, how in BUILDS.items()}
+                        for label, how in BUILDS.items() if label in builds}
         row["rounds"].append(rnd)
     built = outputs.new("built")
     build_cpu(tree, built, size, 1)
@@ -285,6 +370,9 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
             settle()
             runs.append((*conv, cpu_of(lambda c=copy, f=fmt: copy_bytes(built_images, c,
                                                                           f != "folder"))))
+            floor = outputs.new("floor")
+            settle()
+            runs[-1] += (cpu_of(lambda d=floor, f=fmt: format_floor(built_images, d, f)),)
         row["convert"][fmt] = runs
     outputs.clear()
     return row
@@ -369,6 +457,12 @@ def filesystem_of(path: Path) -> str:
     return f"{kind} ({best})"
 
 
+def _has_inside(rounds: list[dict], label: str) -> bool:
+    """Whether every round measured the codec inside this build (runs made before the
+    script did so hold two figures per build, not three)."""
+    return all(len(r["build"][label]) > 2 for r in rounds)
+
+
 def summarise(row: dict) -> dict[str, float]:
     """The medians over rounds, by name (what ``bench_before_after.py`` compares)."""
     rounds = row["rounds"]
@@ -380,15 +474,24 @@ def summarise(row: dict) -> dict[str, float]:
     for label in rounds[0]["build"]:
         out[f"build {label} over codec"] = med(r["build"][label][0] / r["codec_s"]
                                                for r in rounds)
+        if _has_inside(rounds, label):
+            out[f"build {label} over the codec inside it"] = med(
+                r["build"][label][0] / r["build"][label][2] for r in rounds)
+            out[f"build {label}: codec inside over codec alone"] = med(
+                r["build"][label][2] / r["codec_s"] for r in rounds)
     if all("codec_2_cores_s" in r for r in rounds):
         out["codec on 2 cores over codec"] = med(r["codec_2_cores_s"] / r["codec_s"]
                                                  for r in rounds)
         for label in (lb for lb in rounds[0]["build"] if lb.startswith("-j 2")):
             out[f"build {label} over codec on 2 cores"] = med(
                 r["build"][label][0] / r["codec_2_cores_s"] for r in rounds)
-    for fmt, runs in row["convert"].items():
-        out[f"convert {fmt} work_s"] = med(m for _t, m, _c in runs)
-        out[f"convert {fmt} copy_s"] = med(c for _t, _m, c in runs)
+    for fmt, runs in row["convert"].items():  # (total, work, copy[, format floor]) a run
+        out[f"convert {fmt} work_s"] = med(r[1] for r in runs)
+        out[f"convert {fmt} copy_s"] = med(r[2] for r in runs)
+        if all(len(r) > 3 for r in runs):
+            out[f"convert {fmt} floor_s"] = med(r[3] for r in runs)
+            out[f"convert {fmt} total over floor"] = med(r[0] / r[3] for r in runs)
+            out[f"convert {fmt} work over floor"] = med(r[1] / r[3] for r in runs)
     out["hash_ms_per_image"] = 1000 * row["hash_s"] / row["converted_images"]
     out["marker_check_us_per_image"] = 1e6 * row["marker_check_s"] / row["converted_images"]
     return out
@@ -443,17 +546,28 @@ def report(row: dict) -> None:
         if two and label.startswith("-j 2"):
             print(f"    = {_spread([r['build'][label][0] / r['codec_2_cores_s'] for r in rounds])}"
                   "x the codec on 2 cores at once")
+        if _has_inside(rounds, label):
+            inside = [r["build"][label][2] for r in rounds]
+            print(f"    = {_spread([r['build'][label][0] / c for r, c in zip(rounds, inside)])}"
+                  "x the codec work inside the build (read + render, timed in its workers), "
+                  f"which was {_spread([c / r['codec_s'] for r, c in zip(rounds, inside)])}x "
+                  "the codec alone")
     print(f"  checking every marker on --resume (a stat per output file): "
           f"{1e6 * row['marker_check_s'] / row['converted_images']:.1f} us per image")
     k = row["converted_images"]
     print(f"  hashing every output byte once (what SHA256SUMS forces): {row['hash_s']:.3f} s = "
           f"{1000 * row['hash_s'] / k:.3f} ms/img")
-    for fmt, runs in row["convert"].items():
-        extra = [1000 * (m - c) / k for _t, m, c in runs]
-        print(f"  convert -j 1 -> {fmt}: {_spread([t for t, _m, _c in runs], '{:.2f}')} s, "
-              f"work {_spread([m for _t, m, _c in runs])} s vs copying the bytes "
-              f"{_spread([c for _t, _m, c in runs])} s, {_spread(extra)} ms/img more; "
-              f"start-up {_spread([t - m for t, m, _c in runs], '{:.2f}')} s")
+    for fmt, runs in row["convert"].items():  # (total, work, copy[, format floor]) a run
+        extra = [1000 * (r[1] - r[2]) / k for r in runs]
+        print(f"  convert -j 1 -> {fmt}: {_spread([r[0] for r in runs], '{:.2f}')} s, "
+              f"work {_spread([r[1] for r in runs])} s vs copying the bytes "
+              f"{_spread([r[2] for r in runs])} s, {_spread(extra)} ms/img more; "
+              f"start-up {_spread([r[0] - r[1] for r in runs], '{:.2f}')} s")
+        if all(len(r) > 3 for r in runs):
+            whole = _spread([r[0] / r[3] for r in runs])
+            print(f"    the format's floor (read, frame, write, hash once): "
+                  f"{_spread([r[3] for r in runs])} s; convert {whole}x it in all, its work "
+                  f"after imports {_spread([r[1] / r[3] for r in runs])}x")
 
 
 def main() -> None:
@@ -462,6 +576,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--to", nargs="*", default=["tfrecord", "webdataset", "folder"])
+    ap.add_argument("--builds", nargs="+", choices=list(BUILDS), default=list(BUILDS),
+                    metavar="LABEL", help="which builds a round runs (default: all of "
+                    f"{', '.join(repr(b) for b in BUILDS)}); fewer builds, more rounds")
     ap.add_argument("--profile", action="store_true", help="cProfile a -j 1 build too")
     ap.add_argument("--outputs", type=Path, help="where the runs write (default: the temporary "
                     "work folder); every run's output stays until the end")
@@ -484,7 +601,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as t:
         work = Path(t)
         row = measure(work, args.images, args.size, args.repeats, args.to,
-                      args.outputs or work)
+                      args.outputs or work, args.builds)
         row["outputs_on"] = filesystem_of(args.outputs or work)
         row["summary"] = summarise(row)
         report(row)
