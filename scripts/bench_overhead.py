@@ -26,9 +26,17 @@ script compares CPU time (user + system):
   costs;
 * ``-j 1 (no sync before markers)``: the same build with the ``syncfs`` before each done
   marker patched out, and the stat per output file ``--resume`` makes to trust a marker;
+* ``codec inside``: the codec work of each build measured inside it (CPU of every read and
+  render of a source image, per thread, in every process: see ``_RUN``). The same work as
+  ``codec``, at the same moment as the rest of the build: ``build / codec inside`` does not
+  move with the machine's drift between runs (on the development VM the codec alone moved by
+  up to 25 % from run to run, from the same code on the same images), and ``codec inside /
+  codec`` shows that the codec costs the same inside a build as alone;
 * ``convert``: a passthrough ``imgtools convert`` of the built folder to each ``--to`` format,
   against this process reading every image's bytes and writing them to one file (record
-  formats) or to one file each (folder).
+  formats) or to one file each (folder), and against the format's floor
+  (:func:`format_floor`: read, frame, write, hash once, sync - what any conversion that
+  writes this format with ``SHA256SUMS`` must do).
 
 Each imgtools run reports the CPU of its main process after its imports ("work"); the rest of
 the total is start-up (interpreter, imports) and, with -j 2, the workers (their start-up,
@@ -99,24 +107,26 @@ if os.environ.get("BENCH_NO_SYNC"):  # what syncing before each marker costs (-j
     import imgtools.runner
     imgtools.runner.sync_files = lambda paths: None
 if os.environ.get("BENCH_CODEC_LOG"):  # the codec's CPU inside this build, per thread
-    import struct, threading
+    import functools, struct, threading
     import imgtools.sources.members as members, imgtools.transforms.jpeg as jpeg
     spent = {}
-    def timed(fn):
-        def codec_step(*args):
+    def timed(fn, what):
+        @functools.wraps(fn)  # same name: a worker unpickles the task's function by it
+        def step(*args):
             start = time.thread_time()
             try:
                 return fn(*args)
             finally:
-                key = (os.getpid(), threading.get_ident())
+                key = (what, os.getpid(), threading.get_ident())
                 fd, total = spent.get(key) or (os.open(
-                    f"{os.environ['BENCH_CODEC_LOG']}/{key[0]}-{key[1]}",
+                    f"{os.environ['BENCH_CODEC_LOG']}/{what}-{key[1]}-{key[2]}",
                     os.O_WRONLY | os.O_CREAT, 0o644), 0.0)
                 spent[key] = (fd, total + time.thread_time() - start)
                 os.pwrite(fd, struct.pack("d", spent[key][1]), 0)
-        return codec_step
-    members.read_bytes = timed(members.read_bytes)  # the worker's read of a source image
-    jpeg.render = timed(jpeg.render)  # decode, resize, encode
+        return step
+    members.read_bytes = timed(members.read_bytes, "codec")  # a worker's read of a source
+    jpeg.render = timed(jpeg.render, "codec")  # decode, resize, encode
+    engine.run_shard = timed(engine.run_shard, "shard")  # a whole shard task, codec included
 start = time.process_time()
 try:
     imgtools.cli.main(sys.argv[1:])
@@ -168,10 +178,11 @@ def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True
     return cpu, main_cpu
 
 
-def codec_inside(log: Path) -> float:
-    """The codec CPU a run with ``BENCH_CODEC_LOG=log`` spent, summed over its processes and
-    threads (each file holds one thread's running total)."""
-    return sum(struct.unpack("d", p.read_bytes())[0] for p in log.iterdir())
+def cpu_inside(log: Path, what: str) -> float:
+    """The CPU a run with ``BENCH_CODEC_LOG=log`` spent in ``what`` (``codec``: reading and
+    rendering source images; ``shard``: shard tasks, codec included), summed over its
+    processes and threads (each file holds one thread's running total)."""
+    return sum(struct.unpack("d", p.read_bytes())[0] for p in log.glob(f"{what}-*"))
 
 
 _WARM: list[Path] = []  # files every measured run reads: in the page cache before each run
@@ -244,14 +255,14 @@ def build_cmd(tree: Path, out: Path, size: int, jobs: int) -> list[str]:
 
 
 def build_cpu(tree: Path, out: Path, size: int, jobs: int, threads: bool = False,
-              sync: bool = True) -> tuple[float, float, float]:
-    """CPU of the whole build, of its main process's work, and of the codec work inside it
-    (:func:`codec_inside`)."""
+              sync: bool = True) -> tuple[float, float, float, float]:
+    """CPU of the whole build, of its main process's work, of the codec work inside it, and of
+    its shard tasks, codec included (:func:`cpu_inside`)."""
     log = out.with_name(out.name + "-codec-log")
     log.mkdir(parents=True)
     _wall, cpu, main_cpu = timed_run(build_cmd(tree, out, size, jobs), threads, sync,
                                      codec_log=log)
-    return cpu, main_cpu, codec_inside(log)
+    return cpu, main_cpu, cpu_inside(log, "codec"), cpu_inside(log, "shard")
 
 
 def convert_cpu(src: Path, dst: Path, fmt: str, jobs: int) -> tuple[float, float]:
@@ -457,6 +468,17 @@ def filesystem_of(path: Path) -> str:
     return f"{kind} ({best})"
 
 
+_BUILD_PARTS = (  # a build's CPU beyond its codec work, from (total, main, codec, shards)
+    ("the shard tasks' own work (write, hash, records, summary)", lambda b: b[3] - b[2]),
+    ("the main process outside shard tasks (planning, output protocol, metadata, IPC)",
+     lambda b: b[1] - b[3] if b[1] > b[3] else b[1]),
+    ("start-up and worker processes beyond their shard tasks",
+     lambda b: b[0] - b[1] - (0 if b[1] > b[3] else b[3])),
+)
+"""With -j 1 the shard tasks run in the main process (its work includes them); with -j 2 in
+the workers, whose CPU is the total less the main process's."""
+
+
 def _has_inside(rounds: list[dict], label: str) -> bool:
     """Whether every round measured the codec inside this build (runs made before the
     script did so hold two figures per build, not three)."""
@@ -552,6 +574,10 @@ def report(row: dict) -> None:
                   "x the codec work inside the build (read + render, timed in its workers), "
                   f"which was {_spread([c / r['codec_s'] for r, c in zip(rounds, inside)])}x "
                   "the codec alone")
+        if all(len(r["build"][label]) > 3 for r in rounds):
+            print("      of which, per cent of that codec work: " + "; ".join(
+                f"{name} {_spread([100 * part(r['build'][label]) / r['build'][label][2] for r in rounds], '{:.1f}')}"  # noqa: E501
+                for name, part in _BUILD_PARTS))
     print(f"  checking every marker on --resume (a stat per output file): "
           f"{1e6 * row['marker_check_s'] / row['converted_images']:.1f} us per image")
     k = row["converted_images"]
