@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.atomic import TMP_PREFIX
+from imgtools.checksums import sha256_file
 from imgtools.errors import UserError
 from imgtools.executors.base import Executor
 from imgtools.records import DatasetInfo, Record
@@ -80,6 +81,10 @@ class ShardWriter(ABC):
     """
 
     known_digests: dict[Path | str, str] = {}  # noqa: RUF012 - read-only default; writers that hash set their own
+
+    def digest(self, path: Path | str) -> str:
+        """The sha256 of a file this writer wrote: known from writing it, else read back."""
+        return self.known_digests.get(path) or sha256_file(path)
 
     @abstractmethod
     def write(self, record: Record) -> None: ...

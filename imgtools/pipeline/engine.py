@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.atomic import remove_stale_tmp
-from imgtools.checksums import sha256_file
 from imgtools.errors import CorruptDataError
 from imgtools.executors.base import Executor
 from imgtools.formats.base import Format, PassContext
@@ -80,7 +79,7 @@ def run_shard(task: ShardTask) -> dict:
         for w in writers:
             w.abort()
         raise
-    checksums = [{_relative(p, root): w.known_digests.get(p) or sha256_file(p)
+    checksums = [{_relative(p, root): w.digest(p)
                   for p in paths} if spec.hash_files else {}
                  for w, root, paths in zip(writers, spec.roots, written)]
     return with_files({"split": unit.split, **tally.summary(), "checksums": checksums},

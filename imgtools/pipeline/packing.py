@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgtools.atomic import atomic_write_text
-from imgtools.checksums import sha256_file, sha256sum_line
+from imgtools.checksums import sha256sum_line
 from imgtools.formats.base import Format, PassContext
 from imgtools.formats.common import parse_size
 from imgtools.pipeline.slices import plan_conversion, read_slice
@@ -91,8 +91,7 @@ def _pack_file(task: ShardTask) -> dict:
         writer.abort()
         raise
     files = writer.close()
-    return with_files({"checksums": [(f.relative_to(root).as_posix(),
-                                      writer.known_digests.get(f) or sha256_file(f))
+    return with_files({"checksums": [(f.relative_to(root).as_posix(), writer.digest(f))
                                      for f in files]}, files)
 
 
