@@ -43,11 +43,16 @@ def naming_errors(path: str | Path) -> Iterator[None]:
     except OSError as e:
         if e.filename:
             raise
-        code = e.errno
-        if code is None and (m := re.search(r"\[errno (\d+)\]", str(e))):
-            code = int(m.group(1))
-        raise OSError(code, (os.strerror(code) if code else None) or e.strerror or str(e),
-                      os.fspath(path)) from e
+        raise _named(e, path) from e
+
+
+def _named(e: OSError, path: str | Path) -> OSError:
+    """``e`` (which names no file) as an OSError naming ``path``."""
+    code = e.errno
+    if code is None and (m := re.search(r"\[errno (\d+)\]", str(e))):
+        code = int(m.group(1))
+    return OSError(code, (os.strerror(code) if code else None) or e.strerror or str(e),
+                   os.fspath(path))
 
 
 @contextlib.contextmanager
@@ -137,10 +142,14 @@ def _write_unnamed_new(path: str, data: bytes) -> None:
             raise _NoUnnamedFiles from e
         raise OSError(e.errno, e.strerror, path) from e
     try:
-        with naming_errors(path):
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+        try:  # what naming_errors does, without a context manager per image
+            written = os.write(fd, data)
+            if written < len(data):  # a short write: write the rest
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(fd, view):]
+        except OSError as e:
+            raise _named(e, path) from e
         if not _anchor:
             _anchor.append(os.open("/", os.O_RDONLY | os.O_DIRECTORY))
         try:

@@ -65,6 +65,7 @@ class Candidate(NamedTuple):
 
 
 POOLS = ("train", "val")  # ImageNet's own splits, coded 0 and 1 in a PlanTable
+_CHUNK = 4096  # items materialised at once when a table is walked
 
 
 def _encode(name: str) -> bytes:
@@ -91,7 +92,7 @@ class PlanTable(Sequence):
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self.item(i) for i in range(*index.indices(len(self)))]
+            return self.items_at(range(*index.indices(len(self))))
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -99,7 +100,8 @@ class PlanTable(Sequence):
         return self.item(index)
 
     def __iter__(self) -> Iterator[PlanItem]:
-        return (self.item(i) for i in range(len(self)))
+        for start in range(0, len(self), _CHUNK):
+            yield from self.items_at(range(start, min(start + _CHUNK, len(self))))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PlanTable):
@@ -113,13 +115,21 @@ class PlanTable(Sequence):
         return self.pool, self.cls, self.label, self.name, self.alias
 
     def item(self, i: int) -> PlanItem:
-        wnid = self.wnids[self.cls[i]]
-        name = self.name[i].decode("utf-8", "surrogateescape")
-        src = self.source.locate(POOLS[self.pool[i]], wnid, name)
-        alias = int(self.alias[i])
-        out_name = jpeg_name(name) if alias < 0 else f"unsup_{alias:06d}.JPEG"
-        label = int(self.label[i])
-        return PlanItem(src, self.split, None if label < 0 else label, wnid, out_name)
+        return self.items_at((i,))[0]
+
+    def items_at(self, indices: Sequence[int] | range) -> list[PlanItem]:
+        """The items at ``indices``, each column converted once for all of them rather than
+        one numpy scalar at a time: a build walks its plan several times (shards, the inputs'
+        fingerprint, the CSV), so this runs several times per image. Memory: ``indices``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        wnids, locate, split = self.wnids, self.source.locate, self.split
+        pools = [POOLS[p] for p in self.pool[idx].tolist()]
+        classes = [wnids[c] for c in self.cls[idx].tolist()]
+        names = [n.decode("utf-8", "surrogateescape") for n in self.name[idx].tolist()]
+        return [PlanItem(locate(pool, wnid, name), split, None if label < 0 else label, wnid,
+                         jpeg_name(name) if alias < 0 else f"unsup_{alias:06d}.JPEG")
+                for pool, wnid, name, label, alias in zip(
+                    pools, classes, names, self.label[idx].tolist(), self.alias[idx].tolist())]
 
     def take(self, order: np.ndarray | list[int]) -> PlanTable:
         """The same images in ``order`` (indices)."""
@@ -229,8 +239,7 @@ class BuildPlan:
             if shuffle:
                 random.Random(f"{self.seed}:shuffle:{split}").shuffle(order)
             for i in range(0, len(order), shard_size):
-                yield (f"{split}-{i // shard_size:05d}",
-                       [table.item(j) for j in order[i:i + shard_size]])
+                yield f"{split}-{i // shard_size:05d}", table.items_at(order[i:i + shard_size])
 
     def num_shards(self, split: str, shard_size: int) -> int:
         return -(-len(self.items.get(split, ())) // shard_size)

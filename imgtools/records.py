@@ -177,3 +177,10 @@ class Record:
     filename: str
     wnid: str | None = None
     class_name: str | None = None
+
+    def with_image(self, image: bytes, filename: str | None = None) -> Record:
+        """This record with other image bytes (and file name): ``dataclasses.replace`` without
+        its generic field walk, which a transform would pay per output image."""
+        return Record(self.key, self.split, self.label, image,
+                      self.filename if filename is None else filename, self.wnid,
+                      self.class_name)

@@ -46,8 +46,10 @@ def _marker(state_dir: Path, shard_id: str) -> Path:
     return state_dir / f"{shard_id}.json"
 
 
-def load_done(state_dir: Path, shard_id: str) -> dict | None:
-    """The summary of a shard a previous run finished, or None when it must run (again)."""
+def load_done(state_dir: Path, shard_id: str, *, check_files: bool = True) -> dict | None:
+    """The summary of a shard a previous run finished, or None when it must run (again).
+    ``check_files=False`` skips the stat of every file it vouches for: for a marker this run
+    already trusted or wrote (a stat per image, again, when the summaries are read back)."""
     path = _marker(state_dir, shard_id)
     if not path.is_file():
         return None
@@ -55,7 +57,8 @@ def load_done(state_dir: Path, shard_id: str) -> dict | None:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):  # unreadable marker: run the shard again
         return None
-    if not isinstance(summary, dict) or not _files_intact(summary.get("files", [])):
+    if not isinstance(summary, dict) or (
+            check_files and not _files_intact(summary.get("files", []))):
         return None
     return summary
 
@@ -68,9 +71,11 @@ def _files_intact(files: list) -> bool:
         return False
 
 
-def with_files(summary: dict, paths: Iterable[str | Path]) -> dict:
-    """``summary`` plus the ``files`` entry that lets a marker be checked on resume."""
-    return {**summary, "files": [[str(p), os.path.getsize(p)] for p in paths]}
+def with_files(summary: dict, paths: Iterable[str | Path],
+               size: Callable[[str | Path], int] = os.path.getsize) -> dict:
+    """``summary`` plus the ``files`` entry that lets a marker be checked on resume
+    (``size``: where the files' sizes come from, when their writer knows them)."""
+    return {**summary, "files": [[str(p), size(p)] for p in paths]}
 
 
 def run_shards(

@@ -58,6 +58,7 @@ codec's outputs computed beforehand, so what remains is exactly the engine's per
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -69,8 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,6 +200,60 @@ def settle() -> None:
             f.write("1\n")
         for p in _WARM:
             p.read_bytes()
+
+
+_REPORTING = Path("/sys/module/page_reporting/parameters")
+
+
+def _reported_kib() -> int | None:
+    """KiB of free memory this VM's kernel has handed back to the hypervisor so far (free page
+    reporting), or None where there is no such thing."""
+    try:
+        return int((_REPORTING / "reported_kib").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _largest_page_order() -> int:
+    header = next(line for line in Path("/proc/pagetypeinfo").read_text().splitlines()
+                  if line.startswith("Free pages count per migrate type at order"))
+    return int(header.split()[-1])
+
+
+@contextlib.contextmanager
+def backed_memory(enabled: bool) -> Iterator[str]:
+    """With ``enabled`` (root, a VM whose balloon has free page reporting): the measured runs
+    see memory the hypervisor backs, as on a physical machine or a VM without reporting.
+
+    Why: such a VM hands free memory back to the host, and the next page the guest takes
+    from its free lists is faulted in again by the host, at the cost of the guest process
+    that touches it. On the development VM that is 11 us a 4 KB page (measured: touching 13 GB
+    took 36 s of system time), so every new page of the page cache costs several times what
+    the copy into it does, by an amount that depends on how long ago the page was freed - the
+    drift of this benchmark's figures between runs. Reporting is turned off (its order set
+    above the largest, so no free block qualifies), the free memory is touched once by a child
+    process, and the setting is restored at the end."""
+    if not enabled:
+        yield "as the machine gives it"
+        return
+    order = _REPORTING / "page_reporting_order"
+    if not order.exists():
+        sys.exit(f"--back-memory: no {order}: this kernel hands no free memory back to a "
+                 "hypervisor; measure without it")
+    before = order.read_text().strip()
+    off = _largest_page_order() + 1
+    order.write_text(f"{off}\n")
+    try:
+        free_kib = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                            if line.startswith("MemFree:")).split()[1])
+        chunks = max(0, (free_kib // 1024 - 1024) // 256)  # all but 1 GB, in 256 MB chunks
+        subprocess.run([sys.executable, "-c", "import numpy as np, sys\n"
+                        "kept = [np.ones(256 << 20, np.uint8) for _ in range(int(sys.argv[1]))]",
+                        str(chunks)], check=True)
+        yield (f"backed: free page reporting off (page_reporting_order {before} -> {off}), "
+               f"{chunks * 256 / 1024:.1f} GB of free memory touched first")
+    finally:
+        order.write_text(f"{before}\n")
 
 
 def cpu_of(fn: Callable[[], object]) -> float:
@@ -407,7 +461,7 @@ class _CachedCodec(ResizeJPEG):
 
     def apply(self, record):  # noqa: ANN001 - Record
         rendered, note = self.by_source[record.key]
-        return [replace(record, image=rendered[0])], note
+        return [record.with_image(rendered[0])], note  # as ResizeJPEG.apply makes it
 
 
 def shard_cpu(paths: list[Path], opts: RenderOptions, out: Path,
@@ -531,6 +585,7 @@ def combined(rows: list[dict]) -> dict:
            "convert": {fmt: [x for r in rows for x in r["convert"][fmt]]
                        for fmt in rows[0]["convert"]},
            "outputs_on": " + ".join(sorted({r.get("outputs_on", "?") for r in rows})),
+           "memory": " + ".join(sorted({r.get("memory", "?") for r in rows})),
            "combined_runs": len(rows)}
     row["summary"] = summarise(row)
     return row
@@ -542,6 +597,10 @@ def report(row: dict) -> None:
     print(f"CPU (user+sys), {n} images, {len(rounds)} interleaved rounds, outputs on "
           f"{row.get('outputs_on', '?')}; median (range) over rounds of each run divided by "
           "the same round's codec CPU")
+    if "memory" in row:
+        handed = row.get("memory_handed_back_during_run_mib")
+        print(f"  memory: {row['memory']}" + ("" if handed is None else
+              f"; {handed} MiB handed back to the hypervisor during the run"))
     print(f"  codec work alone (read, decode, resize, encode): {_spread(codec, '{:.2f}')} s = "
           f"{_spread([1000 * c / n for c in codec])} ms/img")
     two = all("codec_2_cores_s" in r for r in rounds)
@@ -612,6 +671,10 @@ def main() -> None:
     ap.add_argument("--drop-caches", action="store_true",
                     help="empty the page cache before every measured run (root) and read the "
                          "sources back in: runs then start from the same memory")
+    ap.add_argument("--back-memory", action="store_true",
+                    help="on a VM that hands free memory back to its host (root): turn that "
+                         "off and touch the free memory first, so that new pages cost what "
+                         "they cost on a physical machine (see backed_memory)")
     ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
                     help="report the rounds of earlier runs' --json files together (runs on "
                          "fresh filesystems, when one holds too few rounds), measuring nothing")
@@ -624,11 +687,15 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(row, indent=1) + "\n")
         return
-    with tempfile.TemporaryDirectory() as t:
+    with tempfile.TemporaryDirectory() as t, backed_memory(args.back_memory) as memory:
         work = Path(t)
+        reported = _reported_kib()
         row = measure(work, args.images, args.size, args.repeats, args.to,
                       args.outputs or work, args.builds)
         row["outputs_on"] = filesystem_of(args.outputs or work)
+        row["memory"] = memory
+        if reported is not None:
+            row["memory_handed_back_during_run_mib"] = (_reported_kib() - reported) // 1024
         row["summary"] = summarise(row)
         report(row)
         if args.profile:

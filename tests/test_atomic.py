@@ -62,6 +62,15 @@ def test_a_failed_write_leaves_no_file_and_names_the_path(how, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_short_writes_are_continued_until_every_byte_is_written(tmp_path, monkeypatch):
+    if not atomic._unnamed_files:
+        pytest.skip("no O_TMPFILE on this platform")
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:1000])))
+    atomic_write_new(str(tmp_path / "a.JPEG"), DATA)
+    assert (tmp_path / "a.JPEG").read_bytes() == DATA
+
+
 class _FullFile:
     """What ``open(tmp, "wb")`` gives on a full disk: writes fail."""
 

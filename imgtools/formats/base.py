@@ -77,14 +77,21 @@ class ShardWriter(ABC):
     """Writes the records of one output shard; nothing is visible until :meth:`close`.
 
     ``known_digests`` maps files a writer has already hashed (sha256) while writing them, so
-    the build's SHA256SUMS need not read those files back.
+    the build's SHA256SUMS need not read those files back; ``known_sizes`` their sizes.
     """
 
     known_digests: dict[Path | str, str] = {}  # noqa: RUF012 - read-only default; writers that hash set their own
+    known_sizes: dict[Path | str, int] = {}  # noqa: RUF012 - the same, for the files' sizes
 
     def digest(self, path: Path | str) -> str:
         """The sha256 of a file this writer wrote: known from writing it, else read back."""
         return self.known_digests.get(path) or sha256_file(path)
+
+    def size(self, path: Path | str) -> int:
+        """The size of a file this writer wrote: known from writing it, else ``stat``'ed (a
+        writer of one file per image saves a ``stat`` per image)."""
+        size = self.known_sizes.get(path)
+        return os.path.getsize(path) if size is None else size
 
     @abstractmethod
     def write(self, record: Record) -> None: ...

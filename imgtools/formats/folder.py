@@ -88,6 +88,7 @@ class FolderWriter(ShardWriter):
         self.written: list[str] = []
         self.known_digests: dict[Path | str, str] = {}
         self._hashes: list[str] = []
+        self._sizes: list[int] = []
         self._folders: dict[str | None, str] = {}  # class folder (None: flat) -> made path
 
     def _folder(self, record: Record) -> str:
@@ -114,10 +115,12 @@ class FolderWriter(ShardWriter):
                     "images), or convert to tfrecord, webdataset or parquet, which keep "
                     "both") from None
         self.written.append(path)
+        self._sizes.append(len(record.image))
         if self.digests:
             self._hashes.append(hashlib.sha256(record.image).hexdigest())
 
     def close(self) -> list[str]:
+        self.known_sizes = dict(zip(self.written, self._sizes))
         if self.digests:
             self.known_digests = dict(zip(self.written, self._hashes))
         return list(self.written)
@@ -129,6 +132,8 @@ class FolderWriter(ShardWriter):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         self.written.clear()
+        self._sizes.clear()
+        self._hashes.clear()
 
 
 class FolderFormat(Format):

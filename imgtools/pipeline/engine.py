@@ -82,8 +82,9 @@ def run_shard(task: ShardTask) -> dict:
     checksums = [{_relative(p, root): w.digest(p)
                   for p in paths} if spec.hash_files else {}
                  for w, root, paths in zip(writers, spec.roots, written)]
+    size_of = {p: w.size(p) for w, paths in zip(writers, written) for p in paths}
     return with_files({"split": unit.split, **tally.summary(), "checksums": checksums},
-                      (p for paths in written for p in paths))
+                      size_of, size_of.__getitem__)
 
 
 def _relative(path: str | Path, root: str) -> str:

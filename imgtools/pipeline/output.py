@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -98,16 +99,26 @@ def tree_inputs(root: Path) -> Iterator[InputEntry]:
 
 
 def _write_inputs(path: Path, inputs: Iterable[InputEntry]) -> tuple[int, str]:
-    """Stream ``inputs`` to ``path`` as JSON lines; their count and sha256."""
+    """Stream ``inputs`` to ``path`` as JSON lines (``["locator", size, mtime_ns]``); their
+    count and sha256. Lines are made and written in batches: this runs once per input file."""
     digest = hashlib.sha256()
     count = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for entry in inputs:
-            line = json.dumps(list(entry)) + "\n"
-            digest.update(line.encode())
-            f.write(line)
-            count += 1
+    dumps = json.dumps
+    with open(path, "wb") as f:
+        for batch in _batched(inputs, 4096):
+            data = "".join([f"[{dumps(loc)}, {int(size)}, {int(mtime)}]\n"
+                            for loc, size, mtime in batch]).encode()
+            digest.update(data)
+            f.write(data)
+            count += len(batch)
     return count, digest.hexdigest()
+
+
+def _batched(items: Iterable, n: int) -> Iterator[tuple]:
+    """Tuples of ``n`` items (the last one shorter): ``itertools.batched`` of Python 3.12."""
+    it = iter(items)
+    while batch := tuple(itertools.islice(it, n)):
+        yield batch
 
 
 def _read_entries(lines: Iterable[str]) -> Iterator[InputEntry]:
@@ -299,7 +310,7 @@ class OutputRun:
 
     def _write_manifest(self, staging: Path) -> None:
         with open(self.folder / "inputs.jsonl", "rb") as src, \
-                gzip.GzipFile(staging / INPUTS_COPY, "wb", mtime=0) as dst:
+                gzip.GzipFile(staging / INPUTS_COPY, "wb", compresslevel=6, mtime=0) as dst:
             shutil.copyfileobj(src, dst)
         manifest = {"tool": "imgtools", "tool_version": __version__,
                     "fingerprint": self.fingerprint, "folders": folder_digests(staging)}

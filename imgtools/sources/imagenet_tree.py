@@ -11,6 +11,7 @@ A tree's locators are plain file paths.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 from collections.abc import Iterable
@@ -78,15 +79,20 @@ class ImageNetSource(Source):
         return self._val_by_class.get(wnid, [])
 
     def path_of(self, pool: str, wnid: str, filename: str) -> str:
-        """Where a file of ImageNet split ``pool`` lives on disk. A string, not a Path: the
-        planner asks once per image per pass, and pathlib's joins would dominate that."""
-        if pool == "train":
-            assert self.train_dir is not None
-            return os.path.join(self.train_dir, wnid, filename)
-        assert self.val_dir is not None
-        if self.layout == "valprep":
-            return os.path.join(self.val_dir, wnid, filename)
-        return os.path.join(self.val_dir, filename)
+        """Where a file of ImageNet split ``pool`` lives on disk. A string, not a Path, made by
+        concatenation (names from a folder listing hold no separator): the planner asks once
+        per image per pass, and pathlib's or even ``os.path.join``'s work would dominate that."""
+        folder = self._folder_prefixes[pool != "train"]
+        assert folder is not None, f"no {pool} folder in this tree"
+        if pool == "train" or self.layout == "valprep":
+            return f"{folder}{wnid}{os.sep}{filename}"
+        return f"{folder}{filename}"
+
+    @functools.cached_property
+    def _folder_prefixes(self) -> tuple[str | None, str | None]:
+        """``train/`` and ``val/`` as strings ending in a separator (None: no such folder)."""
+        return tuple(None if d is None else os.path.join(d, "")
+                     for d in (self.train_dir, self.val_dir))
 
     locate = path_of
 

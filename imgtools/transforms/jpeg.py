@@ -51,7 +51,7 @@ import os
 import stat
 import struct
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -457,7 +457,7 @@ class ResizeJPEG(Transform):
     def apply(self, record: Record) -> tuple[list[Record], str | None]:
         outputs, note = render(record.image, self.options)
         return [record if data is record.image else
-                replace(record, image=data, filename=_jpeg_filename(record.filename))
+                record.with_image(data, _jpeg_filename(record.filename))
                 for data in outputs], note
 
     def settings(self) -> dict[str, Any]:

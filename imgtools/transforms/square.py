@@ -12,7 +12,7 @@ takes the centre square instead of squashing; ``fast`` decodes JPEGs DCT-scaled 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ class SquareRows(Transform):
 
     def apply(self, record: Record) -> tuple[list[Record], str | None]:
         rows, note = square_rows(record.image, self.sizes, crop=self.crop, fast=self.fast)
-        return [replace(record, image=rows[s].tobytes()) for s in self.sizes], note
+        return [record.with_image(rows[s].tobytes()) for s in self.sizes], note
 
     def settings(self) -> dict[str, Any]:
         return {"transform": "square-rows", "sizes": list(self.sizes), "crop": self.crop,

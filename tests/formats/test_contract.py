@@ -114,6 +114,9 @@ def test_digests_known_while_writing_are_the_files_digests(fmt, folder, tmp_path
     assert set(known) <= {Path(f) for f in files}
     for f, digest in known.items():
         assert digest == hashlib.sha256(f.read_bytes()).hexdigest(), f
+    for f in files:  # known while writing (folder) or stat'ed: the size on disk either way
+        assert writer.size(f) == Path(f).stat().st_size, f
+    assert bool(writer.known_sizes) == (fmt == "folder")
 
 
 def test_a_gzip_tfrecord_is_hashed_after_writing(folder, tmp_path):
