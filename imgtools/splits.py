@@ -12,8 +12,6 @@ import csv
 import hashlib
 import os
 import random
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +76,11 @@ def fetch_official(recipe: Recipe) -> Path:
     if os.environ.get("IMGTOOLS_OFFLINE"):
         raise UserError(f"the official {recipe.name} membership list is not cached and "
                         "IMGTOOLS_OFFLINE is set", path=target, fix=ways_out)
+    # lazy: urllib.request brings ssl, http.client and email (10 ms of every run's start-up),
+    # for a download most runs never make
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=30) as resp:
             data = resp.read()

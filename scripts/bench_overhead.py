@@ -110,7 +110,7 @@ if os.environ.get("BENCH_CODEC_LOG"):  # the codec's CPU inside this build, per 
     import functools, struct, threading
     import imgtools.sources.members as members, imgtools.transforms.jpeg as jpeg
     spent = {}
-    def timed(fn, what):
+    def timed(fn, what, flush=False):
         @functools.wraps(fn)  # same name: a worker unpickles the task's function by it
         def step(*args):
             start = time.thread_time()
@@ -118,15 +118,17 @@ if os.environ.get("BENCH_CODEC_LOG"):  # the codec's CPU inside this build, per 
                 return fn(*args)
             finally:
                 key = (what, os.getpid(), threading.get_ident())
-                fd, total = spent.get(key) or (os.open(
-                    f"{os.environ['BENCH_CODEC_LOG']}/{what}-{key[1]}-{key[2]}",
-                    os.O_WRONLY | os.O_CREAT, 0o644), 0.0)
-                spent[key] = (fd, total + time.thread_time() - start)
-                os.pwrite(fd, struct.pack("d", spent[key][1]), 0)
+                spent[key] = spent.get(key, 0.0) + time.thread_time() - start
+                if flush:  # a shard task's end: this thread's totals to disk, once a shard
+                    for (w, pid, tid), total in spent.items():
+                        if (pid, tid) == key[1:]:
+                            with open(f"{os.environ['BENCH_CODEC_LOG']}/{w}-{pid}-{tid}",
+                                      "wb") as f:
+                                f.write(struct.pack("d", total))
         return step
     members.read_bytes = timed(members.read_bytes, "codec")  # a worker's read of a source
     jpeg.render = timed(jpeg.render, "codec")  # decode, resize, encode
-    engine.run_shard = timed(engine.run_shard, "shard")  # a whole shard task, codec included
+    engine.run_shard = timed(engine.run_shard, "shard", flush=True)  # codec included
 start = time.process_time()
 try:
     imgtools.cli.main(sys.argv[1:])
@@ -140,9 +142,10 @@ prints is the CPU of the engine's own work in the main process (planning, shards
 metadata), so that start-up (interpreter and imports) is the rest of the total. With
 ``BENCH_CODEC_LOG`` (a folder) every process and thread of the build that reads or renders a
 source image keeps the CPU it spent doing so (``time.thread_time`` around the two calls) in a
-file of its own, rewritten after each call (one ``pwrite``: a worker may be ended without
-running exit hooks): the codec work measured inside the build, at the same moment as the
-build, so that the machine's drift between runs is not in ``build / codec inside``."""
+file of its own, written at the end of each shard task (not at exit: a worker may be ended
+without running exit hooks; not after each call, which cost the measured shards two writes an
+image): the codec work measured inside the build, at the same moment as the build, so that the
+machine's drift between runs is not in ``build / codec inside``."""
 
 
 def imgtools_cmd() -> list[str]:

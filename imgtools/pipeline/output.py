@@ -104,21 +104,15 @@ def _write_inputs(path: Path, inputs: Iterable[InputEntry]) -> tuple[int, str]:
     digest = hashlib.sha256()
     count = 0
     dumps = json.dumps
+    entries = iter(inputs)
     with open(path, "wb") as f:
-        for batch in _batched(inputs, 4096):
+        while batch := list(itertools.islice(entries, 4096)):
             data = "".join([f"[{dumps(loc)}, {int(size)}, {int(mtime)}]\n"
                             for loc, size, mtime in batch]).encode()
             digest.update(data)
             f.write(data)
             count += len(batch)
     return count, digest.hexdigest()
-
-
-def _batched(items: Iterable, n: int) -> Iterator[tuple]:
-    """Tuples of ``n`` items (the last one shorter): ``itertools.batched`` of Python 3.12."""
-    it = iter(items)
-    while batch := tuple(itertools.islice(it, n)):
-        yield batch
 
 
 def _read_entries(lines: Iterable[str]) -> Iterator[InputEntry]:
