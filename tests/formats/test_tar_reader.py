@@ -110,3 +110,26 @@ def test_reading_from_a_scanned_offset_equals_walking_there(tmp_path):
             sought = list(FORMAT.read_range(shard, info, start, stop, offset=offsets[start]))
             assert sought == walked and [r.key for r in sought] == \
                 [f"s{i:03d}" for i in range(start, stop)]
+
+
+def test_sample_count_agrees_with_webdatasets_own_reader(tmp_path):
+    """``count_samples`` (finalize's and verify's fast count) against webdataset's grouping."""
+    import webdataset as wds
+
+    from imgtools.formats.tar_codec import count_samples
+
+    plain, long = tmp_path / "plain.tar", tmp_path / "long.tar"
+    for path, stem in ((plain, "s"), (long, "x" * 120)):  # 120 bytes: a PAX header
+        with wds.TarWriter(str(path), mtime=0) as sink:  # plain ustar headers, as ours
+            for i in range(7):
+                sample = {"__key__": f"{stem}{i:03d}", "jpg": b"j" * (300 * i + 1),
+                          "cls": str(i).encode()}
+                if i % 3 == 0:
+                    sample["json"] = b"{}"
+                sink.write(sample)
+        fields: set[str] = set()
+        expected = list(wds.WebDataset(str(path), shardshuffle=False))
+        assert count_samples(path, fields) == len(expected) == 7
+        assert fields == {"jpg", "cls", "json"}
+    (tmp_path / "empty.tar").write_bytes(b"")
+    assert count_samples(tmp_path / "empty.tar") == 0
