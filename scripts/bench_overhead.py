@@ -53,6 +53,7 @@ codec's outputs computed beforehand, so what remains is exactly the engine's per
 
     python scripts/bench_overhead.py --images 13394 --repeats 3   # Imagenette's size, ~15 min
     python scripts/bench_overhead.py --images 400 --profile        # also cProfile one -j 1 build
+    python scripts/bench_overhead.py --images 13394 --back-memory  # VM memory backed (root)
 """
 
 from __future__ import annotations
