@@ -143,11 +143,9 @@ def _write_unnamed_new(path: str, data: bytes) -> None:
         raise OSError(e.errno, e.strerror, path) from e
     try:
         try:  # what naming_errors does, without a context manager per image
-            written = os.write(fd, data)
-            if written < len(data):  # a short write: write the rest
-                view = memoryview(data)[written:]
-                while view:
-                    view = view[os.write(fd, view):]
+            view = memoryview(data)
+            while view:  # a short write continues with the rest
+                view = view[os.write(fd, view):]
         except OSError as e:
             raise _named(e, path) from e
         if not _anchor:
