@@ -16,7 +16,8 @@ spawned as fresh interpreters, as on macOS and Windows.
 
 What a forked worker must not keep from its parent is dealt with at the fork: an output's
 lock (closed in the child by :mod:`imgtools.locks`), the parent's signal handlers
-(Ctrl-C and SIGTERM are the parent's to handle; it then ends the workers), and the garbage
+(Ctrl-C and SIGTERM are the parent's to handle; it then ends the workers; both are held back
+while workers start, so none reaches a worker before its own handlers are set), and the garbage
 collector's view of the parent's objects (frozen, so the child's collections do not touch,
 and so copy, every page it inherited).
 
@@ -33,6 +34,7 @@ everything in this process, with no pool at all.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import gc
 import os
 import signal
@@ -101,24 +103,45 @@ class LocalExecutor(Executor):
 def _pooled(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int, *, threads: bool
             ) -> Iterator[tuple[Any, Any]]:
     """``(item, fn(item))`` from a pool that ends with the iteration (a spawned one is kept)."""
-    pool = futures.ThreadPoolExecutor(jobs) if threads else _process_pool(jobs)
+    threads_before = _threads_in_this_process()
+    try:
+        pool = futures.ThreadPoolExecutor(jobs) if threads else _process_pool(jobs)
+    except futures.BrokenExecutor as e:
+        raise _worker_lost() from e
     kept = _spawned_pools.get(jobs) is pool
     finished = False
     try:
         yield from _completed(pool, fn, iter(items), window=2 * jobs)
         finished = True
     except futures.BrokenExecutor as e:
-        raise UserError(
-            "a worker process ended without finishing its shard (killed by the system, "
-            "perhaps for lack of memory, or by a signal)",
-            fix="run the same command again with --resume (finished shards are kept); if it "
-                "happens again, use fewer workers (-j) or check the system log (dmesg)") from e
+        raise _worker_lost() from e
     finally:
         if not finished:
             _abandon(pool)
         elif not kept:
             pool.shutdown(wait=True)
             _live_pools.discard(pool)
+        if not kept and (finished or not threads):  # an abandoned thread's task runs on
+            _wait_for_threads_to_end(threads_before)
+
+
+def _wait_for_threads_to_end(count: int, timeout: float = 1.0) -> None:
+    """Wait until the threads a finished pool started are gone from the kernel's count too.
+    ``Thread.join`` returns just before a thread's last instructions run, and for some tens of
+    microseconds the kernel still counts it: a map started meanwhile saw two threads and
+    spawned its workers (0.5 s of CPU each), and the pool it then kept made every later map
+    spawn too (measured: 26 of 30 back-to-back maps)."""
+    deadline = time.monotonic() + timeout
+    while _threads_in_this_process() > count and time.monotonic() < deadline:
+        time.sleep(0.0002)
+
+
+def _worker_lost() -> UserError:
+    return UserError(
+        "a worker process ended without finishing its shard (killed by the system, "
+        "perhaps for lack of memory, or by a signal)",
+        fix="run the same command again with --resume (finished shards are kept); if it "
+            "happens again, use fewer workers (-j) or check the system log (dmesg)")
 
 
 def _process_pool(jobs: int) -> futures.ProcessPoolExecutor:
@@ -130,7 +153,11 @@ def _process_pool(jobs: int) -> futures.ProcessPoolExecutor:
     pool = futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method),
                                        initializer=_start_worker, initargs=(os.getpid(),))
     if method == "fork":
-        _fork_workers_now(pool)
+        try:
+            _fork_workers_now(pool)
+        except BaseException:
+            _abandon(pool)
+            raise
     else:
         _spawned_pools[jobs] = pool
     _live_pools.add(pool)
@@ -143,9 +170,33 @@ def _fork_workers_now(pool: futures.ProcessPoolExecutor) -> None:
     A no-op task makes the pool start: with fork it starts every worker before its thread."""
     gc.freeze()
     try:
-        pool.submit(int).result()
+        with _signals_held_for(pool):
+            started = pool.submit(int)
+        started.result()
     finally:
         gc.unfreeze()
+
+
+_PARENTS_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held_for(pool: futures.Executor) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while ``pool`` may start worker processes (it does in
+    ``submit``). A new worker has its parent's handlers until :func:`_start_worker` replaces
+    them, and a signal in between would run the parent's handler in the worker: a forked one
+    raised ``Terminated`` in its initializer and printed a traceback when the parent ended it
+    early (a task had failed at once). A process starts with its parent's signal mask, so with
+    the signals blocked it starts with them pending, and :func:`_start_worker` lets them in
+    only once its own handlers are set. The parent's delay is the time to start the workers."""
+    if not isinstance(pool, futures.ProcessPoolExecutor) or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _PARENTS_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _completed(pool: futures.Executor, fn: Callable[[Any], Any], items: Iterator[Any],
@@ -154,7 +205,8 @@ def _completed(pool: futures.Executor, fn: Callable[[Any], Any], items: Iterator
 
     def top_up() -> None:
         for item in items:
-            running[pool.submit(fn, item)] = item
+            with _signals_held_for(pool):
+                running[pool.submit(fn, item)] = item
             if len(running) >= window:
                 return
 
@@ -210,6 +262,8 @@ def _start_worker(parent_pid: int) -> None:
     the workers, with SIGTERM, which must then kill), and an orphaned worker exits."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # started with them held: _signals_held_for
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _PARENTS_SIGNALS)
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True,
                      name="imgtools-parent-watch").start()
 

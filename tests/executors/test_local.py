@@ -58,6 +58,30 @@ def test_workers_are_forked_unless_another_thread_runs():
     assert done.stdout.strip().endswith("[(-3, 3), (-2, 2), (-1, 1)]")
 
 
+@pytest.mark.skipif(not LINUX_311, reason="workers are forked on Linux with Python 3.11+")
+def test_maps_one_after_another_all_fork():
+    """A finished pool's threads linger in the kernel's count for a moment after ``join``: a map
+    started then would spawn (and keep a spawned pool, so every later map spawned too)."""
+    done = run_python("""
+        from imgtools.errors import UserError
+        from imgtools.executors.local import LocalExecutor, start_method
+
+        def fail(i):
+            raise UserError("bad")
+
+        methods = []
+        for i in range(40):
+            methods.append(start_method())
+            try:
+                list(LocalExecutor(2).map_unordered(fail if i % 8 == 7 else abs, range(10)))
+            except UserError:
+                pass
+        print(" ".join(methods))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["fork"] * 40
+
+
 def test_a_task_error_reaches_the_caller_with_its_type_and_no_worker_stays():
     done = run_python("""
         import multiprocessing, os
@@ -98,6 +122,31 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
     assert done.returncode == 0, done.stderr
     assert "a worker process ended without finishing its shard" in done.stdout
     assert "--resume" in done.stdout
+
+
+@pytest.mark.skipif(not LINUX_311, reason="workers are forked on Linux with Python 3.11+")
+def test_a_signal_before_a_worker_has_its_own_handlers_kills_it_quietly():
+    """The parent ends its workers with SIGTERM, and may do so while one is still starting (a
+    first task failed at once): a forked worker then still had the parent's handler, raised
+    ``Terminated`` in its initializer and printed a traceback (seen in CI). Here every worker
+    gets SIGTERM right after the fork: it must die of it without a word, and the caller gets
+    the clear error of a lost worker."""
+    done = run_python("""
+        import os, signal
+        from imgtools.errors import UserError
+        from imgtools.executors.local import LocalExecutor
+        from imgtools.pipeline import interrupt
+
+        interrupt.install()
+        os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
+        try:
+            print(sorted(r for _i, r in LocalExecutor(2).map_unordered(abs, [-1, -2, -3])))
+        except UserError as e:
+            print(e.message())
+    """, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "a worker process ended without finishing its shard" in done.stdout
 
 
 def test_workers_exit_when_their_parent_is_killed(tmp_path):
