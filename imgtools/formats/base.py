@@ -77,11 +77,15 @@ class ShardWriter(ABC):
     """Writes the records of one output shard; nothing is visible until :meth:`close`.
 
     ``known_digests`` maps files a writer has already hashed (sha256) while writing them, so
-    the build's SHA256SUMS need not read those files back; ``known_sizes`` their sizes.
+    the build's SHA256SUMS need not read those files back; ``known_sizes`` their sizes;
+    ``file_facts`` what the format's :meth:`Format.finalize` would otherwise read back from a
+    file of many records (``{"records": n}``, and whatever else that format lists), set by
+    writers of such files only, so it holds one entry per output file, never one per image.
     """
 
     known_digests: dict[Path | str, str] = {}  # noqa: RUF012 - read-only default; writers that hash set their own
     known_sizes: dict[Path | str, int] = {}  # noqa: RUF012 - the same, for the files' sizes
+    file_facts: dict[Path | str, dict] = {}  # noqa: RUF012 - the same, for finalize's facts
 
     def digest(self, path: Path | str) -> str:
         """The sha256 of a file this writer wrote: known from writing it, else read back."""
@@ -213,8 +217,11 @@ class Format(ABC):
         Each problem is ``{"path", "what"[, "offset"]}``; an exception counts as one too."""
         return []
 
-    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
-        """Write dataset-level metadata once every shard is done (indexes, class lists)."""
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int],
+                 facts: dict[str, dict] | None = None) -> None:
+        """Write dataset-level metadata once every shard is done (indexes, class lists).
+        ``facts``: the writers' :attr:`ShardWriter.file_facts` by path relative to ``root``,
+        as this run's shard summaries carried them (a file not in it is read back)."""
         info.save(root, counts, fmt=self.name)
 
 

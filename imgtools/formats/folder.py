@@ -217,7 +217,8 @@ class FolderFormat(Format):
                     num_shards: int, *, digests: bool = False) -> ShardWriter:
         return FolderWriter(Path(root), split, digests)
 
-    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int],
+                 facts: dict[str, dict] | None = None) -> None:
         """The sidecar, plus the class list in the two shapes ImageFolder readers take."""
         write_class_files(Path(root), info)
         super().finalize(root, info, counts)

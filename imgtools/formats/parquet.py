@@ -284,7 +284,8 @@ class ParquetFormat(PackedParts, Format):
         return ParquetShardWriter(Path(root) / shard_name(split, shard_index, num_shards),
                                   info, row_group_rows)
 
-    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int],
+                 facts: dict[str, dict] | None = None) -> None:
         """Sidecar, plus ``croissant.json`` (:mod:`imgtools.metadata.croissant`)."""
         super().finalize(root, info, counts)
         write_croissant(root, info, self.name, [s for s, n in counts.items() if n])

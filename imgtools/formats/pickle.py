@@ -237,7 +237,8 @@ class PickleFormat(Format):
         """Mean, seeded shuffle and batch files (pass 2, :func:`make_batches`)."""
         return make_batches(ctx)
 
-    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int],
+                 facts: dict[str, dict] | None = None) -> None:
         """Nothing left to do: ``batches.meta`` and the sidecar need the batch layout, so the
         second pass writes them."""
 

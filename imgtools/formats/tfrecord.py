@@ -253,7 +253,8 @@ class TFRecordFormat(PackedParts, Format):
         return TFRecordShardWriter(path, schema, compression, index and not compression,
                                    digests)
 
-    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int]) -> None:
+    def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int],
+                 facts: dict[str, dict] | None = None) -> None:
         """Sidecar, plus TFDS's metadata so ``tfds.builder_from_directory(root)`` loads the
         files in place (:mod:`imgtools.metadata.tfds`; not for GZIP, which TFDS cannot read)."""
         root = Path(root)
@@ -262,7 +263,7 @@ class TFRecordFormat(PackedParts, Format):
         shards = {split: files for split, files in shards.items() if files}
         files = [f for split_files in shards.values() for f in split_files]
         if files and tfds_readable(files) is None:
-            lengths = {split: [sum(1 for _ in scan_lengths(f)) for f in split_files]
+            lengths = {split: [_records_in(f, (facts or {}).get(f.name)) for f in split_files]
                        for split, split_files in shards.items()}
             nbytes = {split: sum(f.stat().st_size for f in split_files)
                       for split, split_files in shards.items()}
@@ -270,6 +271,11 @@ class TFRecordFormat(PackedParts, Format):
         super().finalize(root, info, counts)
         write_croissant(root, info, self.name, [s for s, n in counts.items() if n])
 
+
+
+def _records_in(path: Path, known: dict | None) -> int:
+    """Records in a shard: as its writer counted them, else from its framing."""
+    return known["records"] if known is not None else sum(1 for _ in scan_lengths(path))
 
 
 class TFRecordShardWriter(ShardWriter):
@@ -292,6 +298,7 @@ class TFRecordShardWriter(ShardWriter):
                                                     mtime=0) if compression else None)
         self._index = io.StringIO() if index else None
         self._offset = 0
+        self._records = 0
 
     def write(self, record: Record) -> None:
         parts = frame_parts([serialize_example(example_features(record, self.schema))])
@@ -307,6 +314,7 @@ class TFRecordShardWriter(ShardWriter):
         if self._index is not None:
             self._index.write(f"{self._offset} {size}\n")
         self._offset += size
+        self._records += 1
 
     def close(self) -> list[Path]:
 
@@ -329,6 +337,7 @@ class TFRecordShardWriter(ShardWriter):
             raise
         if self._hash is not None:
             self.known_digests = {**self.known_digests, self.path: self._hash.hexdigest()}
+        self.file_facts = {self.path: {"records": self._records}}
         return [self.path, *written]
 
     def abort(self) -> None:

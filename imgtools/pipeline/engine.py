@@ -83,8 +83,11 @@ def run_shard(task: ShardTask) -> dict:
                   for p in paths} if spec.hash_files else {}
                  for w, root, paths in zip(writers, spec.roots, written)]
     size_of = {p: w.size(p) for w, paths in zip(writers, written) for p in paths}
-    return with_files({"split": unit.split, **tally.summary(), "checksums": checksums},
-                      size_of, size_of.__getitem__)
+    summary = {"split": unit.split, **tally.summary(), "checksums": checksums}
+    if spec.hash_files and any(w.file_facts for w in writers):
+        summary["file_facts"] = [{_relative(p, root): facts for p, facts in w.file_facts.items()}
+                                 for w, root in zip(writers, spec.roots)]
+    return with_files(summary, size_of, size_of.__getitem__)
 
 
 def _relative(path: str | Path, root: str) -> str:
@@ -185,6 +188,9 @@ class Totals:
     images: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    file_facts: dict[int, dict[str, dict]] = field(default_factory=dict)
+    """Per output (its index in the job's outputs), what the writers know of each file of many
+    records (:attr:`ShardWriter.file_facts`): one entry per output file."""
 
     def add(self, summary: dict) -> None:
         per = self.counts.setdefault(summary["split"], {})
@@ -195,6 +201,8 @@ class Totals:
         self.images += summary["n"]
         self.bytes_in += summary["bytes_in"]
         self.bytes_out += summary["bytes_out"]
+        for output, facts in enumerate(summary.get("file_facts", ())):
+            self.file_facts.setdefault(output, {}).update(facts)
 
     def split_totals(self) -> dict[str, int]:
         """Images per split, in split order (train, val, unsup, then any other)."""
@@ -250,8 +258,8 @@ def run_job(job: Job, opts: RunOptions, metadata: Metadata,
         _second_pass_and_checksums(job, run, opts, totals, shard_ids)
         reports = metadata(Outcome(run, totals, started))
         counts = (counts_for_sidecar or Totals.split_totals)(totals)
-        for staging, report in zip(run.stagings, reports, strict=True):
-            job.fmt.finalize(staging, job.info, counts)
+        for output, (staging, report) in enumerate(zip(run.stagings, reports, strict=True)):
+            job.fmt.finalize(staging, job.info, counts, totals.file_facts.get(output))
             write_report(staging, report)
         run.publish()
     return {**reports[0], "outputs": [str(r) for r in job.outputs]}

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import RUN_RECORD, staging_of
 
+import imgtools.formats.tfrecord as tfrecord_module
+import imgtools.formats.webdataset as webdataset_module
+import imgtools.pipeline.engine as engine_module
 import imgtools.pipeline.units as units_module
 from imgtools.build import BuildOptions, build
 from imgtools.convert import convert
@@ -117,6 +120,30 @@ def test_digests_known_while_writing_are_the_files_digests(fmt, folder, tmp_path
     for f in files:  # known while writing (folder) or stat'ed: the size on disk either way
         assert writer.size(f) == Path(f).stat().st_size, f
     assert bool(writer.known_sizes) == (fmt == "folder")
+
+
+@pytest.mark.parametrize("fmt", LOSSLESS_TARGETS)
+def test_finalize_from_the_writers_facts_writes_what_reading_the_files_back_writes(
+        fmt, folder, tmp_path, monkeypatch):
+    """The record counts (and tar fields) the writers report make the same indexes and cards
+    as reading every output file back, and no file is read back when they are known."""
+    real_add = engine_module.Totals.add
+    read_back: list[str] = []
+    for module, name in ((webdataset_module, "count_samples"),
+                         (tfrecord_module, "scan_lengths")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda path, *a, _real=real, **k: (
+            read_back.append(Path(path).name), _real(path, *a, **k))[1])
+    convert(folder, tmp_path / "known", fmt, quiet=True, n_jobs=1, shard_records=9)
+    assert read_back == []
+
+    def without_facts(totals, summary):
+        real_add(totals, {k: v for k, v in summary.items() if k != "file_facts"})
+
+    monkeypatch.setattr(engine_module.Totals, "add", without_facts)
+    convert(folder, tmp_path / "read", fmt, quiet=True, n_jobs=1, shard_records=9)
+    assert bool(read_back) == (fmt in ("webdataset", "tfrecord"))
+    assert data(tmp_path / "known") == data(tmp_path / "read")
 
 
 def test_a_gzip_tfrecord_is_hashed_after_writing(folder, tmp_path):
