@@ -84,6 +84,14 @@ def detect_format(path: str | Path) -> Format:
     if not path.exists():
         raise UserError("no such file or directory", path=path,
                         fix="check the path: it should hold a dataset in a format imgtools reads")
+    try:
+        declared = _declared_format(path)
+    except UserError:  # a damaged sidecar: detect by the files (and say so if they disagree)
+        declared = None
+    if declared in FORMAT_NAMES and get_format(declared).detect(path):
+        # What the loop below would choose too (alone, or among several by the sidecar),
+        # without listing the folder once per other format: three walks of a million files.
+        return get_format(declared)
     found = []
     for name in FORMAT_NAMES:
         try:
@@ -95,8 +103,7 @@ def detect_format(path: str | Path) -> Format:
     if len(found) > 1:
         # A stray .tar in a class folder must not turn a JPEG folder into a WebDataset:
         # the sidecar imgtools writes says which format it is; otherwise ask.
-        declared = _declared_format(path)
-        chosen = [f for f in found if f.name == declared]
+        chosen = [f for f in found if f.name == _declared_format(path)]
         if chosen:
             return chosen[0]
         names = " and ".join(f.name for f in found)

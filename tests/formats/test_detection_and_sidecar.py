@@ -15,6 +15,9 @@ import pytest
 from conftest import RUN_RECORD, run_cli
 from PIL import Image
 
+import imgtools.formats.base as base
+from imgtools.formats import detect_format
+from imgtools.records import DATASET_META
 from imgtools.transforms.jpeg import RenderOptions, render
 
 
@@ -37,6 +40,22 @@ def test_stray_tar_in_an_imgtools_folder(built, tmp_path):
     shutil.copytree(built, ds)
     _stray_tar(ds)
     assert json.loads(run_cli("info", ds, "--json", "-q").stdout)["format"] == "folder"
+
+
+def test_an_imgtools_output_is_detected_without_listing_it_once_per_format(built, monkeypatch):
+    """Its sidecar names the format, which the files confirm: the other formats' detectors
+    (each a walk of the whole folder, a million files in a big one) are not asked."""
+    walks = []
+    real = base.files_named
+    monkeypatch.setattr(base, "files_named", lambda path, ok: walks.append(path) or real(path, ok))
+    assert detect_format(built).name == "folder"
+    assert walks == []
+    (built / DATASET_META).rename(built / "moved.json")
+    try:
+        assert detect_format(built).name == "folder"  # no sidecar: every format is asked
+    finally:
+        (built / "moved.json").rename(built / DATASET_META)
+    assert len(walks) >= 3
 
 
 def test_stray_tar_in_a_foreign_folder_asks(built, tmp_path):
