@@ -411,7 +411,7 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
     cached = {str(p): render(read_bytes(str(p)), opts) for p in paths}  # also warms the cache
     row: dict = {"images": len(paths), "rounds": []}
     _WARM[:] = paths
-    for _ in range(repeats):
+    for _ in range(repeats if builds else 0):
         settle()
         rnd: dict = {"codec_s": _render_all([str(p) for p in paths], opts),
                      "codec_2_cores_s": codec_cpu_on_cores(paths, opts, 2)}
@@ -550,8 +550,8 @@ def summarise(row: dict) -> dict[str, float]:
     out = {"codec_s": med(r["codec_s"] for r in rounds),
            "engine_ms_per_image": med(1000 * r["engine_s"] / row["images"] for r in rounds),
            "engine_share_of_codec": med(r["engine_s"] / r["codec_s"] for r in rounds),
-           "shard_over_codec": med(r["shard_s"] / r["codec_s"] for r in rounds)}
-    for label in rounds[0]["build"]:
+           "shard_over_codec": med(r["shard_s"] / r["codec_s"] for r in rounds)} if rounds else {}
+    for label in rounds[0]["build"] if rounds else ():
         out[f"build {label} over codec"] = med(r["build"][label][0] / r["codec_s"]
                                                for r in rounds)
         if _has_inside(rounds, label):
@@ -559,7 +559,7 @@ def summarise(row: dict) -> dict[str, float]:
                 r["build"][label][0] / r["build"][label][2] for r in rounds)
             out[f"build {label}: codec inside over codec alone"] = med(
                 r["build"][label][2] / r["codec_s"] for r in rounds)
-    if all("codec_2_cores_s" in r for r in rounds):
+    if rounds and all("codec_2_cores_s" in r for r in rounds):
         out["codec on 2 cores over codec"] = med(r["codec_2_cores_s"] / r["codec_s"]
                                                  for r in rounds)
         for label in (lb for lb in rounds[0]["build"] if lb.startswith("-j 2")):
@@ -596,6 +596,15 @@ def combined(rows: list[dict]) -> dict:
 
 
 def report(row: dict) -> None:
+    if row["rounds"]:
+        report_builds(row)
+    else:
+        print(f"CPU (user+sys), {row['images']} images, no build rounds (--builds none), "
+              f"outputs on {row.get('outputs_on', '?')}")
+    report_conversions(row)
+
+
+def report_builds(row: dict) -> None:
     n, rounds = row["images"], row["rounds"]
     codec = [r["codec_s"] for r in rounds]
     print(f"CPU (user+sys), {n} images, {len(rounds)} interleaved rounds, outputs on "
@@ -641,6 +650,9 @@ def report(row: dict) -> None:
             print("      of which, per cent of that codec work: " + "; ".join(
                 f"{name} {_spread([100 * part(r['build'][label]) / r['build'][label][2] for r in rounds], '{:.1f}')}"  # noqa: E501
                 for name, part in _BUILD_PARTS))
+
+
+def report_conversions(row: dict) -> None:
     print(f"  checking every marker on --resume (a stat per output file): "
           f"{1e6 * row['marker_check_s'] / row['converted_images']:.1f} us per image")
     k = row["converted_images"]
@@ -665,9 +677,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--to", nargs="*", default=["tfrecord", "webdataset", "folder"])
-    ap.add_argument("--builds", nargs="+", choices=list(BUILDS), default=list(BUILDS),
+    ap.add_argument("--builds", nargs="+", choices=[*BUILDS, "none"], default=list(BUILDS),
                     metavar="LABEL", help="which builds a round runs (default: all of "
-                    f"{', '.join(repr(b) for b in BUILDS)}); fewer builds, more rounds")
+                    f"{', '.join(repr(b) for b in BUILDS)}); fewer builds, more rounds; "
+                    "'none': no build rounds, the conversions only")
     ap.add_argument("--profile", action="store_true", help="cProfile a -j 1 build too")
     ap.add_argument("--outputs", type=Path, help="where the runs write (default: the temporary "
                     "work folder); every run's output stays until the end")
@@ -695,7 +708,7 @@ def main() -> None:
         work = Path(t)
         reported = _reported_kib()
         row = measure(work, args.images, args.size, args.repeats, args.to,
-                      args.outputs or work, args.builds)
+                      args.outputs or work, [b for b in args.builds if b != "none"])
         row["outputs_on"] = filesystem_of(args.outputs or work)
         row["memory"] = memory
         if reported is not None:
