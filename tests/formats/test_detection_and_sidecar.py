@@ -47,7 +47,8 @@ def test_an_imgtools_output_is_detected_without_listing_it_once_per_format(built
     (each a walk of the whole folder, a million files in a big one) are not asked."""
     walks = []
     real = base.files_named
-    monkeypatch.setattr(base, "files_named", lambda path, ok: walks.append(path) or real(path, ok))
+    monkeypatch.setattr(base, "files_named",
+                        lambda path, ok: walks.append(path) or real(path, ok))
     assert detect_format(built).name == "folder"
     assert walks == []
     (built / DATASET_META).rename(built / "moved.json")
@@ -55,7 +56,7 @@ def test_an_imgtools_output_is_detected_without_listing_it_once_per_format(built
         assert detect_format(built).name == "folder"  # no sidecar: every format is asked
     finally:
         (built / "moved.json").rename(built / DATASET_META)
-    assert len(walks) >= 3
+    assert walks  # the other formats were asked, each walking the folder
 
 
 def test_stray_tar_in_a_foreign_folder_asks(built, tmp_path):
