@@ -1,16 +1,17 @@
 """Write files so that a reader never sees half of one.
 
 Every output file is written under a temporary name in the same directory and renamed into
-place when complete (or, for the images of a folder output, written unnamed and linked in):
-a kill -9 leaves either the old state or the new file, never a torso. Temporary names start
-with ``.tmp-`` so resume logic and readers can ignore and clean them.
+place when complete: a kill -9 leaves either the old state or the new file, never a torso.
+Temporary names start with ``.tmp-`` so resume logic and readers can ignore and clean them.
+The images of a folder output are the exception (:func:`write_new`): one file each, written
+in place inside the run's staging folder, which no reader sees before the whole output is
+renamed into place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import re
 import sys
@@ -43,11 +44,15 @@ def naming_errors(path: str | Path) -> Iterator[None]:
     except OSError as e:
         if e.filename:
             raise
-        raise _named(e, path) from e
+        raise named(e, path) from e
 
 
-def _named(e: OSError, path: str | Path) -> OSError:
-    """``e`` (which names no file) as an OSError naming ``path``."""
+def named(e: OSError, path: str | Path) -> OSError:
+    """``e`` as an OSError naming ``path``, unless it names a file already (what
+    :func:`naming_errors` raises, for code that writes once per record and cannot afford a
+    context manager each time)."""
+    if e.filename:
+        return e
     code = e.errno
     if code is None and (m := re.search(r"\[errno (\d+)\]", str(e))):
         code = int(m.group(1))
@@ -80,97 +85,49 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 class NameTaken(Exception):
-    """:func:`atomic_write_new` found another file already at the path."""
+    """:func:`write_new` found another file already at the path."""
 
 
-def atomic_write_new(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` (a string, in an existing folder) atomically, but never over
-    a different file: two records with one name must not silently become one file.
+def write_new(path: str, data: bytes) -> None:
+    """Write ``data`` to the new file ``path`` (a string, in an existing folder), never over a
+    different file: two records with one name must not silently become one file.
 
-    Publishing is a hard link of the finished file, which fails if the name is taken. A taken
-    name holding exactly ``data`` is accepted: a resumed shard rewrites the files it wrote
-    before it was killed. On Linux the file is written unnamed (``O_TMPFILE``) and linked in
-    with ``linkat``: one directory operation an image instead of three (temporary name, link,
-    unlink), and a kill leaves no temporary file at all. Elsewhere, or on a filesystem without
-    ``O_TMPFILE``, a named temporary file; without hard links (FAT, some network
-    filesystems), a check and a rename."""
-    global _unnamed_files
-    if _unnamed_files:
-        try:
-            _write_unnamed_new(path, data)
-            return
-        except _NoUnnamedFiles:
-            _unnamed_files = False
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, tmp_name(name))
+    Not atomic, and need not be: a folder output's images are written inside the run's
+    staging folder, which becomes the output by one rename once every shard is done
+    (:mod:`imgtools.pipeline.output`), so no reader ever sees a part of an image. What a kill
+    leaves in the staging folder is handled here, on ``--resume`` (or a cluster's retry of
+    the shard): a taken name holding exactly ``data`` is the file an earlier attempt finished,
+    and is kept; one holding the first part of ``data`` (possibly nothing) is one it was
+    writing, and is written again. Anything else is another record's file (:class:`NameTaken`).
+    A collision this cannot see (two records with the same bytes, or one whose bytes begin
+    another's) leaves fewer files than records, which the folder format's ``finalize`` counts.
+
+    One ``open(O_CREAT | O_EXCL)``, writes and a ``close`` an image: the least a file costs.
+    Publishing each image by a hard link from an unnamed or temporary file (as this did
+    before) cost one directory operation more an image (0.15-0.3 s of CPU per 13,394 images
+    here, ``docs/bench_engine.md``), to protect against a torso that the staging folder
+    already keeps from every reader."""
     try:
-        with naming_errors(path), open(tmp, "wb") as f:
-            f.write(data)
-        try:
-            _link_new(tmp, path, data)
-        except OSError:  # no hard links here (FAT, some network filesystems)
-            if os.path.exists(path) and not _holds(path, data):
-                raise NameTaken(path) from None
-            os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-_unnamed_files = sys.platform.startswith("linux") and hasattr(os, "O_TMPFILE")
-"""Whether :func:`atomic_write_new` writes unnamed files; turned off for the process the
-first time the filesystem or the kernel refuses them."""
-
-_UNNAMED_REFUSED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
-"""What ``open(O_TMPFILE)`` fails with where unnamed files are not supported (a filesystem
-without them; a kernel older than 3.11 sees O_DIRECTORY)."""
-
-_PROC_FD = "/proc/self/fd/"
-_anchor: list[int] = []  # a directory fd: any, so that os.link() calls linkat()
-
-
-class _NoUnnamedFiles(Exception):
-    """This filesystem or kernel cannot write unnamed files: use a temporary name."""
-
-
-def _write_unnamed_new(path: str, data: bytes) -> None:
-    folder = os.path.dirname(path) or "."
-    try:
-        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666)
-    except OSError as e:
-        if e.errno in _UNNAMED_REFUSED:
-            raise _NoUnnamedFiles from e
-        raise OSError(e.errno, e.strerror, path) from e
-    try:
-        try:  # what naming_errors does, without a context manager per image
-            view = memoryview(data)
-            while view:  # a short write continues with the rest
-                view = view[os.write(fd, view):]
-        except OSError as e:
-            raise _named(e, path) from e
-        if not _anchor:
-            _anchor.append(os.open("/", os.O_RDONLY | os.O_DIRECTORY))
-        try:
-            # With a dir fd given, os.link is linkat(..., AT_SYMLINK_FOLLOW): the /proc link
-            # is followed to the open file itself (plain link() would refuse, EXDEV).
-            _link_new(f"{_PROC_FD}{fd}", path, data, src_dir_fd=_anchor[0],
-                      follow_symlinks=True)
-        except OSError as e:
-            if e.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM) and os.path.isdir(folder):
-                raise _NoUnnamedFiles from e  # no /proc here, or linkat refused
-            raise OSError(e.errno, e.strerror, path) from e
-    finally:
-        os.close(fd)
-
-
-def _link_new(src: str, path: str, data: bytes, **link_options) -> None:
-    """Publish ``src`` as ``path`` by a hard link, which never replaces a file; a taken name is
-    accepted only when it already holds exactly ``data``."""
-    try:
-        os.link(src, path, **link_options)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
     except FileExistsError:
-        if not _holds(path, data):
+        if _holds(path, data):
+            return
+        if not _begins(path, data):
             raise NameTaken(path) from None
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | _O_BINARY)
+    try:
+        view = memoryview(data)
+        while view:  # a short write continues with the rest
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # created or truncated above: this record's own file
+        raise named(e, path) from e
+    os.close(fd)
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
 def _holds(path: str, data: bytes) -> bool:
@@ -179,6 +136,20 @@ def _holds(path: str, data: bytes) -> bool:
             return False
         with open(path, "rb") as f:
             return f.read() == data
+    except OSError:
+        return False
+
+
+def _begins(path: str, data: bytes) -> bool:
+    """Whether the file at ``path`` holds the first part of ``data``: what an interrupted
+    write of it leaves (after a power cut too: ext4 and XFS extend a file's size only over
+    data that reached the disk)."""
+    try:
+        size = os.path.getsize(path)
+        if size >= len(data):
+            return False
+        with open(path, "rb") as f:
+            return f.read(size + 1) == data[:size]
     except OSError:
         return False
 

@@ -157,7 +157,8 @@ def write_handwritten(records: list[Record], path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for r in records:
-            tfr.write_all(fd, tfr.frame_parts(encode_example(tfr.example_features(r, "tfds"))))
+            parts = tfr.frame_parts(encode_example(tfr.example_features(r, "tfds")))
+            tfr.write_all(fd, parts, sum(map(len, parts)))
     finally:
         os.close(fd)
 
@@ -169,7 +170,8 @@ def write_protobuf(records: list[Record], path: Path) -> None:
     try:
         for r in records:
             payload = tfr.serialize_example(tfr.example_features(r, "tfds"))
-            tfr.write_all(fd, tfr.frame_parts([payload]))
+            parts = tfr.frame_parts([payload])
+            tfr.write_all(fd, parts, sum(map(len, parts)))
     finally:
         os.close(fd)
 

@@ -154,14 +154,18 @@ def imgtools_cmd() -> list[str]:
 
 
 def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: bool = False,
-              codec_log: Path | None = None) -> tuple[float, float, float]:
+              codec_log: Path | None = None, checkout: Path | None = None
+              ) -> tuple[float, float, float]:
     """Wall seconds of ``cmd``, user + system CPU seconds of it and of every process it waited
     for, and the CPU the command's main process reported for its work after imports.
     ``threads``, ``sync``, ``spawn`` and ``codec_log`` choose the variants described in
-    ``_RUN``."""
+    ``_RUN``; ``checkout``: another imgtools checkout whose code runs instead of this one's."""
     env = {**os.environ, "BENCH_PREFER_THREADS": "1" if threads else "",
            "BENCH_NO_SYNC": "" if sync else "1", "BENCH_SPAWN": "1" if spawn else "",
            "BENCH_CODEC_LOG": str(codec_log or "")}
+    if checkout is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout),
+                                                          env.get("PYTHONPATH")]))
     settle()  # the previous run's writes are not this run's cost
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -175,10 +179,10 @@ def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: b
     return wall, cpu, main_cpu
 
 
-def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True
-                 ) -> tuple[float, float]:
+def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True,
+                 checkout: Path | None = None) -> tuple[float, float]:
     """:func:`timed_run` without the wall time: CPU of the whole run, CPU of its work."""
-    _wall, cpu, main_cpu = timed_run(cmd, threads, sync)
+    _wall, cpu, main_cpu = timed_run(cmd, threads, sync, checkout=checkout)
     return cpu, main_cpu
 
 
@@ -323,9 +327,10 @@ def build_cpu(tree: Path, out: Path, size: int, jobs: int, threads: bool = False
     return cpu, main_cpu, cpu_inside(log, "codec"), cpu_inside(log, "shard")
 
 
-def convert_cpu(src: Path, dst: Path, fmt: str, jobs: int) -> tuple[float, float]:
+def convert_cpu(src: Path, dst: Path, fmt: str, jobs: int, checkout: Path | None = None
+                ) -> tuple[float, float]:
     return children_cpu([*imgtools_cmd(), "convert", str(src), str(dst), "--to", fmt,
-                         "--quiet", "-j", str(jobs)])
+                         "--quiet", "-j", str(jobs)], checkout=checkout)
 
 
 def copy_bytes(paths: list[Path], dst: Path, one_file: bool) -> None:
@@ -403,7 +408,7 @@ BUILDS = {  # label -> (jobs, threads, sync before markers)
 
 
 def measure(work: Path, images: int, size: int, repeats: int, formats: list[str],
-            outputs_root: Path, builds: list[str]) -> dict:
+            outputs_root: Path, builds: list[str], baseline: Path | None = None) -> dict:
     tree = make_tree(work, images)
     paths = source_images(tree)
     opts = RenderOptions((size,), "bilinear", 90, False)
@@ -433,8 +438,13 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
     row["convert"] = {}
     for fmt in formats:
         runs = []
-        for _ in range(repeats):
-            conv = convert_cpu(built, outputs.new(f"conv-{fmt}"), fmt, 1)
+        for i in range(repeats):
+            # With a baseline, both conversions run in every round, first one then the other
+            # in turn (the later run of a round may find memory and disk in another state).
+            order = ([None, baseline] if i % 2 == 0 else [baseline, None]) if baseline else [None]
+            measured = {str(c): convert_cpu(built, outputs.new(f"conv-{fmt}"), fmt, 1, c)
+                        for c in order}
+            conv = measured[str(None)]
             copy = outputs.new("copy")
             settle()
             runs.append((*conv, cpu_of(lambda c=copy, f=fmt: copy_bytes(built_images, c,
@@ -442,6 +452,8 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
             floor = outputs.new("floor")
             settle()
             runs[-1] += (cpu_of(lambda d=floor, f=fmt: format_floor(built_images, d, f)),)
+            if baseline:
+                runs[-1] += measured[str(baseline)]
         row["convert"][fmt] = runs
     outputs.clear()
     return row
@@ -565,13 +577,16 @@ def summarise(row: dict) -> dict[str, float]:
         for label in (lb for lb in rounds[0]["build"] if lb.startswith("-j 2")):
             out[f"build {label} over codec on 2 cores"] = med(
                 r["build"][label][0] / r["codec_2_cores_s"] for r in rounds)
-    for fmt, runs in row["convert"].items():  # (total, work, copy[, format floor]) a run
+    for fmt, runs in row["convert"].items():  # (total, work, copy[, floor[, baseline's]])
         out[f"convert {fmt} work_s"] = med(r[1] for r in runs)
         out[f"convert {fmt} copy_s"] = med(r[2] for r in runs)
         if all(len(r) > 3 for r in runs):
             out[f"convert {fmt} floor_s"] = med(r[3] for r in runs)
             out[f"convert {fmt} total over floor"] = med(r[0] / r[3] for r in runs)
             out[f"convert {fmt} work over floor"] = med(r[1] / r[3] for r in runs)
+        if all(len(r) > 5 for r in runs):
+            out[f"convert {fmt} baseline work over floor"] = med(r[5] / r[3] for r in runs)
+            out[f"convert {fmt} work over baseline work"] = med(r[1] / r[5] for r in runs)
     out["hash_ms_per_image"] = 1000 * row["hash_s"] / row["converted_images"]
     out["marker_check_us_per_image"] = 1e6 * row["marker_check_s"] / row["converted_images"]
     return out
@@ -596,6 +611,8 @@ def combined(rows: list[dict]) -> dict:
 
 
 def report(row: dict) -> None:
+    if "commit" in row:
+        print(f"this checkout: {row['commit']}")
     if row["rounds"]:
         report_builds(row)
     else:
@@ -669,6 +686,20 @@ def report_conversions(row: dict) -> None:
             print(f"    the format's floor (read, frame, write, hash once): "
                   f"{_spread([r[3] for r in runs])} s; convert {whole}x it in all, its work "
                   f"after imports {_spread([r[1] / r[3] for r in runs])}x")
+        if all(len(r) > 5 for r in runs):
+            print(f"    baseline ({row.get('baseline', '?')}), same rounds: work "
+                  f"{_spread([r[5] for r in runs])} s = {_spread([r[5] / r[3] for r in runs])}x "
+                  f"the floor; this checkout's work "
+                  f"{_spread([r[1] / r[5] for r in runs])}x the baseline's")
+
+
+def _describe_checkout(path: Path) -> str:
+    """``path`` and its commit (``+`` when it has uncommitted changes)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True,
+                              text=True).stdout.strip()
+    return f"{path} at {git('rev-parse', '--short', 'HEAD') or '?'}" + (
+        "+" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main() -> None:
@@ -692,6 +723,10 @@ def main() -> None:
                     help="on a VM that hands free memory back to its host (root): turn that "
                          "off and touch the free memory first, so that new pages cost what "
                          "they cost on a physical machine (see backed_memory)")
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="another imgtools checkout (e.g. a git worktree of the last commit): "
+                         "its conversions run in the same rounds, before or after this one's "
+                         "in turn, so the two are compared on the same memory and disk state")
     ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
                     help="report the rounds of earlier runs' --json files together (runs on "
                          "fresh filesystems, when one holds too few rounds), measuring nothing")
@@ -708,7 +743,11 @@ def main() -> None:
         work = Path(t)
         reported = _reported_kib()
         row = measure(work, args.images, args.size, args.repeats, args.to,
-                      args.outputs or work, [b for b in args.builds if b != "none"])
+                      args.outputs or work, [b for b in args.builds if b != "none"],
+                      args.baseline)
+        if args.baseline:
+            row["baseline"] = _describe_checkout(args.baseline)
+        row["commit"] = _describe_checkout(REPO)
         row["outputs_on"] = filesystem_of(args.outputs or work)
         row["memory"] = memory
         if reported is not None:

@@ -184,10 +184,12 @@ class Format(ABC):
         every record; formats that can tell from headers override it."""
         return [len(r.image) for r in self.read_shard(shard, info)]
 
-    def scan_records(self, shard: InputShard, info: DatasetInfo
+    def scan_records(self, shard: InputShard, info: DatasetInfo, *, sizes: bool = True
                      ) -> tuple[list[int], list[int] | None]:
         """:meth:`scan_shard` plus the byte offset where each record starts, when the format
-        can say (then :meth:`read_range` can seek there)."""
+        can say (then :meth:`read_range` can seek there). ``sizes=False``: the plan cuts by
+        records alone, so a format whose sizes cost something per record (a stat) may give
+        0 for each."""
         return list(self.scan_shard(shard, info)), None
 
     def read_range(self, shard: InputShard, info: DatasetInfo, start: int, stop: int | None,

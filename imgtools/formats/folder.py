@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_new, atomic_write_text
+from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_text, write_new
 from imgtools.errors import UserError, is_utf8_name
 from imgtools.formats.base import Format, InputShard, ShardWriter
 from imgtools.recipes import imagenet_names
@@ -35,9 +35,17 @@ CLASS_TO_IDX = "class_to_idx.json"
 CLASS_FILES = (CLASSES_TXT, CLASS_TO_IDX)
 
 
+_IMAGE_EXTENSIONS = frozenset(s[1:] for s in IMAGE_SUFFIXES)
+
+
 def _is_image(name: str) -> bool:
-    return not name.startswith((".", TMP_PREFIX)) and \
-        os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    """Whether ``name`` is an image file's (not hidden, not a temporary ``.tmp-`` file, an
+    image suffix in any case): ``os.path.splitext``'s answer for such names, without its
+    cost (this runs two or three times per input file)."""
+    if name.startswith((".", TMP_PREFIX)):
+        return False
+    _stem, dot, ext = name.rpartition(".")
+    return bool(dot) and ext.lower() in _IMAGE_EXTENSIONS
 
 
 def _split_dirs(root: Path) -> list[tuple[str, Path]]:
@@ -73,7 +81,8 @@ def _usable(folder: str, names: list[str]) -> list[str]:
 
 
 class FolderWriter(ShardWriter):
-    """Writes each image as its own file, atomically, as soon as it arrives.
+    """Writes each image as its own file as soon as it arrives (:func:`write_new`: in the
+    run's staging folder, never over another record's file).
 
     With ``digests`` it also hashes each image while it is in memory (a build's SHA256SUMS then
     need not read the files back); a conversion has no use for the hashes and skips the cost.
@@ -106,7 +115,7 @@ class FolderWriter(ShardWriter):
         folder = self._folder(record)
         path = os.path.join(folder, record.filename)
         try:
-            atomic_write_new(path, record.image)
+            write_new(path, record.image)
         except NameTaken:
             raise UserError(
                 f"two records are both named {record.filename!r} in the same folder: writing "
@@ -178,6 +187,14 @@ class FolderFormat(Format):
                             fix="expected train/, val/ or unsup/ folders with images")
         return shards
 
+    def scan_records(self, shard: InputShard, info: DatasetInfo, *, sizes: bool = True
+                     ) -> tuple[list[int], None]:
+        """Without ``sizes``, a listing alone: no stat per image (a plan by records, as for a
+        folder or pickle output, has no use for them)."""
+        if not sizes:
+            return [0] * len(_shard_files(shard)), None
+        return self.scan_shard(shard, info), None
+
     def scan_shard(self, shard: InputShard, info: DatasetInfo) -> list[int]:
         """File sizes of the shard's images, in read order, from stat alone: lets
         ``imgtools convert`` plan output shards by bytes without reading every image twice."""
@@ -219,9 +236,38 @@ class FolderFormat(Format):
 
     def finalize(self, root: Path, info: DatasetInfo, counts: dict[str, int],
                  facts: dict[str, dict] | None = None) -> None:
-        """The sidecar, plus the class list in the two shapes ImageFolder readers take."""
+        """The sidecar, plus the class list in the two shapes ImageFolder readers take, once
+        every split is checked to hold a file per record."""
+        for split, records in counts.items():
+            _check_one_file_per_record(Path(root) / split, records)
         write_class_files(Path(root), info)
         super().finalize(root, info, counts)
+
+
+def _check_one_file_per_record(folder: Path, records: int) -> None:
+    """Refuse a split with fewer files than records: two records with one file name in one
+    class folder that :func:`~imgtools.atomic.write_new` could not tell apart (the same
+    bytes, or the bytes of one beginning the other's) went to one file, and a conversion may
+    lose no record silently. A count of directory entries, no stat: cheap next to the run."""
+    files = _count_files(os.fspath(folder))
+    if files != records:
+        raise UserError(
+            f"split {folder.name!r} holds {files} image files for {records} records: two "
+            "records with one file name in one class folder were written to one file",
+            path=folder,
+            fix="give the input unique file names per class (or per split for unlabelled "
+                "images), or convert to tfrecord, webdataset or parquet, which keep both; "
+                "then run the command again with --overwrite")
+
+
+def _count_files(folder: str) -> int:
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except FileNotFoundError:
+        return 0
+    return sum(_count_files(e.path) if e.is_dir(follow_symlinks=False) else 1
+               for e in entries if not e.name.startswith("."))
 
 
 def write_class_files(root: Path, info: DatasetInfo) -> None:

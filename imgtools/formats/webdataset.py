@@ -148,7 +148,7 @@ class WebDatasetFormat(PackedParts, Format):
                 break
         return meta
 
-    def scan_records(self, shard: InputShard, info: DatasetInfo
+    def scan_records(self, shard: InputShard, info: DatasetInfo, *, sizes: bool = True
                      ) -> tuple[list[int], list[int]]:
         """Image size and first-header offset of every sample, from the tar headers alone (no
         image is read): the offsets let each worker seek to its slice of a shard."""

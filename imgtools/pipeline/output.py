@@ -40,6 +40,7 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,34 @@ def tree_inputs(root: Path) -> Iterator[InputEntry]:
     if root.is_file():
         yield from path_inputs([str(root)])
         return
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield from path_inputs(os.path.join(folder, n) for n in sorted(names)
-                               if not n.startswith("."))
+    yield from _folder_inputs(os.fspath(root))
+
+
+def _folder_inputs(folder: str) -> Iterator[InputEntry]:
+    """:func:`tree_inputs` of one folder: its files in name order, then each sub-folder's,
+    as ``os.walk`` would list them (a folder that cannot be listed is left out, a symlink to
+    a folder is not followed), with one ``scandir`` a folder and no path joined in Python:
+    this runs once per input file, before anything else of the run."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")),
+                             key=lambda e: e.name)
+    except OSError:
+        return
+    subfolders = []
+    for entry in entries:
+        try:
+            if entry.is_dir():
+                if not entry.is_symlink():
+                    subfolders.append(entry.path)
+                continue
+            st = entry.stat()
+        except OSError:
+            yield entry.path, -1, -1
+            continue
+        yield entry.path, st.st_size, st.st_mtime_ns
+    for sub in subfolders:
+        yield from _folder_inputs(sub)
 
 
 def _write_inputs(path: Path, inputs: Iterable[InputEntry]) -> tuple[int, str]:
@@ -103,7 +128,7 @@ def _write_inputs(path: Path, inputs: Iterable[InputEntry]) -> tuple[int, str]:
     count and sha256. Lines are made and written in batches: this runs once per input file."""
     digest = hashlib.sha256()
     count = 0
-    dumps = json.dumps
+    dumps = encode_basestring_ascii  # what json.dumps does with a str, without its checks
     entries = iter(inputs)
     with open(path, "wb") as f:
         while batch := list(itertools.islice(entries, 4096)):

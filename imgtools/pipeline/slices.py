@@ -92,9 +92,9 @@ def cut_shards(scans: Iterable[tuple], max_records: int | None, max_bytes: int |
     return shards
 
 
-def _scan_one(fmt: Format, info: DatasetInfo, shard: InputShard
+def _scan_one(fmt: Format, info: DatasetInfo, sizes: bool, shard: InputShard
               ) -> tuple[list[int], list[int] | None]:
-    return fmt.scan_records(shard, info)
+    return fmt.scan_records(shard, info, sizes=sizes)
 
 
 def plan_conversion(src_fmt: Format, shards: list[InputShard], info: DatasetInfo,
@@ -112,7 +112,7 @@ def plan_conversion(src_fmt: Format, shards: list[InputShard], info: DatasetInfo
         by_split.setdefault(shard.split, []).append(shard)
     plan: list[OutputShard] = []
     executor = executor or LocalExecutor(n_jobs if len(shards) > 1 else 1)
-    scan = functools.partial(_scan_one, src_fmt, info)
+    scan = functools.partial(_scan_one, src_fmt, info, bool(max_bytes))
     for split in sorted(by_split, key=split_sort_key):
         group = by_split[split]
         sizes = executor.map(scan, group, tasks=len(group))

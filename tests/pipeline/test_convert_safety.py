@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RUN_RECORD, fail_webdataset_write, make_folder, staging_of, tree
+from conftest import (
+    RUN_RECORD,
+    fail_webdataset_write,
+    make_folder,
+    staging_of,
+    tree,
+    tree_digest,
+)
 from PIL import Image
 
 from imgtools.convert import convert
@@ -84,6 +92,50 @@ def test_two_records_with_one_name_are_an_error_not_one_file(tmp_path):
     with pytest.raises(UserError, match="same.jpg") as err:
         convert(src, tmp_path / "out", "folder", quiet=True, n_jobs=1)
     assert "webdataset" in err.value.fix
+
+
+@pytest.mark.parametrize("images", [
+    pytest.param(lambda: [_jpeg(0), _jpeg(0)], id="the same bytes"),
+    pytest.param(lambda: [_jpeg(0)[:300], _jpeg(0)], id="one image the start of the other"),
+])
+def test_two_records_one_file_is_an_error_even_when_their_bytes_agree(tmp_path, images):
+    """Records whose bytes the writer cannot tell from a resumed shard's own file (the same
+    bytes; a record beginning with another's) still may not become one file silently: the
+    folder format counts files against records before the output is published."""
+    src = _write_tfrecords(tmp_path / "in", {
+        f"train.tfrecord-0000{i}-of-00002": [{"image": image, "label": 0, "filename": "x.jpg"}]
+        for i, image in enumerate(images())})
+    with pytest.raises(UserError, match="1 image files for 2 records") as err:
+        convert(src, tmp_path / "out", "folder", quiet=True, n_jobs=1)
+    assert "webdataset" in err.value.fix
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_cut_short_by_a_kill_is_written_again_on_resume(tmp_path, monkeypatch):
+    """A kill in the middle of an image leaves its first bytes in the staging folder; the
+    resumed run writes it whole and ends as an uninterrupted run does."""
+    src = make_folder(tmp_path / "src", 3)
+    convert(src, tmp_path / "whole", "folder", quiet=True, n_jobs=1)
+    real_write, writes = os.write, []
+
+    def killed_halfway(fd, data):
+        writes.append(fd)
+        if len(writes) == 4:
+            real_write(fd, bytes(data[:len(data) // 2]))
+            raise KeyboardInterrupt
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", killed_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        convert(src, tmp_path / "out", "folder", quiet=True, n_jobs=1, shard_records=2)
+    monkeypatch.setattr(os, "write", real_write)
+    torsos = [p for p in staging_of(tmp_path / "out").rglob("*.JPEG")
+              if p.stat().st_size < (tmp_path / "whole" / p.relative_to(
+                  staging_of(tmp_path / "out"))).stat().st_size]
+    assert len(torsos) == 1
+    convert(src, tmp_path / "out", "folder", quiet=True, n_jobs=1, shard_records=2,
+            resume=True)
+    assert tree_digest(tmp_path / "out") == tree_digest(tmp_path / "whole")
 
 
 def test_same_file_names_in_two_classes_convert_to_webdataset_and_back(tmp_path):
