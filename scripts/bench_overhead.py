@@ -51,6 +51,11 @@ is measured without the codec at all: the shard worker with a transform that han
 codec's outputs computed beforehand, so what remains is exactly the engine's per-image work
 (read, write each file atomically, hash, summary).
 
+With ``--baseline CHECKOUT`` (another imgtools checkout, e.g. ``git worktree add ../base
+HEAD~3``), every build and conversion of a round is also run with that checkout's code, just
+before or just after this checkout's, in turn: a change is judged by the two runs of each
+round, which share the VM's state, not by runs an hour apart.
+
     python scripts/bench_overhead.py --images 13394 --repeats 3   # Imagenette's size, ~15 min
     python scripts/bench_overhead.py --images 400 --profile        # also cProfile one -j 1 build
     python scripts/bench_overhead.py --images 13394 --back-memory  # VM memory backed (root)
@@ -169,7 +174,10 @@ def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: b
     settle()  # the previous run's writes are not this run's cost
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # In the checkout's folder: ``python -c`` puts the working folder first on sys.path, before
+    # PYTHONPATH, so from any other checkout's folder that checkout's code would run.
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          cwd=checkout or REPO)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -317,13 +325,14 @@ def build_cmd(tree: Path, out: Path, size: int, jobs: int) -> list[str]:
 
 
 def build_cpu(tree: Path, out: Path, size: int, jobs: int, threads: bool = False,
-              sync: bool = True) -> tuple[float, float, float, float]:
+              sync: bool = True, checkout: Path | None = None
+              ) -> tuple[float, float, float, float]:
     """CPU of the whole build, of its main process's work, of the codec work inside it, and of
     its shard tasks, codec included (:func:`cpu_inside`)."""
     log = out.with_name(out.name + "-codec-log")
     log.mkdir(parents=True)
     _wall, cpu, main_cpu = timed_run(build_cmd(tree, out, size, jobs), threads, sync,
-                                     codec_log=log)
+                                     codec_log=log, checkout=checkout)
     return cpu, main_cpu, cpu_inside(log, "codec"), cpu_inside(log, "shard")
 
 
@@ -422,8 +431,13 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
                      "codec_2_cores_s": codec_cpu_on_cores(paths, opts, 2)}
         rnd["engine_s"] = shard_cpu(paths, opts, outputs.new("engine"), cached)
         rnd["shard_s"] = shard_cpu(paths, opts, outputs.new("shard"))
-        rnd["build"] = {label: build_cpu(tree, outputs.new("build"), size, *how)
-                        for label, how in BUILDS.items() if label in builds}
+        rnd["build"] = {}
+        for label, how in BUILDS.items():
+            if label in builds:
+                for checkout in _in_turn(baseline, len(row["rounds"])):
+                    key = label if checkout is None else f"{label}, baseline"
+                    rnd["build"][key] = build_cpu(tree, outputs.new("build"), size, *how,
+                                                  checkout=checkout)
         row["rounds"].append(rnd)
     built = outputs.new("built")
     build_cpu(tree, built, size, 1)
@@ -439,11 +453,8 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
     for fmt in formats:
         runs = []
         for i in range(repeats):
-            # With a baseline, both conversions run in every round, first one then the other
-            # in turn (the later run of a round may find memory and disk in another state).
-            order = ([None, baseline] if i % 2 == 0 else [baseline, None]) if baseline else [None]
             measured = {str(c): convert_cpu(built, outputs.new(f"conv-{fmt}"), fmt, 1, c)
-                        for c in order}
+                        for c in _in_turn(baseline, i)}
             conv = measured[str(None)]
             copy = outputs.new("copy")
             settle()
@@ -457,6 +468,15 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
         row["convert"][fmt] = runs
     outputs.clear()
     return row
+
+
+def _in_turn(baseline: Path | None, round_index: int) -> list[Path | None]:
+    """This checkout (None) and the baseline, if any, in the order of this round: first one
+    then the other in turn (the later run of a round may find memory and disk in another
+    state)."""
+    if baseline is None:
+        return [None]
+    return [None, baseline] if round_index % 2 == 0 else [baseline, None]
 
 
 def hash_cpu(paths: list[Path], repeats: int) -> float:
@@ -725,8 +745,9 @@ def main() -> None:
                          "they cost on a physical machine (see backed_memory)")
     ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                     help="another imgtools checkout (e.g. a git worktree of the last commit): "
-                         "its conversions run in the same rounds, before or after this one's "
-                         "in turn, so the two are compared on the same memory and disk state")
+                         "its builds and conversions run in the same rounds, before or after "
+                         "this one's in turn, so the two are compared on the same memory and "
+                         "disk state (builds reported as '<label>, baseline')")
     ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
                     help="report the rounds of earlier runs' --json files together (runs on "
                          "fresh filesystems, when one holds too few rounds), measuring nothing")
@@ -743,8 +764,9 @@ def main() -> None:
         work = Path(t)
         reported = _reported_kib()
         row = measure(work, args.images, args.size, args.repeats, args.to,
-                      args.outputs or work, [b for b in args.builds if b != "none"],
-                      args.baseline)
+                      (args.outputs or work).resolve(),
+                      [b for b in args.builds if b != "none"],
+                      args.baseline and args.baseline.resolve())
         if args.baseline:
             row["baseline"] = _describe_checkout(args.baseline)
         row["commit"] = _describe_checkout(REPO)
