@@ -135,13 +135,33 @@ if os.environ.get("BENCH_CODEC_LOG"):  # the codec's CPU inside this build, per 
     members.read_bytes = timed(members.read_bytes, "codec")  # a worker's read of a source
     jpeg.render = timed(jpeg.render, "codec")  # decode, resize, encode
     engine.run_shard = timed(engine.run_shard, "shard", flush=True)  # codec included
+phases = {}
+if os.environ.get("BENCH_PHASES"):  # where a -j 1 conversion's main-process CPU goes
+    import functools
+    import imgtools.convert as convert_, imgtools.pipeline.output as output_
+    def phase(owner, name, label):
+        fn = getattr(owner, name)
+        @functools.wraps(fn)
+        def step(*args, **kw):
+            start = time.process_time()
+            try:
+                return fn(*args, **kw)
+            finally:
+                phases[label] = phases.get(label, 0.0) + time.process_time() - start
+        setattr(owner, name, step)
+    phase(convert_, "detect_format", "detect")
+    phase(convert_, "plan_conversion", "plan")
+    phase(output_, "_write_inputs", "identity")
+    phase(engine, "run_shard", "shards")
+    phase(engine, "_second_pass_and_checksums", "checksums")
+    phase(output_.OutputRun, "publish", "publish")
 start = time.process_time()
 try:
     imgtools.cli.main(sys.argv[1:])
 except SystemExit as e:
     if e.code:
         raise
-print(json.dumps({"main_cpu": time.process_time() - start}))
+print(json.dumps({"main_cpu": time.process_time() - start, "phases": phases}))
 """
 """``imgtools <args>`` with the command's imports done before the clock starts: what it
 prints is the CPU of the engine's own work in the main process (planning, shards when -j 1,
@@ -159,15 +179,17 @@ def imgtools_cmd() -> list[str]:
 
 
 def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: bool = False,
-              codec_log: Path | None = None, checkout: Path | None = None
-              ) -> tuple[float, float, float]:
+              codec_log: Path | None = None, checkout: Path | None = None,
+              phases: dict | None = None) -> tuple[float, float, float]:
     """Wall seconds of ``cmd``, user + system CPU seconds of it and of every process it waited
     for, and the CPU the command's main process reported for its work after imports.
     ``threads``, ``sync``, ``spawn`` and ``codec_log`` choose the variants described in
-    ``_RUN``; ``checkout``: another imgtools checkout whose code runs instead of this one's."""
+    ``_RUN``; ``checkout``: another imgtools checkout whose code runs instead of this one's;
+    ``phases``: filled with the CPU of each phase of a conversion's main process (``_RUN``)."""
     env = {**os.environ, "BENCH_PREFER_THREADS": "1" if threads else "",
            "BENCH_NO_SYNC": "" if sync else "1", "BENCH_SPAWN": "1" if spawn else "",
-           "BENCH_CODEC_LOG": str(codec_log or "")}
+           "BENCH_CODEC_LOG": str(codec_log or ""),
+           "BENCH_PHASES": "1" if phases is not None else ""}
     if checkout is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout),
                                                           env.get("PYTHONPATH")]))
@@ -182,15 +204,20 @@ def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: b
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    main_cpu = json.loads(done.stdout.strip().splitlines()[-1])["main_cpu"]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    main_cpu = result["main_cpu"]
+    if phases is not None:
+        phases.update(result.get("phases", {}), rest=main_cpu - sum(result.get("phases", {})
+                                                                     .values()))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, main_cpu
 
 
 def children_cpu(cmd: list[str], threads: bool = False, sync: bool = True,
-                 checkout: Path | None = None) -> tuple[float, float]:
+                 checkout: Path | None = None, phases: dict | None = None
+                 ) -> tuple[float, float]:
     """:func:`timed_run` without the wall time: CPU of the whole run, CPU of its work."""
-    _wall, cpu, main_cpu = timed_run(cmd, threads, sync, checkout=checkout)
+    _wall, cpu, main_cpu = timed_run(cmd, threads, sync, checkout=checkout, phases=phases)
     return cpu, main_cpu
 
 
@@ -336,10 +363,10 @@ def build_cpu(tree: Path, out: Path, size: int, jobs: int, threads: bool = False
     return cpu, main_cpu, cpu_inside(log, "codec"), cpu_inside(log, "shard")
 
 
-def convert_cpu(src: Path, dst: Path, fmt: str, jobs: int, checkout: Path | None = None
-                ) -> tuple[float, float]:
+def convert_cpu(src: Path, dst: Path, fmt: str, jobs: int, checkout: Path | None = None,
+                phases: dict | None = None) -> tuple[float, float]:
     return children_cpu([*imgtools_cmd(), "convert", str(src), str(dst), "--to", fmt,
-                         "--quiet", "-j", str(jobs)], checkout=checkout)
+                         "--quiet", "-j", str(jobs)], checkout=checkout, phases=phases)
 
 
 def copy_bytes(paths: list[Path], dst: Path, one_file: bool) -> None:
@@ -449,12 +476,15 @@ def measure(work: Path, images: int, size: int, repeats: int, formats: list[str]
                                 for _ in range(repeats))
     row["converted_images"] = len(built_images)
     row["hash_s"] = hash_cpu(built_images, repeats)
-    row["convert"] = {}
+    row["convert"], row["convert_phases"] = {}, {}
     for fmt in formats:
         runs = []
         for i in range(repeats):
-            measured = {str(c): convert_cpu(built, outputs.new(f"conv-{fmt}"), fmt, 1, c)
+            phases: dict = {}
+            measured = {str(c): convert_cpu(built, outputs.new(f"conv-{fmt}"), fmt, 1, c,
+                                            phases if c is None else None)
                         for c in _in_turn(baseline, i)}
+            row["convert_phases"].setdefault(fmt, []).append(phases)
             conv = measured[str(None)]
             copy = outputs.new("copy")
             settle()
@@ -623,6 +653,8 @@ def combined(rows: list[dict]) -> dict:
            "hash_s": min(r["hash_s"] for r in rows),
            "convert": {fmt: [x for r in rows for x in r["convert"][fmt]]
                        for fmt in rows[0]["convert"]},
+           "convert_phases": {fmt: [x for r in rows for x in r.get("convert_phases", {})
+                                    .get(fmt, [])] for fmt in rows[0]["convert"]},
            "outputs_on": " + ".join(sorted({r.get("outputs_on", "?") for r in rows})),
            "memory": " + ".join(sorted({r.get("memory", "?") for r in rows})),
            "combined_runs": len(rows)}
@@ -706,6 +738,11 @@ def report_conversions(row: dict) -> None:
             print(f"    the format's floor (read, frame, write, hash once): "
                   f"{_spread([r[3] for r in runs])} s; convert {whole}x it in all, its work "
                   f"after imports {_spread([r[1] / r[3] for r in runs])}x")
+        phases = row.get("convert_phases", {}).get(fmt)
+        if phases:
+            print("    its work by phase, s: " + "; ".join(
+                f"{name} {_spread([p.get(name, 0.0) for p in phases])}"
+                for name in phases[0]))
         if all(len(r) > 5 for r in runs):
             print(f"    baseline ({row.get('baseline', '?')}), same rounds: work "
                   f"{_spread([r[5] for r in runs])} s = {_spread([r[5] / r[3] for r in runs])}x "

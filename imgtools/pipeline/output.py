@@ -99,28 +99,49 @@ def tree_inputs(root: Path) -> Iterator[InputEntry]:
 def _folder_inputs(folder: str) -> Iterator[InputEntry]:
     """:func:`tree_inputs` of one folder: its files in name order, then each sub-folder's,
     as ``os.walk`` would list them (a folder that cannot be listed is left out, a symlink to
-    a folder is not followed), with one ``scandir`` a folder and no path joined in Python:
-    this runs once per input file, before anything else of the run."""
+    a folder is not followed), with one ``scandir`` a folder and each file's ``stat``
+    relative to it (a path walk of one name, not of the whole path): this runs once per
+    input file, before anything else of the run."""
+    with _listed(folder) as entries:
+        if entries is None:
+            return
+        prefix = folder if folder.endswith(os.sep) else folder + os.sep
+        subfolders = []
+        for entry in entries:
+            path = prefix + entry.name
+            try:
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        subfolders.append(path)
+                    continue
+                st = entry.stat()
+            except OSError:
+                yield path, -1, -1
+                continue
+            yield path, st.st_size, st.st_mtime_ns
+    for sub in subfolders:
+        yield from _folder_inputs(sub)
+
+
+@contextlib.contextmanager
+def _listed(folder: str) -> Iterator[list[os.DirEntry] | None]:
+    """The visible entries of ``folder`` in name order (None when it cannot be listed), from
+    a ``scandir`` of the open folder where the platform can (their ``stat`` is then relative
+    to it) - the folder stays open while the caller uses them."""
+    fd = None
     try:
-        with os.scandir(folder) as it:
+        if os.scandir in os.supports_fd:
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        with os.scandir(folder if fd is None else fd) as it:
             entries = sorted((e for e in it if not e.name.startswith(".")),
                              key=lambda e: e.name)
     except OSError:
-        return
-    subfolders = []
-    for entry in entries:
-        try:
-            if entry.is_dir():
-                if not entry.is_symlink():
-                    subfolders.append(entry.path)
-                continue
-            st = entry.stat()
-        except OSError:
-            yield entry.path, -1, -1
-            continue
-        yield entry.path, st.st_size, st.st_mtime_ns
-    for sub in subfolders:
-        yield from _folder_inputs(sub)
+        entries = None
+    try:
+        yield entries
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _write_inputs(path: Path, inputs: Iterable[InputEntry]) -> tuple[int, str]:
@@ -196,18 +217,19 @@ def differences(before: dict, now: dict, inputs_then: Iterable[str] | None,
 
 
 def _folder_listing(folder: str, skip: set[str]) -> tuple[list[str], str]:
-    """Names of the files in ``folder`` (sorted) and a digest of names and sizes."""
-    digest = hashlib.sha256()
-    names = []
+    """Names of the files in ``folder`` (sorted) and a digest of them.
+
+    Names only, no sizes: what :func:`foreign_files` decides from them is which names are
+    new (a listed folder) or whether there are more files (a counted one), and a size would
+    change neither; it would cost a stat of every output file when a run publishes (0.05 s
+    for Imagenette's 13,394 images on the development VM). Outputs written before this
+    digested sizes too: their digests differ, and the same checks of names and counts then
+    decide."""
     with os.scandir(folder) as it:
-        entries = sorted((e for e in it if not e.is_dir(follow_symlinks=False)),
-                         key=lambda e: e.name)
-    for entry in entries:
-        if entry.name in skip:
-            continue
-        names.append(entry.name)
-        size = entry.stat(follow_symlinks=False).st_size
-        digest.update(f"{entry.name}\0{size}\n".encode("utf-8", "surrogateescape"))
+        names = sorted(e.name for e in it
+                       if not e.is_dir(follow_symlinks=False) and e.name not in skip)
+    digest = hashlib.sha256("".join([f"{n}\n" for n in names])
+                            .encode("utf-8", "surrogateescape"))
     return names, digest.hexdigest()
 
 
@@ -328,8 +350,9 @@ class OutputRun:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _write_manifest(self, staging: Path) -> None:
+        # Level 1: 6 ms instead of 14 for Imagenette's 13,394 inputs (124 KB instead of 96).
         with open(self.folder / "inputs.jsonl", "rb") as src, \
-                gzip.GzipFile(staging / INPUTS_COPY, "wb", compresslevel=6, mtime=0) as dst:
+                gzip.GzipFile(staging / INPUTS_COPY, "wb", compresslevel=1, mtime=0) as dst:
             shutil.copyfileobj(src, dst)
         manifest = {"tool": "imgtools", "tool_version": __version__,
                     "fingerprint": self.fingerprint, "folders": folder_digests(staging)}

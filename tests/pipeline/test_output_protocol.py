@@ -4,6 +4,7 @@ plants one of the defects issue 11 lists and checks that it cannot happen any mo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -116,6 +117,24 @@ def test_build_overwrite_refuses_a_folder_holding_a_users_file(kaggle_tree, tmp_
     assert digest(out) == before
     (out / "notes.txt").unlink()
     built(kaggle_tree.src, tmp_path, overwrite=True)  # ours alone: replaced
+
+
+def test_overwrite_decides_by_names_when_the_manifest_digested_otherwise(kaggle_tree,
+                                                                          tmp_path):
+    """Outputs written before folder digests left out sizes have other digests: names and
+    counts still decide, so such an output is replaced and a user's file is still found."""
+    out = built(kaggle_tree.src, tmp_path)
+    manifest = json.loads((out / MANIFEST).read_text())
+    for entry in manifest["folders"].values():
+        entry["sha256"] = "0" * 64
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    class_folder = next(p for p in (out / "train").iterdir() if p.is_dir())
+    (class_folder / "mine.JPEG").write_bytes(b"a user's image")
+    with pytest.raises(UserError, match="mine.JPEG"):
+        built(kaggle_tree.src, tmp_path, overwrite=True)
+    (class_folder / "mine.JPEG").unlink()
+    built(kaggle_tree.src, tmp_path, overwrite=True)
+    assert json.loads((out / MANIFEST).read_text())["folders"] != manifest["folders"]
 
 
 def test_convert_overwrite_does_not_trust_a_bare_sidecar(folder, tmp_path):
