@@ -36,7 +36,7 @@ from imgtools.formats.pickle_batches import (
     check_sizes,
 )
 from imgtools.pipeline.engine import Job, Outcome, RunOptions, Totals, run_job
-from imgtools.pipeline.output import tree_inputs
+from imgtools.pipeline.identity import tree_inputs
 from imgtools.pipeline.report import run_report
 from imgtools.pipeline.slices import DEFAULT_TASK_RECORDS, OutputShard, plan_conversion
 from imgtools.pipeline.units import SliceUnit

@@ -33,7 +33,8 @@ from imgtools.errors import CorruptDataError
 from imgtools.executors.base import Executor
 from imgtools.formats.base import Format, PassContext
 from imgtools.formats.common import split_sort_key
-from imgtools.pipeline.output import InputEntry, OutputRun, claim_outputs
+from imgtools.pipeline.identity import InputEntry
+from imgtools.pipeline.output import OutputRun, claim_outputs
 from imgtools.pipeline.packing import write_file_checksums
 from imgtools.pipeline.report import CHECKSUMS, already_complete, write_checksums, write_report
 from imgtools.pipeline.units import WorkUnit

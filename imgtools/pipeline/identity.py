@@ -1,0 +1,140 @@
+"""The identity of a run's input: every input file's locator, size and modification time, in
+the run's order (``inputs.jsonl`` in the run folder, digested into the fingerprint), so that
+``--resume`` refuses an input whose files changed and names the first that did
+(:mod:`imgtools.pipeline.output`).
+
+Listing and stat-ing every input file is work per image that happens before anything else of
+a run, so it is written for speed: one ``scandir`` a folder, each ``stat`` relative to the open
+folder, lines made in batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Iterable, Iterator
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from pathlib import Path
+
+InputEntry = tuple[str, int, int]  # locator, size in bytes, mtime in ns
+
+
+
+
+def path_inputs(paths: Iterable[str]) -> Iterator[InputEntry]:
+    """``(path, size, mtime_ns)`` of every path, in the order given (a missing file gets -1:
+    it is then refused or skipped by the run itself, and a resume sees it changed)."""
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            yield path, -1, -1
+            continue
+        yield path, st.st_size, st.st_mtime_ns
+
+
+def tree_inputs(root: Path) -> Iterator[InputEntry]:
+    """Every file a reader of the dataset at ``root`` (a file or a folder) can see, in sorted
+    order: the identity of a conversion's input. Hidden files are left out as readers leave
+    them out."""
+    root = Path(root)
+    if root.is_file():
+        yield from path_inputs([str(root)])
+        return
+    yield from _folder_inputs(os.fspath(root))
+
+
+def _folder_inputs(folder: str) -> Iterator[InputEntry]:
+    """:func:`tree_inputs` of one folder: its files in name order, then each sub-folder's,
+    as ``os.walk`` would list them (a folder that cannot be listed is left out, a symlink to
+    a folder is not followed), with one ``scandir`` a folder and each file's ``stat``
+    relative to it (a path walk of one name, not of the whole path): this runs once per
+    input file, before anything else of the run."""
+    with _listed(folder) as entries:
+        if entries is None:
+            return
+        prefix = folder if folder.endswith(os.sep) else folder + os.sep
+        subfolders = []
+        for entry in entries:
+            path = prefix + entry.name
+            try:
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        subfolders.append(path)
+                    continue
+                st = entry.stat()
+            except OSError:
+                yield path, -1, -1
+                continue
+            yield path, st.st_size, st.st_mtime_ns
+    for sub in subfolders:
+        yield from _folder_inputs(sub)
+
+
+@contextlib.contextmanager
+def _listed(folder: str) -> Iterator[list[os.DirEntry] | None]:
+    """The visible entries of ``folder`` in name order (None when it cannot be listed), from
+    a ``scandir`` of the open folder where the platform can (their ``stat`` is then relative
+    to it) - the folder stays open while the caller uses them."""
+    fd = None
+    try:
+        if os.scandir in os.supports_fd:
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        with os.scandir(folder if fd is None else fd) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")),
+                             key=lambda e: e.name)
+    except OSError:
+        entries = None
+    try:
+        yield entries
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def write_inputs(path: Path, inputs: Iterable[InputEntry]) -> tuple[int, str]:
+    """Stream ``inputs`` to ``path`` as JSON lines (``["locator", size, mtime_ns]``); their
+    count and sha256. Lines are made and written in batches: this runs once per input file."""
+    digest = hashlib.sha256()
+    count = 0
+    dumps = encode_basestring_ascii  # what json.dumps does with a str, without its checks
+    entries = iter(inputs)
+    with open(path, "wb") as f:
+        while batch := list(itertools.islice(entries, 4096)):
+            data = "".join([f"[{dumps(loc)}, {int(size)}, {int(mtime)}]\n"
+                            for loc, size, mtime in batch]).encode()
+            digest.update(data)
+            f.write(data)
+            count += len(batch)
+    return count, digest.hexdigest()
+
+
+def _read_entries(lines: Iterable[str]) -> Iterator[InputEntry]:
+    for line in lines:
+        with contextlib.suppress(ValueError, TypeError):
+            loc, size, mtime = json.loads(line)
+            yield str(loc), int(size), int(mtime)
+
+
+def first_input_change(before: Iterable[str] | None, now: Path) -> str:
+    """Which input file differs between two input lists (both in the run's order)."""
+    if before is None:
+        return "the input files changed"
+    with open(now, encoding="utf-8") as new:
+        old_entries, new_entries = _read_entries(before), _read_entries(new)
+        for count, (old, cur) in enumerate(zip(old_entries, new_entries)):
+            if old == cur:
+                continue
+            if old[0] == cur[0]:
+                return (f"input file {old[0]} changed (size {old[1]} then, {cur[1]} now"
+                        f"{'' if old[1] != cur[1] else '; modified since'})")
+            return f"input file #{count + 1} is {old[0]} then, {cur[0]} now"
+        extra_old, extra_new = next(old_entries, None), next(new_entries, None)
+        if extra_old:
+            return f"input file {extra_old[0]} is gone"
+        if extra_new:
+            return f"input file {extra_new[0]} is new"
+    return "the input files changed"
