@@ -104,9 +104,9 @@ def write_new(path: str, data: bytes) -> None:
 
     One ``open(O_CREAT | O_EXCL)``, writes and a ``close`` an image: the least a file costs.
     Publishing each image by a hard link from an unnamed or temporary file (as this did
-    before) cost one directory operation more an image (0.15-0.3 s of CPU per 13,394 images
-    here, ``docs/bench_engine.md``), to protect against a torso that the staging folder
-    already keeps from every reader."""
+    before) cost one directory operation more an image (13 us of CPU on the development VM,
+    ``scripts/bench_file_writes.py``; 12 % of a conversion's floor), to protect against a
+    torso that the staging folder already keeps from every reader."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
     except FileExistsError:
@@ -119,12 +119,23 @@ def write_new(path: str, data: bytes) -> None:
         view = memoryview(data)
         while view:  # a short write continues with the rest
             view = view[os.write(fd, view):]
-    except OSError as e:
-        os.close(fd)
+    except BaseException as e:
         with contextlib.suppress(OSError):
-            os.unlink(path)  # created or truncated above: this record's own file
+            os.close(fd)
+        if not isinstance(e, OSError):
+            raise  # a kill's stand-in (Ctrl-C): what was written is for the resume to judge
+        _unlink_quietly(path)  # created or truncated above: this record's own file
         raise named(e, path) from e
-    os.close(fd)
+    try:
+        os.close(fd)  # a network filesystem may report a failed write only here
+    except OSError as e:
+        _unlink_quietly(path)
+        raise named(e, path) from e
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation

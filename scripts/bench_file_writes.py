@@ -8,7 +8,9 @@ part of an image under its name; since every run writes into a staging folder th
 output by one rename, a part of an image is never seen by a reader, and the images are now
 created directly (``open(O_CREAT | O_EXCL)``, :func:`imgtools.atomic.write_new`). This script
 measures the three ways on the same bytes, in alternating order, CPU (user + system) of this
-process per file, the page cache emptied and the written data synced before each way:
+process per file, the page cache emptied and the written data synced before each way. The
+VM's cost of new memory moves from run to run (docs/bench_engine.md), so each way is compared
+with ``exclusive`` in the same round:
 
 * ``exclusive``: ``open(O_CREAT | O_EXCL)``, ``write``, ``close`` (what imgtools does now);
 * ``unnamed + link``: ``open(O_TMPFILE)``, ``write``, ``linkat`` from ``/proc/self/fd``,
@@ -17,7 +19,7 @@ process per file, the page cache emptied and the written data synced before each
   ``unlink`` (the fallback where there is no ``O_TMPFILE``).
 
     python scripts/bench_file_writes.py --images /path/to/built/imagenette2-320 \\
-        --out /mnt/fresh-ext4/writes --rounds 6 [--drop-caches]
+        --out /mnt/fresh-ext4/writes --rounds 9 [--drop-caches] [--back-memory]
 
 ``--images``: a folder of images (searched recursively for ``*.JPEG``), e.g. a build's output;
 ``--out``: a folder on the filesystem to measure (each way writes a new sub-folder).
@@ -86,7 +88,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--drop-caches", action="store_true",
                     help="empty the page cache before each way (root)")
+    ap.add_argument("--back-memory", action="store_true",
+                    help="on a VM that hands free memory back to its host (root): turn that "
+                         "off and touch the free memory first (bench_overhead.backed_memory)")
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_overhead import backed_memory
+
+    with backed_memory(args.back_memory) as memory:
+        print(f"memory: {memory}")
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     images = [p.read_bytes() for p in sorted(args.images.rglob("*.JPEG"))]
     if not images:
         sys.exit(f"error: no *.JPEG under {args.images}")
@@ -100,13 +114,20 @@ def main() -> None:
             start = time.process_time()
             WAYS[name](str(folder), images)
             spent[name].append(time.process_time() - start)
+        print(f"  round {r + 1}: " + ", ".join(f"{n} {spent[n][-1]:.3f} s" for n in names),
+              flush=True)
     mb = sum(map(len, images)) / 1e6
     print(f"{len(images)} files ({mb:.0f} MB) a way, {args.rounds} rounds, on {args.out}; "
-          "CPU of this process, median (range):")
+          "CPU of this process, median (range), and its excess over 'exclusive' in the same "
+          "round (median of the rounds' differences):")
     for name, seconds in spent.items():
         per = [1e6 * s / len(images) for s in seconds]
+        more = [1e6 * (s - e) / len(images) for s, e in zip(seconds, spent["exclusive"])]
         print(f"  {name:24s} {statistics.median(seconds):.3f} s "
-              f"({min(seconds):.3f}-{max(seconds):.3f}) = {statistics.median(per):.1f} us a file")
+              f"({min(seconds):.3f}-{max(seconds):.3f}) = {statistics.median(per):.1f} us a file"
+              + ("" if name == "exclusive" else
+                 f"; {statistics.median(more):+.1f} us a file ({min(more):+.1f} to "
+                 f"{max(more):+.1f})"))
 
 
 if __name__ == "__main__":
