@@ -22,8 +22,6 @@ from pathlib import Path
 InputEntry = tuple[str, int, int]  # locator, size in bytes, mtime in ns
 
 
-
-
 def path_inputs(paths: Iterable[str]) -> Iterator[InputEntry]:
     """``(path, size, mtime_ns)`` of every path, in the order given (a missing file gets -1:
     it is then refused or skipped by the run itself, and a resume sees it changed)."""
