@@ -48,11 +48,9 @@ def naming_errors(path: str | Path) -> Iterator[None]:
 
 
 def named(e: OSError, path: str | Path) -> OSError:
-    """``e`` as an OSError naming ``path``, unless it names a file already (what
-    :func:`naming_errors` raises, for code that writes once per record and cannot afford a
-    context manager each time)."""
-    if e.filename:
-        return e
+    """``e`` (which names no file) as an OSError naming ``path``: what :func:`naming_errors`
+    raises, for code that writes once per record and cannot afford a context manager each
+    time."""
     code = e.errno
     if code is None and (m := re.search(r"\[errno (\d+)\]", str(e))):
         code = int(m.group(1))

@@ -312,10 +312,9 @@ class TFRecordShardWriter(ShardWriter):
             else:
                 self._out.write(b"".join(parts))
         except OSError as e:
-            error = named(e, self.path)
-            if error is e:
+            if e.filename:
                 raise
-            raise error from e
+            raise named(e, self.path) from e
         if self._index is not None:
             self._index.write(f"{self._offset} {size}\n")
         self._offset += size
