@@ -18,16 +18,19 @@ row groups) plus the plan, which holds a few numbers per output shard, never per
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from imgtools import __version__
+from imgtools.atomic import tmp_name
 from imgtools.errors import UserError
 from imgtools.executors.base import Executor
 from imgtools.formats import detect_format, get_format
-from imgtools.formats.base import Format
+from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import parse_size, split_sort_key
 from imgtools.formats.pickle_batches import (
     OUTPUT_SPLITS,
@@ -36,9 +39,15 @@ from imgtools.formats.pickle_batches import (
     check_sizes,
 )
 from imgtools.pipeline.engine import Job, Outcome, RunOptions, Totals, run_job
-from imgtools.pipeline.identity import tree_inputs
+from imgtools.pipeline.identity import InputsFile, tree_inputs
+from imgtools.pipeline.output import check_output_paths
 from imgtools.pipeline.report import run_report
-from imgtools.pipeline.slices import DEFAULT_TASK_RECORDS, OutputShard, plan_conversion
+from imgtools.pipeline.slices import (
+    DEFAULT_TASK_RECORDS,
+    OutputShard,
+    plan_conversion,
+    plan_while_listing,
+)
 from imgtools.pipeline.units import SliceUnit
 from imgtools.records import DatasetInfo
 from imgtools.runner import resolve_jobs
@@ -113,30 +122,60 @@ def convert(src: str | Path, dst: str | Path, to: str, *, n_jobs: int | None = N
     jobs = resolve_jobs(n_jobs)
     info = src_fmt.read_info(src, **read_options)
     shards = src_fmt.input_shards(src, **read_options)
-    plan = plan_conversion(src_fmt, shards, info, max_records, max_bytes, jobs, quiet, executor)
-    if not plan:
-        raise UserError("the input holds no records", path=src,
-                        fix="check that this is the dataset you meant; nothing was written")
-    if rows:
-        _check_rows_target(plan, format_options, src)
+    with _planned(src_fmt, src, dst, shards, info, max_records, max_bytes, jobs, quiet,
+                  executor) as (plan, inputs):
+        if not plan:
+            raise UserError("the input holds no records", path=src,
+                            fix="check that this is the dataset you meant; nothing was "
+                                "written")
+        if rows:
+            _check_rows_target(plan, format_options, src)
+        settings = _settings(src, src_fmt.name, to, size,
+                             {**format_options, **({"seed": seed, **transform.settings()}
+                                                   if rows else {}),
+                              **{f"read:{k}": v for k, v in read_options.items()}}, plan)
+        job = Job(outputs=[dst], settings=settings,
+                  inputs=inputs if callable(inputs) else lambda: inputs,
+                  units=lambda: (SliceUnit(src_fmt, o) for o in plan), transform=transform,
+                  fmt=dst_fmt, info=info, format_options=format_options, second_pass=rows,
+                  per_output=[{"size": size, "seed": seed, "label_order": info.label_order}]
+                  if rows else None,
+                  strict=True, total=sum(o.records for o in plan),
+                  desc=f"{src_fmt.name} -> {to}")
+        input_splits = {s.split for s in shards}
+        report = functools.partial(_report, src, dst, src_fmt, to, size, settings, info,
+                                   len(plan), input_splits, command or " ".join(sys.argv),
+                                   started)
+        return run_job(job, RunOptions(n_jobs, resume, overwrite, quiet, executor),
+                       lambda outcome: [report(outcome)],
+                       functools.partial(_split_counts, input_splits))
 
-    settings = _settings(src, src_fmt.name, to, size,
-                         {**format_options, **({"seed": seed, **transform.settings()}
-                                               if rows else {}),
-                          **{f"read:{k}": v for k, v in read_options.items()}}, plan)
-    job = Job(outputs=[dst], settings=settings, inputs=functools.partial(tree_inputs, src),
-              units=lambda: (SliceUnit(src_fmt, o) for o in plan), transform=transform,
-              fmt=dst_fmt, info=info, format_options=format_options, second_pass=rows,
-              per_output=[{"size": size, "seed": seed, "label_order": info.label_order}]
-              if rows else None,
-              strict=True, total=sum(o.records for o in plan),
-              desc=f"{src_fmt.name} -> {to}")
-    input_splits = {s.split for s in shards}
-    report = functools.partial(_report, src, dst, src_fmt, to, size, settings, info,
-                               len(plan), input_splits, command or " ".join(sys.argv), started)
-    return run_job(job, RunOptions(n_jobs, resume, overwrite, quiet, executor),
-                   lambda outcome: [report(outcome)],
-                   functools.partial(_split_counts, input_splits))
+
+@contextlib.contextmanager
+def _planned(src_fmt: Format, src: Path, dst: Path, shards: list[InputShard],
+             info: DatasetInfo, max_records: int | None, max_bytes: int | None, jobs: int,
+             quiet: bool, executor: Executor | None
+             ) -> Iterator[tuple[list[OutputShard], InputsFile | Callable[[], Iterator]]]:
+    """The plan, and the input's identity: for a JPEG folder both from one listing
+    (:func:`plan_while_listing`: one ``stat`` per image, not two), the identity written
+    beside the output (where the run claims it, or removed); otherwise the input is scanned
+    and its identity listed when the output is claimed."""
+    if not (src_fmt.records_are_files and src.is_dir()):
+        yield (plan_conversion(src_fmt, shards, info, max_records, max_bytes, jobs, quiet,
+                               executor), functools.partial(tree_inputs, src))
+        return
+    check_output_paths([dst])
+    made = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    spool = dst.parent / tmp_name("inputs.jsonl")
+    try:
+        yield plan_while_listing(src_fmt, src, shards, info, max_records, max_bytes, spool)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            spool.unlink()
+        for folder in made:  # folders made only to hold the identity, if the run made none
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 ROWS = SquareRows.produces

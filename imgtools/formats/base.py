@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +145,10 @@ class Format(ABC):
     """True when the work shards' files are *parts* (in the run's work folder) from which
     :meth:`second_pass` makes the output: record files of the format's own size, or the
     shuffled batches and mean image of CIFAR-style pickles."""
+    records_are_files: bool = False
+    """True when each record is a file of its own, whose size is the image's (a JPEG folder):
+    a conversion then plans from the listing that makes the input's identity
+    (:meth:`sizes_from_listing`), one ``stat`` per file serving both."""
 
     def split_options(self, options: dict) -> tuple[dict, dict]:
         """``(writer options, second-pass options)`` of a run's format options."""
@@ -198,6 +202,14 @@ class Format(ABC):
         formats that can seek override it (``offset``: where record ``start`` begins, when
         :meth:`scan_records` knew)."""
         return itertools.islice(self.read_shard(shard, info), start, stop)
+
+    def sizes_from_listing(self, shard: InputShard, sizes: Mapping[str, int]
+                           ) -> list[int] | None:
+        """The image byte size of every record of ``shard``, in order, told from ``sizes``
+        (every regular file of the shard's folder, by name, from the listing that makes the
+        input's identity), or None when they cannot be told from it (the shard is then
+        scanned). Only a format whose :attr:`records_are_files` can."""
+        return None
 
     @abstractmethod
     def open_writer(self, root: Path, info: DatasetInfo, split: str, shard_index: int,

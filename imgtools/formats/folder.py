@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_text, write_new
@@ -147,6 +147,7 @@ class FolderWriter(ShardWriter):
 
 class FolderFormat(Format):
     name = "folder"
+    records_are_files = True
 
     def detect(self, path: Path) -> bool:
         if not path.is_dir():
@@ -174,12 +175,13 @@ class FolderFormat(Format):
     def input_shards(self, path: Path) -> list[InputShard]:
         shards = []
         for split, d in _split_dirs(path):
+            with os.scandir(d) as it:  # an entry's type without a stat per image
+                entries = [(e.name, e.is_dir(), e.is_file()) for e in it]
             # Hidden folders (.ipynb_checkpoints, .DS_Store dirs) are not classes.
-            subdirs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
-            for sub in subdirs:
-                shards.append(InputShard(str(sub), split, {"wnid": sub.name}))
-            flat = _usable(str(d), sorted(p.name for p in d.iterdir()
-                                          if p.is_file() and _is_image(p.name)))
+            for name in sorted(n for n, is_dir, _f in entries if is_dir and n[0] != "."):
+                shards.append(InputShard(str(d / name), split, {"wnid": name}))
+            flat = _usable(str(d), sorted(n for n, _d, is_file in entries
+                                          if is_file and _is_image(n)))
             for i in range(0, len(flat), _CHUNK):
                 shards.append(InputShard(str(d), split, {"files": flat[i:i + _CHUNK]}))
         if not shards:
@@ -205,6 +207,19 @@ class FolderFormat(Format):
                            if _is_image(e.name) and e.is_file())
         _usable(shard.path, [name for name, _size in sizes])
         return [size for _name, size in sizes]
+
+    def sizes_from_listing(self, shard: InputShard, sizes: Mapping[str, int]
+                           ) -> list[int] | None:
+        """The sizes :meth:`scan_shard` would stat, from the identity's listing (in name
+        order, as :func:`_shard_files` lists them)."""
+        if "files" in shard.options:
+            try:
+                return [sizes[name] for name in shard.options["files"]]
+            except KeyError:  # gone since input_shards listed it: the scan says so
+                return None
+        images = sorted(name for name in sizes if _is_image(name))
+        _usable(shard.path, images)
+        return [sizes[name] for name in images]
 
     def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
         return self.read_range(shard, info, 0, None)

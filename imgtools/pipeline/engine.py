@@ -33,7 +33,7 @@ from imgtools.errors import CorruptDataError
 from imgtools.executors.base import Executor
 from imgtools.formats.base import Format, PassContext
 from imgtools.formats.common import split_sort_key
-from imgtools.pipeline.identity import InputEntry
+from imgtools.pipeline.identity import InputEntry, InputsFile
 from imgtools.pipeline.output import OutputRun, claim_outputs
 from imgtools.pipeline.packing import write_file_checksums
 from imgtools.pipeline.report import CHECKSUMS, already_complete, write_checksums, write_report
@@ -151,7 +151,7 @@ class Job:
 
     outputs: list[Path]
     settings: dict
-    inputs: Callable[[], Iterable[InputEntry]]
+    inputs: Callable[[], Iterable[InputEntry] | InputsFile]
     units: Callable[[], Iterable[WorkUnit]]
     transform: Transform
     fmt: Format

@@ -16,10 +16,23 @@ import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
+from stat import S_ISREG
 
 InputEntry = tuple[str, int, int]  # locator, size in bytes, mtime in ns
+
+
+@dataclass(frozen=True)
+class InputsFile:
+    """An input identity already written by :func:`write_inputs` (in the output's parent
+    folder), with its count and digest: a run that listed its input while planning hands this
+    to :func:`~imgtools.pipeline.output.claim_outputs` instead of listing the input again."""
+
+    path: Path
+    count: int
+    sha256: str
 
 
 def path_inputs(paths: Iterable[str]) -> Iterator[InputEntry]:
@@ -34,6 +47,9 @@ def path_inputs(paths: Iterable[str]) -> Iterator[InputEntry]:
         yield path, st.st_size, st.st_mtime_ns
 
 
+FileStat = tuple[str, int, int, bool]  # name, size in bytes, mtime in ns, a regular file
+
+
 def tree_inputs(root: Path) -> Iterator[InputEntry]:
     """Every file a reader of the dataset at ``root`` (a file or a folder) can see, in sorted
     order: the identity of a conversion's input. Hidden files are left out as readers leave
@@ -42,34 +58,51 @@ def tree_inputs(root: Path) -> Iterator[InputEntry]:
     if root.is_file():
         yield from path_inputs([str(root)])
         return
-    yield from _folder_inputs(os.fspath(root))
+    for folder, files in tree_listing(root):
+        yield from folder_entries(folder, files)
 
 
-def _folder_inputs(folder: str) -> Iterator[InputEntry]:
-    """:func:`tree_inputs` of one folder: its files in name order, then each sub-folder's,
-    as ``os.walk`` would list them (a folder that cannot be listed is left out, a symlink to
-    a folder is not followed), with one ``scandir`` a folder and each file's ``stat``
-    relative to it (a path walk of one name, not of the whole path): this runs once per
-    input file, before anything else of the run."""
+def folder_entries(folder: str, files: list[FileStat]) -> Iterator[InputEntry]:
+    """The identity lines of one folder of :func:`tree_listing`."""
+    prefix = folder if folder.endswith(os.sep) else folder + os.sep
+    for name, size, mtime, _regular in files:
+        yield prefix + name, size, mtime
+
+
+def tree_listing(root: Path) -> Iterator[tuple[str, list[FileStat]]]:
+    """The folders of ``root`` (a folder) as ``os.walk`` lists them, each with its visible
+    files in name order and their stat: what :func:`tree_inputs` writes, given folder by
+    folder so that a planner can take the sizes it needs from the same ``stat``
+    (:func:`imgtools.pipeline.slices.plan_while_listing`) instead of making its own."""
+    return _folder_listing(os.fspath(root))
+
+
+def _folder_listing(folder: str) -> Iterator[tuple[str, list[FileStat]]]:
+    """:func:`tree_listing` from ``folder``: its files in name order, then each sub-folder's
+    (a folder that cannot be listed is left out, a symlink to a folder is not followed), with
+    one ``scandir`` a folder and each file's ``stat`` relative to it (a path walk of one name,
+    not of the whole path): this runs once per input file, before anything else of the run.
+    A file that cannot be stat-ed (a dangling link, or gone) gets size and time -1."""
+    files: list[FileStat] = []
+    subfolders = []
     with _listed(folder) as entries:
         if entries is None:
             return
         prefix = folder if folder.endswith(os.sep) else folder + os.sep
-        subfolders = []
         for entry in entries:
-            path = prefix + entry.name
             try:
                 if entry.is_dir():
                     if not entry.is_symlink():
-                        subfolders.append(path)
+                        subfolders.append(prefix + entry.name)
                     continue
                 st = entry.stat()
             except OSError:
-                yield path, -1, -1
+                files.append((entry.name, -1, -1, False))
                 continue
-            yield path, st.st_size, st.st_mtime_ns
+            files.append((entry.name, st.st_size, st.st_mtime_ns, S_ISREG(st.st_mode)))
+    yield folder, files
     for sub in subfolders:
-        yield from _folder_inputs(sub)
+        yield from _folder_listing(sub)
 
 
 @contextlib.contextmanager

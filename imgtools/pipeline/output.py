@@ -52,7 +52,12 @@ from imgtools.atomic import (
 )
 from imgtools.errors import UserError
 from imgtools.locks import exclusive
-from imgtools.pipeline.identity import InputEntry, first_input_change, write_inputs
+from imgtools.pipeline.identity import (
+    InputEntry,
+    InputsFile,
+    first_input_change,
+    write_inputs,
+)
 
 RUN_PREFIX = ".imgtools-run-"
 MANIFEST = ".imgtools-output.json"
@@ -280,18 +285,24 @@ def check_output_paths(roots: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def claim_outputs(roots: list[Path], settings: dict[str, Any], inputs: Iterable[InputEntry],
-                  *, resume: bool, overwrite: bool) -> Iterator[OutputRun]:
+def claim_outputs(roots: list[Path], settings: dict[str, Any],
+                  inputs: Iterable[InputEntry] | InputsFile, *, resume: bool,
+                  overwrite: bool) -> Iterator[OutputRun]:
     """Lock ``roots`` and open the run that writes them (see the module docstring).
     ``settings`` is everything that decides the output's bytes; ``inputs`` the identity of
-    every input file, in a stable order."""
+    every input file, in a stable order (or already written, in the outputs' parent folder:
+    it is moved into the run folder, or removed)."""
     roots = [Path(r) for r in roots]
     check_output_paths(roots)
     roots[0].parent.mkdir(parents=True, exist_ok=True)
     with exclusive(roots):
-        tmp_inputs = roots[0].parent / tmp_name("inputs.jsonl")
+        tmp_inputs = (inputs.path if isinstance(inputs, InputsFile)
+                      else roots[0].parent / tmp_name("inputs.jsonl"))
         try:
-            count, digest = write_inputs(tmp_inputs, inputs)
+            if isinstance(inputs, InputsFile):
+                count, digest = inputs.count, inputs.sha256
+            else:
+                count, digest = write_inputs(tmp_inputs, inputs)
             fingerprint = normalised({**settings, "inputs": {"files": count, "sha256": digest}})
             yield _open_run(roots, fingerprint, tmp_inputs, resume=resume, overwrite=overwrite)
         finally:
