@@ -38,6 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.errors import UserError
+from imgtools.manifests import (
+    IMAGENET_MANIFEST,
+    imagenet_names,
+    is_wnid,
+    read_manifest,
+)
 from imgtools.records import ClassInfo
 from imgtools.resources import builtin_recipes, manifest_path
 
@@ -46,7 +52,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-IMAGENET_MANIFEST = "imagenet1k_map_clsloc.txt"
 LABEL_ORDERS = ("wnid", "recipe")
 LABEL_ORDER_TEXT = {
     "wnid": "sorted wnid: label i is the i-th class in sorted WordNet-id order, as torchvision "
@@ -119,37 +124,6 @@ class Recipe:
                       f"of {self.classes_file}" if self.classes_file else "the recipe lists")
             return list(self.classes), LABEL_ORDER_TEXT["recipe"].format(listed=listed)
         return sorted(self.classes, key=lambda c: c.wnid), LABEL_ORDER_TEXT["wnid"]
-
-
-def imagenet_names() -> dict[str, str]:
-    """wnid -> readable name for all 1000 ImageNet-1k classes (from the devkit's map_clsloc)."""
-    return {c.wnid: c.name for c in read_manifest(manifest_path(IMAGENET_MANIFEST))}
-
-
-def read_manifest(path: Path) -> list[ClassInfo]:
-    """Read ``wnid<TAB>name`` lines, or devkit ``wnid id name`` lines (map_clsloc.txt)."""
-    classes: list[ClassInfo] = []
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split("\t") if "\t" in line else line.split(None, 2)
-        wnid = parts[0].strip()
-        if not _is_wnid(wnid):
-            raise UserError(f"line {lineno}: {wnid!r} is not a WordNet id like n01440764",
-                            path=path, fix="each line must start with a wnid")
-        if len(parts) == 3 and parts[1].strip().isdigit():  # map_clsloc: wnid id name
-            name = parts[2].strip().replace("_", " ")
-        else:
-            name = parts[1].strip() if len(parts) > 1 else wnid
-        classes.append(ClassInfo(wnid, name))
-    if not classes:
-        raise UserError("the class list is empty", path=path, fix="list one wnid per line")
-    return classes
-
-
-def _is_wnid(s: str) -> bool:
-    return len(s) == 9 and s[0] == "n" and s[1:].isdigit()
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
@@ -280,7 +254,7 @@ def _parse_classes(spec, path: Path) -> list[ClassInfo]:
                 else:
                     names = names or imagenet_names()
                     name = names.get(wnid, wnid)
-            if not _is_wnid(wnid):
+            if not is_wnid(wnid):
                 raise UserError(f"{wnid!r} is not a WordNet id like n01440764", path=path)
             classes.append(ClassInfo(wnid, name))
     dupes = {c.wnid for c in classes if sum(d.wnid == c.wnid for d in classes) > 1}

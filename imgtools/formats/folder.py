@@ -24,7 +24,7 @@ from pathlib import Path
 from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_text, write_new
 from imgtools.errors import UserError, is_utf8_name
 from imgtools.formats.base import Format, InputShard, ShardWriter
-from imgtools.recipes import imagenet_names
+from imgtools.manifests import imagenet_names
 from imgtools.records import SPLITS, ClassInfo, DatasetInfo, Record, safe_key
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}

@@ -32,7 +32,7 @@ from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, PassContext, ShardWriter
 from imgtools.formats.common import generic_classes
 from imgtools.formats.pickle_batches import RowPartWriter, make_batches
-from imgtools.recipes import IMAGENET_MANIFEST, read_manifest
+from imgtools.manifests import IMAGENET_MANIFEST, read_manifest
 from imgtools.records import ClassInfo, DatasetInfo, Record
 from imgtools.resources import manifest_path
 

@@ -22,8 +22,9 @@ import pytest
 from conftest import REPO
 
 from imgtools.build import BuildOptions, build
+from imgtools.manifests import imagenet_names
 from imgtools.plan import make_plan
-from imgtools.recipes import imagenet_names, load_recipe
+from imgtools.recipes import load_recipe
 from imgtools.sources import open_source
 
 FORMATS = ("folder", "parquet", "webdataset", "tfrecord")
