@@ -171,13 +171,32 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def remove_stale_tmp(root: str | Path) -> int:
     """Delete temporary files a killed run left under ``root``; returns how many."""
     n = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if name.startswith(TMP_PREFIX):
+    folders = [os.fspath(root)]
+    while folders:  # os.walk's work without its lists of every name (a folder output's images)
+        try:
+            with os.scandir(folders.pop()) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.path)
+            elif entry.name.startswith(TMP_PREFIX):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(dirpath, name))
+                    os.unlink(entry.path)
                     n += 1
     return n
+
+
+def _folders_of(paths: list[str]) -> set[str]:
+    """The folders holding ``paths``: ``os.path.dirname`` once per folder, not once per file
+    (a folder output's shard syncs thousands of images in a few folders)."""
+    folders: dict[str, str] = {}
+    for path in paths:
+        head = path[:path.rfind(os.sep) + 1]  # the same head, the same dirname
+        if head not in folders:
+            folders[head] = os.path.dirname(path) or "."
+    return set(folders.values())
 
 
 def sync_files(paths: Iterable[str | Path]) -> None:
@@ -190,7 +209,7 @@ def sync_files(paths: Iterable[str | Path]) -> None:
     paths = [os.fspath(p) for p in paths]
     if not paths:
         return
-    folders = sorted({os.path.dirname(p) or "." for p in paths})
+    folders = sorted(_folders_of(paths))
     if _syncfs is not None:
         devices: dict[int, str] = {}
         for folder in folders:

@@ -153,6 +153,7 @@ if os.environ.get("BENCH_PHASES"):  # where a -j 1 conversion's main-process CPU
         setattr(owner, name, step)
     phase(convert_, "detect_format", "detect")
     phase(convert_, "plan_conversion", "plan")
+    phase(convert_, "plan_while_listing", "plan+identity")  # a JPEG folder: one listing for both
     phase(output_, "write_inputs", "identity")
     phase(output_, "_write_inputs", "identity")  # its name before December 2026
     phase(engine, "run_shard", "shards")

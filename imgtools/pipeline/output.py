@@ -96,39 +96,48 @@ def differences(before: dict, now: dict, inputs_then: Iterable[str] | None,
 # ----------------------------------------------------------------------------------------------
 
 
-def _folder_listing(folder: str, skip: set[str]) -> tuple[list[str], str]:
-    """Names of the files in ``folder`` (sorted) and a digest of them.
-
-    Names only, no sizes: what :func:`foreign_files` decides from them is which names are
-    new (a listed folder) or whether there are more files (a counted one), and a size would
-    change neither; it would cost a stat of every output file when a run publishes (3-4.6 us
-    each on the development VM: ``scripts/bench_overhead.py``'s marker check, the same
-    stat). Outputs written before this
-    digested sizes too: their digests differ, and the same checks of names and counts then
-    decide."""
-    with os.scandir(folder) as it:
-        names = sorted(e.name for e in it
-                       if not e.is_dir(follow_symlinks=False) and e.name not in skip)
-    digest = hashlib.sha256("".join([f"{n}\n" for n in names])
-                            .encode("utf-8", "surrogateescape"))
-    return names, digest.hexdigest()
+def _names_digest(names: list[str]) -> str:
+    """A folder's digest in the manifest: of its file names alone, no sizes. What
+    :func:`foreign_files` decides from a folder is which names are new (a listed folder) or
+    whether there are more files (a counted one), and a size would change neither; it would
+    cost a stat of every output file when a run publishes (3-4.6 us each on the development
+    VM: ``scripts/bench_overhead.py``'s marker check, the same stat). Outputs written before
+    this digested sizes too: their digests differ, and the same checks of names and counts
+    then decide."""
+    return hashlib.sha256("".join([f"{n}\n" for n in names])
+                          .encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _walk_sorted(root: Path) -> Iterator[tuple[str, list[str]]]:
-    """``(folder relative to root, its sub-folders)`` in a stable order; sub-folders may be
-    pruned by the caller."""
-    for folder, dirs, _names in os.walk(root):
-        dirs.sort()
-        yield os.path.relpath(folder, root), dirs
+def _walk_listed(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``(folder relative to root, its file names, its sub-folders)``, both sorted, for every
+    folder under ``root`` top-down (``os.walk``'s order), with one ``scandir`` a folder: a
+    symlink counts as a file and is not followed, a folder that cannot be listed is left out
+    (as ``os.walk`` leaves it). The caller may prune the sub-folders in place."""
+    stack = [(os.fspath(root), ".")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        except OSError:
+            continue
+        dirs = sorted(name for name, is_dir in entries if is_dir)
+        yield rel, sorted(name for name, is_dir in entries if not is_dir), dirs
+        stack.extend((os.path.join(path, d), d if rel == "." else os.path.join(rel, d))
+                     for d in reversed(dirs))
+
+
+def _own_files(rel: str, names: list[str]) -> list[str]:
+    """A folder's files as the manifest lists them: the manifest itself left out."""
+    return [n for n in names if n != MANIFEST] if rel == "." else names
 
 
 def folder_digests(root: Path) -> dict[str, dict]:
     """The manifest's record of every folder under ``root`` (see :data:`MANIFEST`)."""
     out = {}
-    for rel, _dirs in _walk_sorted(root):
-        names, digest = _folder_listing(os.path.join(root, rel),
-                                        {MANIFEST} if rel == "." else set())
-        entry: dict[str, Any] = {"files": len(names), "sha256": digest}
+    for rel, names, _dirs in _walk_listed(root):
+        names = _own_files(rel, names)
+        entry: dict[str, Any] = {"files": len(names), "sha256": _names_digest(names)}
         if len(names) <= NAMED_FILES_PER_FOLDER:
             entry["names"] = names
         out[rel] = entry
@@ -157,15 +166,14 @@ def foreign_files(root: Path) -> list[str]:
                 "imgtools older than 0.2 did)"]
     expected = manifest["folders"]
     found = []
-    for rel, dirs in _walk_sorted(root):
+    for rel, names, dirs in _walk_listed(root):
         entry = expected.get(rel)
         if not isinstance(entry, dict):
             found.append(f"{rel}/ (a folder imgtools did not write)")
             dirs[:] = []
             continue
-        names, digest = _folder_listing(os.path.join(root, rel),
-                                        {MANIFEST} if rel == "." else set())
-        if digest == entry.get("sha256"):
+        names = _own_files(rel, names)
+        if _names_digest(names) == entry.get("sha256"):
             continue
         if isinstance(entry.get("names"), list):
             extra = sorted(set(names) - set(entry["names"]))

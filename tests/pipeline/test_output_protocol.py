@@ -17,6 +17,7 @@ import pytest
 from conftest import RUN_RECORD, run_cli, staging_of
 
 import imgtools.pipeline.engine as engine_module
+import imgtools.pipeline.output as output_module
 from imgtools.build import BuildOptions, build
 from imgtools.convert import convert
 from imgtools.errors import UserError
@@ -244,3 +245,52 @@ def test_sigterm_ends_with_143_a_message_and_no_worker_left(kaggle_tree, tmp_pat
     assert not (tmp_path / "run" / "imagewang").exists()
     report = run_cli(*args[3:], "--resume", "--json", env=env)
     assert '"outputs"' in report.stdout
+
+
+def reference_digests(root: Path) -> dict:
+    """The manifest's folder record as ``os.walk`` and a second listing made it (until
+    December 2026): the one-listing walk must write the same manifests."""
+    out = {}
+    for folder, dirs, _names in os.walk(root):
+        dirs.sort()
+        rel = os.path.relpath(folder, root)
+        with os.scandir(folder) as it:
+            names = sorted(e.name for e in it if not e.is_dir(follow_symlinks=False)
+                           and not (rel == "." and e.name == MANIFEST))
+        entry = {"files": len(names), "sha256": hashlib.sha256(
+            "".join(f"{n}\n" for n in names).encode("utf-8", "surrogateescape")).hexdigest()}
+        if len(names) <= output_module.NAMED_FILES_PER_FOLDER:
+            entry["names"] = names
+        out[rel] = entry
+    return out
+
+
+def test_the_manifest_lists_folders_as_os_walk_does(tmp_path):
+    root = tmp_path / "out"
+    for rel in ("a.txt", MANIFEST, "train/b/x.JPEG", "train/a/y.JPEG", "train/a/deep/z",
+                "val/q", "zz/empty/.keep"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    for i in range(output_module.NAMED_FILES_PER_FOLDER + 3):  # a counted folder
+        (root / "train" / "b" / f"{i:04d}.JPEG").write_text("x")
+    (root / "train" / "link_to_a").symlink_to(root / "train" / "a")  # a file to the manifest
+    (root / "val" / "link_to_q").symlink_to(root / "val" / "q")
+    (root / "zz" / "no_names").mkdir()
+    digests = output_module.folder_digests(root)
+    assert digests == reference_digests(root)
+    assert list(digests) == list(reference_digests(root))  # the same order
+    assert "link_to_a" in digests["train"]["names"]
+
+
+def test_stale_temporaries_are_removed_at_every_depth_and_nothing_else(tmp_path):
+    from imgtools.atomic import TMP_PREFIX, remove_stale_tmp
+
+    kept = ["a.JPEG", "train/n1/b.JPEG", f"train/{TMP_PREFIX}dir/c.JPEG"]
+    stale = [f"{TMP_PREFIX}x", f"train/n1/{TMP_PREFIX}y.JPEG",
+             f"train/{TMP_PREFIX}dir/{TMP_PREFIX}z"]
+    for rel in kept + stale:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    assert remove_stale_tmp(tmp_path) == len(stale)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) \
+        == sorted(kept)
