@@ -2,9 +2,10 @@
 (:mod:`imgtools.pipeline.engine`) whose source is a dataset in a registered format.
 
 The input is planned before anything is written (:mod:`imgtools.pipeline.slices`: every input
-shard scanned for its records' sizes, each split cut into output shards of the output format's
-size or the user's ``shard_records``/``shard_bytes``), so the output is the same however many
-workers run it and however often it is resumed. Each output shard is one work unit
+shard scanned for its records' sizes - a JPEG folder's taken from the listing that records the
+input's identity - each split cut into output shards of the output format's size or the user's
+``shard_records``/``shard_bytes``), so the output is the same however many workers run it and
+however often it is resumed. Each output shard is one work unit
 (:class:`~imgtools.pipeline.units.SliceUnit`); records pass through untouched (same encoded
 bytes, label, split, file name), or are resized exactly as ``build --size`` does when ``size``
 asks (:class:`~imgtools.transforms.jpeg.ResizeJPEG`). To pickle or npz (``--size N``), each
