@@ -74,6 +74,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
     return proc
 
 
+def built_with_undecodable_name(src: Path, work: Path) -> Path:
+    """A 64 px Imagenette folder built from ``src`` under ``work``, with a copy of one image
+    under a name that is not UTF-8 (``train/n01440764/bad\\xffbyte.JPEG``)."""
+    run_cli("build", "imagenette", "--src", src, "--out", work / "out", "--split",
+            "random", "--size", "64", "-q", "-j", "1")
+    ds = work / "out" / "imagenette2-64"
+    folder = os.fsencode(ds / "train" / "n01440764")
+    shutil.copy(os.path.join(folder, sorted(os.listdir(folder))[0]),
+                os.path.join(folder, b"bad\xffbyte.JPEG"))
+    return ds
+
+
 def staging_of(output: Path) -> Path:
     """Where an unfinished run writes ``output`` (see :mod:`imgtools.pipeline.output`)."""
     return run_folder([output]) / output.name

@@ -3,19 +3,11 @@ name shown escaped (it died with a traceback in the writer), info the same, veri
 
 from __future__ import annotations
 
-import os
-import shutil
-
-from conftest import run_cli
+from conftest import built_with_undecodable_name, run_cli
 
 
 def test_convert_stops_naming_the_file(small_tree, tmp_path):
-    run_cli("build", "imagenette", "--src", small_tree, "--out", tmp_path / "out", "--split",
-            "random", "--size", "64", "-q", "-j", "1")
-    ds = tmp_path / "out" / "imagenette2-64"
-    folder = os.fsencode(ds / "train" / "n01440764")
-    some = os.path.join(folder, sorted(os.listdir(folder))[0])
-    shutil.copy(some, os.path.join(folder, b"bad\xffbyte.JPEG"))
+    ds = built_with_undecodable_name(small_tree, tmp_path)
     for to in ("parquet", "webdataset", "folder"):
         proc = run_cli("convert", ds, tmp_path / to, "--to", to, check=False)
         assert proc.returncode == 2, proc.stderr

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import built_with_undecodable_name, run_cli
 
 from imgtools.formats import get_format
 from imgtools.pipeline.identity import tree_inputs, write_inputs
@@ -94,12 +94,7 @@ def test_the_cutter_fed_shard_by_shard_cuts_as_one_pass(folder_input):
 def test_a_conversion_refused_while_planning_leaves_nothing(small_tree, tmp_path):
     """The identity is written beside the output while planning: a conversion stopped by the
     plan (a name the output cannot store) removes it, and the folders made to hold it."""
-    run_cli("build", "imagenette", "--src", small_tree, "--out", tmp_path / "out", "--split",
-            "random", "--size", "64", "-q", "-j", "1")
-    ds = tmp_path / "out" / "imagenette2-64"
-    folder = os.fsencode(ds / "train" / "n01440764")
-    some = os.path.join(folder, sorted(os.listdir(folder))[0])
-    os.link(some, os.path.join(folder, b"bad\xffbyte.JPEG"))
+    ds = built_with_undecodable_name(small_tree, tmp_path)
     proc = run_cli("convert", ds, tmp_path / "new" / "deeper" / "tf", "--to", "tfrecord",
                    check=False)
     assert proc.returncode == 2 and "not valid UTF-8" in proc.stderr, proc.stderr
