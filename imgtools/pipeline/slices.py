@@ -169,8 +169,8 @@ def plan_while_listing(src_fmt: Format, src: Path, shards: list[InputShard],
     """:func:`plan_conversion` for an input whose record sizes are its files' sizes (a JPEG
     folder: :meth:`Format.sizes_from_listing`), made from the listing that writes the input's
     identity to ``inputs`` (:func:`~imgtools.pipeline.identity.tree_listing`): one ``stat`` per
-    input file serves both, where a scan would make a second (at 13,394 files about as much
-    CPU as the rest of the planning). The plan is the one :func:`plan_conversion` makes: the
+    input file serves both, where a scan would make a second. The plan is the one
+    :func:`plan_conversion` makes: the
     listing visits folders in ``os.walk`` order, and an input shard reached before its turn
     in the split waits (one folder's sizes); a shard the listing does not reach (a folder
     behind a symlink) is scanned as :func:`plan_conversion` would."""
