@@ -170,10 +170,10 @@ def plan_while_listing(src_fmt: Format, src: Path, shards: list[InputShard],
     folder: :meth:`Format.sizes_from_listing`), made from the listing that writes the input's
     identity to ``inputs`` (:func:`~imgtools.pipeline.identity.tree_listing`): one ``stat`` per
     input file serves both, where a scan would make a second. The plan is the one
-    :func:`plan_conversion` makes: the
-    listing visits folders in ``os.walk`` order, and an input shard reached before its turn
-    in the split waits (one folder's sizes); a shard the listing does not reach (a folder
-    behind a symlink) is scanned as :func:`plan_conversion` would."""
+    :func:`plan_conversion` makes: the listing visits folders in ``os.walk`` order, and an
+    input shard reached before its turn in the split waits (one folder's sizes); a shard the
+    listing does not reach (a folder behind a symlink) is scanned as :func:`plan_conversion`
+    would."""
     by_split = _by_split(src_fmt, shards)
     cutters = {split: ShardCutter(max_records, max_bytes) for split in by_split}
     done = dict.fromkeys(by_split, 0)  # shards of each split handed to its cutter
