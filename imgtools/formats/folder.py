@@ -15,10 +15,12 @@ from train; with these files (README: "Labels") every split gets the dataset's i
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_text, write_new
@@ -57,15 +59,31 @@ def _split_dirs(root: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def _shard_files(shard: InputShard) -> list[str]:
-    """The image files of an input shard, in read order (listed now unless the shard says).
-
-    ``scandir`` knows a directory entry's type without a ``stat`` per file."""
+def _shard_files(shard: InputShard) -> Sequence[str]:
+    """The image files of an input shard, in read order: the shard's own list, or its folder
+    listed once per run and process (:func:`_listed_once`) when the shard carries its run's
+    ``listed`` token, else listed now."""
     if "files" in shard.options:
         return shard.options["files"]
-    with os.scandir(shard.path) as entries:
-        return _usable(shard.path, sorted(e.name for e in entries
-                                          if _is_image(e.name) and e.is_file()))
+    token = shard.options.get("listed")
+    return _listed_once(shard.path, token) if token else _list_images(shard.path)
+
+
+@functools.lru_cache(maxsize=4)
+def _listed_once(folder: str, token: str) -> tuple[str, ...]:
+    """A class folder's images, listed once for every slice of it a process reads in one run
+    (``token``: made by :meth:`FolderFormat.input_shards` for that run): a folder cut into
+    many output shards is otherwise listed once per slice, quadratic in its size, and the
+    slices' indices all refer to the one listing. A few folders are kept: a worker reads its
+    slices in plan order."""
+    return tuple(_list_images(folder))
+
+
+def _list_images(folder: str) -> list[str]:
+    """``scandir`` knows a directory entry's type without a ``stat`` per file."""
+    with os.scandir(folder) as entries:
+        return _usable(folder, sorted(e.name for e in entries
+                                      if _is_image(e.name) and e.is_file()))
 
 
 def _usable(folder: str, names: list[str]) -> list[str]:
@@ -173,12 +191,14 @@ class FolderFormat(Format):
 
     def input_shards(self, path: Path) -> list[InputShard]:
         shards = []
+        token = secrets.token_hex(8)  # this listing's: a reader lists a class folder once
         for split, d in _split_dirs(path):
             with os.scandir(d) as it:  # an entry's type without a stat per image
                 entries = [(e.name, e.is_dir(), e.is_file()) for e in it]
             # Hidden folders (.ipynb_checkpoints, .DS_Store dirs) are not classes.
             for name in sorted(n for n, is_dir, _f in entries if is_dir and n[0] != "."):
-                shards.append(InputShard(str(d / name), split, {"wnid": name}))
+                shards.append(InputShard(str(d / name), split, {"wnid": name,
+                                                                "listed": token}))
             flat = _usable(str(d), sorted(n for n, _d, is_file in entries
                                           if is_file and _is_image(n)))
             for i in range(0, len(flat), _CHUNK):

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from conftest import built_with_undecodable_name, run_cli
 
+import imgtools.formats.folder as folder_module
 from imgtools.formats import get_format
 from imgtools.pipeline.identity import tree_inputs, write_inputs
-from imgtools.pipeline.slices import ShardCutter, cut_shards, plan_conversion, plan_while_listing
+from imgtools.pipeline.slices import (
+    ShardCutter,
+    cut_shards,
+    plan_conversion,
+    plan_while_listing,
+    read_slice,
+)
 
 WNIDS = ("n01440764", "n02102040", "n02979186")
 
@@ -103,3 +111,35 @@ def test_a_conversion_refused_while_planning_leaves_nothing(small_tree, tmp_path
     proc = run_cli("convert", ds, tmp_path / "kept" / "tf", "--to", "tfrecord", check=False)
     assert proc.returncode == 2
     assert os.listdir(tmp_path / "kept") == []  # a folder the user made stays, empty
+
+
+def test_a_class_folder_cut_into_many_slices_is_listed_once_a_run(folder_input, tmp_path,
+                                                                   monkeypatch):
+    """Reading a slice lists its class folder; a folder cut into many output shards was
+    listed once per slice (quadratic in its size). Now once per run and process, and a new
+    run lists again (an image added between runs is read)."""
+    fmt = get_format("folder")
+    info = fmt.read_info(folder_input)
+    listed: list[str] = []
+    real = folder_module._list_images
+    monkeypatch.setattr(folder_module, "_list_images",
+                        lambda folder: listed.append(folder) or real(folder))
+
+    def read_all(root: Path) -> list[str]:
+        shards = fmt.input_shards(root)
+        plan, _inputs = plan_while_listing(fmt, root, shards, info, 2, None,
+                                           tmp_path / f"inputs-{len(listed)}.jsonl")
+        listed.clear()
+        folder_module._listed_once.cache_clear()  # the plan's scan of the symlinked folder
+        return [r.filename for o in plan for s in o.slices for r in read_slice(fmt, s, info)]
+
+    names = read_all(folder_input)
+    class_folders = [p for p in folder_input.glob("*/n*")]
+    assert sorted(listed) == sorted(map(str, class_folders))  # each once, 4 slices or more
+    assert sorted(names) == sorted(r.filename for s in fmt.input_shards(folder_input)
+                                   for r in fmt.read_shard(s, info))  # the plan's split order
+    copy = tmp_path / "copy"
+    shutil.copytree(folder_input, copy, symlinks=True)
+    shutil.copy(copy / "val" / WNIDS[0] / f"{WNIDS[0]}_0.JPEG",
+                copy / "val" / WNIDS[0] / "added.JPEG")
+    assert "added.JPEG" in read_all(copy)
