@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_text, write_new
@@ -82,8 +82,13 @@ def _listed_once(folder: str, token: str) -> tuple[str, ...]:
 def _list_images(folder: str) -> list[str]:
     """``scandir`` knows a directory entry's type without a ``stat`` per file."""
     with os.scandir(folder) as entries:
-        return _usable(folder, sorted(e.name for e in entries
-                                      if _is_image(e.name) and e.is_file()))
+        return _images_among(folder, [e.name for e in entries if e.is_file()])
+
+
+def _images_among(folder: str, names: Iterable[str]) -> list[str]:
+    """The image files among ``names`` (files of ``folder``), in read order (by name), each
+    checked :func:`_usable`: how every listing of a folder's images picks them."""
+    return _usable(folder, sorted(name for name in names if _is_image(name)))
 
 
 def _usable(folder: str, names: list[str]) -> list[str]:
@@ -199,8 +204,7 @@ class FolderFormat(Format):
             for name in sorted(n for n, is_dir, _f in entries if is_dir and n[0] != "."):
                 shards.append(InputShard(str(d / name), split, {"wnid": name,
                                                                 "listed": token}))
-            flat = _usable(str(d), sorted(n for n, _d, is_file in entries
-                                          if is_file and _is_image(n)))
+            flat = _images_among(str(d), [n for n, _d, is_file in entries if is_file])
             for i in range(0, len(flat), _CHUNK):
                 shards.append(InputShard(str(d), split, {"files": flat[i:i + _CHUNK]}))
         if not shards:
@@ -219,13 +223,8 @@ class FolderFormat(Format):
     def scan_shard(self, shard: InputShard, info: DatasetInfo) -> list[int]:
         """File sizes of the shard's images, in read order, from stat alone: lets
         ``imgtools convert`` plan output shards by bytes without reading every image twice."""
-        if "files" in shard.options:
-            return [os.path.getsize(os.path.join(shard.path, f)) for f in shard.options["files"]]
-        with os.scandir(shard.path) as entries:
-            sizes = sorted((e.name, e.stat().st_size) for e in entries
-                           if _is_image(e.name) and e.is_file())
-        _usable(shard.path, [name for name, _size in sizes])
-        return [size for _name, size in sizes]
+        base = shard.path + os.sep
+        return [os.path.getsize(base + name) for name in _shard_files(shard)]
 
     def sizes_from_listing(self, shard: InputShard, sizes: Mapping[str, int]
                            ) -> list[int] | None:
@@ -236,9 +235,7 @@ class FolderFormat(Format):
                 return [sizes[name] for name in shard.options["files"]]
             except KeyError:  # gone since input_shards listed it: the scan says so
                 return None
-        images = sorted(name for name in sizes if _is_image(name))
-        _usable(shard.path, images)
-        return [sizes[name] for name in images]
+        return [sizes[name] for name in _images_among(shard.path, sizes)]
 
     def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
         return self.read_range(shard, info, 0, None)
