@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 HASH_BLOCK = 256 << 10
@@ -30,6 +31,16 @@ def sha256sum_line(digest: str, name: str) -> str:
     if not any(ch in name for ch in _ESCAPES):
         return f"{digest}  {name}\n"
     return "\\" + f"{digest}  " + "".join(_ESCAPES.get(ch, ch) for ch in name) + "\n"
+
+
+def sha256sum_lines(entries: Iterable[tuple[str, str]]) -> str:
+    """The ``sha256sum`` lines of ``(digest, name)`` pairs, as :func:`sha256sum_line` writes
+    each: one look for the escaped characters in all the names at once (a shard's lines are
+    made once per image)."""
+    entries = list(entries)
+    if any(ch in "".join([name for _digest, name in entries]) for ch in _ESCAPES):
+        return "".join([sha256sum_line(digest, name) for digest, name in entries])
+    return "".join([f"{digest}  {name}\n" for digest, name in entries])
 
 
 def parse_sha256sum_line(line: str) -> tuple[str, str] | None:

@@ -40,6 +40,9 @@ class Executor(ABC):
     name: ClassVar[str]
     remote: ClassVar[bool] = False
     """True when tasks run on other machines: paths must then be absolute and shared."""
+    retries_tasks: ClassVar[bool] = False
+    """True when a task whose worker died is run again (a cluster's scheduler does): the dead
+    attempt's temporary files are then left among the run's output, for the run to remove."""
 
     @abstractmethod
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any], *,

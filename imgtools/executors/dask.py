@@ -69,6 +69,7 @@ _checked_versions: dict[str, str | None] = {}
 class DaskExecutor(Executor):
     name = "dask"
     remote = True
+    retries_tasks = True
 
     def __init__(self, n_jobs: int | None = None, scheduler: str | None = None):
         if not scheduler:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.atomic import remove_stale_tmp
+from imgtools.checksums import sha256sum_lines
 from imgtools.errors import CorruptDataError
 from imgtools.executors.base import Executor
 from imgtools.formats.base import Format, PassContext
@@ -80,11 +81,12 @@ def run_shard(task: ShardTask) -> dict:
         for w in writers:
             w.abort()
         raise
-    checksums = [{_relative(p, root): w.digest(p)
-                  for p in paths} if spec.hash_files else {}
-                 for w, root, paths in zip(writers, spec.roots, written)]
+    # SHA256SUMS's lines of each output, as text: a dict of {path: digest} per image cost
+    # more to write into the marker and read back than to make the lines here.
+    sums = [sha256sum_lines((w.digest(p), _relative(p, root)) for p in paths)
+            if spec.hash_files else "" for w, root, paths in zip(writers, spec.roots, written)]
     size_of = {p: w.size(p) for w, paths in zip(writers, written) for p in paths}
-    summary = {"split": unit.split, **tally.summary(), "checksums": checksums}
+    summary = {"split": unit.split, **tally.summary(), "sha256sums": sums}
     if spec.hash_files and any(w.file_facts for w in writers):
         summary["file_facts"] = [{_relative(p, root): facts for p, facts in w.file_facts.items()}
                                  for w, root in zip(writers, spec.roots)]
@@ -253,9 +255,8 @@ def run_job(job: Job, opts: RunOptions, metadata: Metadata,
                                          prefer=job.transform.prefer,
                                          executor=opts.executor):
             totals.add(summary)
-        for folder in (*run.stagings, run.work):  # a task retried after its worker died left
-            if folder.exists():                    # that attempt's temporaries
-                remove_stale_tmp(folder)
+        if opts.executor is not None and opts.executor.retries_tasks:
+            _remove_dead_attempts(run)
         _second_pass_and_checksums(job, run, opts, totals, shard_ids)
         reports = metadata(Outcome(run, totals, started))
         counts = (counts_for_sidecar or Totals.split_totals)(totals)
@@ -264,6 +265,16 @@ def run_job(job: Job, opts: RunOptions, metadata: Metadata,
             write_report(staging, report)
         run.publish()
     return {**reports[0], "outputs": [str(r) for r in job.outputs]}
+
+
+def _remove_dead_attempts(run: OutputRun) -> None:
+    """The temporary files of task attempts whose worker died (the task then ran again and
+    finished): only an executor that retries tasks leaves any (a local run whose worker dies
+    fails, and ``--resume`` removes them when it starts), so a local run does not walk every
+    file of its output for them."""
+    for folder in (*run.stagings, run.work):
+        if folder.exists():
+            remove_stale_tmp(folder)
 
 
 def work_roots(job: Job, run: OutputRun) -> list[Path]:

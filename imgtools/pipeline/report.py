@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from imgtools.atomic import atomic_open, atomic_write_text
-from imgtools.checksums import sha256sum_line
+from imgtools.checksums import sha256sum_lines
 from imgtools.errors import UserError
 from imgtools.runner import load_done
 
@@ -55,16 +55,26 @@ def write_report(folder: Path, report: dict) -> None:
 
 def write_checksums(paths: list[Path], markers: Path, shard_ids: Iterable[str]) -> None:
     """``SHA256SUMS`` (``sha256sum -c`` compatible), one file per output (``paths``), streamed
-    from the shards' done markers in plan order: a shard summary's ``checksums`` holds one
-    ``{relative path: sha256}`` per output, made while the shard wrote its files."""
+    from the shards' done markers in plan order: a shard summary's ``sha256sums`` holds the
+    lines of each output's files, made while the shard wrote them."""
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(atomic_open(p, "w")) for p in paths]
         for shard_id in shard_ids:
             done = load_done(markers, shard_id, check_files=False)  # checked by the run
             if done is None:
                 raise RuntimeError(f"shard {shard_id} has no summary after the run")
-            for f, sums in zip(files, done["checksums"]):  # each in plan order
-                f.write("".join([sha256sum_line(digest, rel) for rel, digest in sums.items()]))
+            for f, lines in zip(files, _checksum_lines(done)):  # each in plan order
+                f.write(lines)
+
+
+def _checksum_lines(summary: dict) -> list[str]:
+    """A shard summary's SHA256SUMS lines per output. A marker written before December 2026
+    holds ``checksums``, one ``{relative path: sha256}`` per output: read as well, so that
+    such a run resumes."""
+    if "sha256sums" in summary:
+        return summary["sha256sums"]
+    return [sha256sum_lines((digest, rel) for rel, digest in sums.items())
+            for sums in summary["checksums"]]
 
 
 def already_complete(roots: list[Path]) -> dict:

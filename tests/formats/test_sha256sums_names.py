@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from conftest import run_cli
 
-from imgtools.checksums import parse_sha256sum_line, sha256sum_line
+from imgtools.checksums import parse_sha256sum_line, sha256sum_line, sha256sum_lines
 
 ODD_NAMES = ["new\nline.JPEG", "back\\slash.JPEG", "carriage\rreturn.JPEG"]
 
@@ -19,6 +19,12 @@ def test_lines_read_back(name):
     line = sha256sum_line("ab" * 32, name)
     assert line.count("\n") == 1 and line.endswith("\n")
     assert parse_sha256sum_line(line[:-1]) == ("ab" * 32, name)
+
+
+@pytest.mark.parametrize("names", [["a.JPEG", "b.JPEG"], ["a.JPEG", *ODD_NAMES], ODD_NAMES, []])
+def test_a_shards_lines_at_once_are_the_lines_one_by_one(names):
+    entries = [(f"{i:064x}", name) for i, name in enumerate(names)]
+    assert sha256sum_lines(iter(entries)) == "".join(sha256sum_line(d, n) for d, n in entries)
 
 
 @pytest.mark.skipif(shutil.which("sha256sum") is None, reason="needs GNU sha256sum")

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
+from pathlib import Path
 
 import pytest
-from conftest import build_dataset
+from conftest import build_dataset, make_folder, tree_digest
 
+from imgtools.atomic import TMP_PREFIX
 from imgtools.convert import convert
 from imgtools.downsample import DownsampleItem, downsample_dataset
+from imgtools.executors.local import LocalExecutor
 from imgtools.formats import get_format
 from imgtools.pipeline import engine
 from imgtools.pipeline.engine import Job, RunOptions, run_job
@@ -119,3 +122,28 @@ def test_the_pickle_second_pass_resumes_from_its_own_markers(tmp_path, monkeypat
     assert len(written) == 4  # 2 before the kill, the 2 others after it
     assert sorted(p.name for p in (tmp_path / "out" / "x_8x8").glob("train_data_batch_*")) == \
         [f"train_data_batch_{i}" for i in range(1, 5)]
+
+
+class _RetryingExecutor(LocalExecutor):
+    """A cluster's way with a dead worker, on this machine: the first attempt at each shard
+    task leaves a temporary file where its writer was writing and dies; the task runs again."""
+
+    retries_tasks = True
+
+    def map_unordered(self, fn, items, *, prefer=None, tasks=None):
+        for item in items:
+            payload = getattr(item, "payload", None)
+            if isinstance(payload, engine.ShardSpec):
+                dead = Path(payload.roots[0]) / f"{TMP_PREFIX}{item.shard_id}-dead-attempt"
+                dead.write_bytes(b"torso")
+            yield item, fn(item)
+
+
+@pytest.mark.parametrize("fmt", ["folder", "webdataset"])
+def test_a_retried_tasks_dead_attempt_leaves_no_temporary_in_the_output(tmp_path, fmt):
+    src = make_folder(tmp_path / "src", per_class=2)
+    convert(src, tmp_path / "clean", fmt, quiet=True, n_jobs=1, shard_records=2)
+    convert(src, tmp_path / "out", fmt, quiet=True, shard_records=2,
+            executor=_RetryingExecutor(1))
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(TMP_PREFIX)]
+    assert tree_digest(tmp_path / "out") == tree_digest(tmp_path / "clean")

@@ -186,6 +186,33 @@ def test_a_marker_whose_file_is_gone_is_redone(folder, tmp_path, monkeypatch):
     assert not run_folder([dst]).exists()
 
 
+def test_markers_written_before_the_compact_file_list_are_still_trusted(folder, tmp_path,
+                                                                       monkeypatch):
+    """A run interrupted by an imgtools that wrote a marker's files as ``[path, size]`` pairs
+    and its checksums as ``{path: sha256}``: a resume trusts those markers (it runs only the
+    other shards) and ends with the same bytes, SHA256SUMS included."""
+    convert(folder, tmp_path / "clean", "webdataset", quiet=True, n_jobs=1, shard_records=20)
+    dst = tmp_path / "wds"
+    _interrupted_convert(monkeypatch, folder, dst, after=2)
+    markers = sorted((run_folder([dst]) / "markers").glob("*.json"))
+    assert len(markers) == 2
+    for marker in markers:
+        summary = json.loads(marker.read_text())
+        paths, sizes = summary.pop("file_paths").split("\0"), summary.pop("file_sizes")
+        summary["files"] = [[p, s] for p, s in zip(paths, sizes, strict=True)]
+        summary["checksums"] = [dict(reversed(line.split("  ", 1))
+                                     for line in text.splitlines())
+                                for text in summary.pop("sha256sums")]
+        marker.write_text(json.dumps(summary))
+    ran = []
+    real = engine_module.run_shard
+    monkeypatch.setattr(engine_module, "run_shard", lambda task: ran.append(task) or real(task))
+    report = convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=20,
+                     resume=True)
+    assert len(ran) == report["shards"] - 2
+    assert digest(dst, data_only=True) == digest(tmp_path / "clean", data_only=True)
+
+
 def test_resume_on_a_complete_output_exits_0_and_says_so(kaggle_tree, tmp_path):
     args = ["build", "imagenette", "--src", kaggle_tree.src, "--out", tmp_path, "--size", "64",
             "--split", "random", "-j", "1"]
