@@ -390,9 +390,9 @@ def format_floor(paths: list[Path], dst: Path, fmt: str) -> None:
     codecs known (``scripts/bench_codecs.py``): read every image, frame it as ``fmt`` stores it
     (a ``tf.train.Example`` of image, label and file name serialized by protobuf and framed
     with two CRC-32C; three tar members - image, ``.cls``, ``.json`` - with the headers
-    ``webdataset.TarWriter`` writes; a file each for a folder), write it (a record's pieces
-    with one ``writev``, not copied into one buffer first), and hash it once
-    for ``SHA256SUMS``, then make it durable (``os.sync``: the engine syncs before its
+    ``webdataset.TarWriter`` writes; a file each in its class folder for a folder), write it
+    (a record's pieces with one ``writev``, not copied into one buffer first), and hash it
+    once for ``SHA256SUMS``, then make it durable (``os.sync``: the engine syncs before its
     markers, and a write's flush to disk is otherwise charged to the kernel's flusher, not to
     the program). What a ``convert`` spends beyond this is the engine's: planning, the output
     protocol (fingerprint, markers, staging), records, metadata, Python per image."""
@@ -403,9 +403,14 @@ def format_floor(paths: list[Path], dst: Path, fmt: str) -> None:
 
     dst.mkdir(parents=True)
     label = {w: i for i, w in enumerate(sorted({p.parent.name for p in paths}))}
-    if fmt == "folder":
-        folder = os.fspath(dst) + os.sep
+    if fmt == "folder":  # each image in its split's class folder, as a folder dataset has it
+        made: dict[Path, str] = {}
         for p in paths:
+            folder = made.get(p.parent)
+            if folder is None:
+                folder = os.path.join(dst, p.parent.parent.name, p.parent.name) + os.sep
+                os.makedirs(folder)
+                made[p.parent] = folder
             data = p.read_bytes()
             fd = os.open(folder + p.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
