@@ -88,7 +88,7 @@ def marker_files(summary: dict) -> Iterator[tuple[str, int]]:
     read as well, so that such a run resumes. ``ValueError`` when the two lists disagree."""
     if "file_paths" not in summary:
         return ((path, size) for path, size in summary.get("files", []))
-    text, sizes = summary["file_paths"], summary["file_sizes"]
+    text, sizes = summary["file_paths"], summary.get("file_sizes")
     if not isinstance(text, str):
         raise ValueError("a marker's paths are not a string")
     paths = text.split("\0") if text else []

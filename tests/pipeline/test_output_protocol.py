@@ -213,6 +213,26 @@ def test_markers_written_before_the_compact_file_list_are_still_trusted(folder, 
     assert digest(dst, data_only=True) == digest(tmp_path / "clean", data_only=True)
 
 
+def test_a_marker_whose_file_list_is_damaged_is_redone(folder, tmp_path, monkeypatch):
+    convert(folder, tmp_path / "clean", "webdataset", quiet=True, n_jobs=1, shard_records=20)
+    dst = tmp_path / "wds"
+    _interrupted_convert(monkeypatch, folder, dst, after=3)
+    markers = sorted((run_folder([dst]) / "markers").glob("*.json"))
+    damages = [lambda m: m.pop("file_sizes"), lambda m: m["file_sizes"].pop(),
+               lambda m: m.update(file_paths=7)]
+    for marker, damage in zip(markers, damages, strict=True):
+        summary = json.loads(marker.read_text())
+        damage(summary)
+        marker.write_text(json.dumps(summary))
+    ran = []
+    real = engine_module.run_shard
+    monkeypatch.setattr(engine_module, "run_shard", lambda task: ran.append(task) or real(task))
+    report = convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=20,
+                     resume=True)
+    assert len(ran) == report["shards"]
+    assert digest(dst, data_only=True) == digest(tmp_path / "clean", data_only=True)
+
+
 def test_resume_on_a_complete_output_exits_0_and_says_so(kaggle_tree, tmp_path):
     args = ["build", "imagenette", "--src", kaggle_tree.src, "--out", tmp_path, "--size", "64",
             "--split", "random", "-j", "1"]
