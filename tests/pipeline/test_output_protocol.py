@@ -194,22 +194,17 @@ def test_markers_written_before_the_compact_file_list_are_still_trusted(folder, 
     convert(folder, tmp_path / "clean", "webdataset", quiet=True, n_jobs=1, shard_records=20)
     dst = tmp_path / "wds"
     _interrupted_convert(monkeypatch, folder, dst, after=2)
-    markers = sorted((run_folder([dst]) / "markers").glob("*.json"))
-    assert len(markers) == 2
-    for marker in markers:
-        summary = json.loads(marker.read_text())
+
+    def old_shape(summary: dict) -> None:
         paths, sizes = summary.pop("file_paths").split("\0"), summary.pop("file_sizes")
         summary["files"] = [[p, s] for p, s in zip(paths, sizes, strict=True)]
         summary["checksums"] = [dict(reversed(line.split("  ", 1))
                                      for line in text.splitlines())
                                 for text in summary.pop("sha256sums")]
-        marker.write_text(json.dumps(summary))
-    ran = []
-    real = engine_module.run_shard
-    monkeypatch.setattr(engine_module, "run_shard", lambda task: ran.append(task) or real(task))
-    report = convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=20,
-                     resume=True)
-    assert len(ran) == report["shards"] - 2
+
+    assert _rewrite_markers(dst, [old_shape] * 2) == 2
+    ran, report = _resume_counting_shards(monkeypatch, folder, dst)
+    assert ran == report["shards"] - 2
     assert digest(dst, data_only=True) == digest(tmp_path / "clean", data_only=True)
 
 
@@ -217,20 +212,33 @@ def test_a_marker_whose_file_list_is_damaged_is_redone(folder, tmp_path, monkeyp
     convert(folder, tmp_path / "clean", "webdataset", quiet=True, n_jobs=1, shard_records=20)
     dst = tmp_path / "wds"
     _interrupted_convert(monkeypatch, folder, dst, after=3)
-    markers = sorted((run_folder([dst]) / "markers").glob("*.json"))
     damages = [lambda m: m.pop("file_sizes"), lambda m: m["file_sizes"].pop(),
                lambda m: m.update(file_paths=7)]
-    for marker, damage in zip(markers, damages, strict=True):
+    assert _rewrite_markers(dst, damages) == 3
+    ran, report = _resume_counting_shards(monkeypatch, folder, dst)
+    assert ran == report["shards"]
+    assert digest(dst, data_only=True) == digest(tmp_path / "clean", data_only=True)
+
+
+def _rewrite_markers(dst: Path, changes: list) -> int:
+    """Apply ``changes[i]`` to the summary in the i-th done marker of ``dst``'s run; how many
+    markers there were (each must get a change)."""
+    markers = sorted((run_folder([dst]) / "markers").glob("*.json"))
+    for marker, change in zip(markers, changes, strict=True):
         summary = json.loads(marker.read_text())
-        damage(summary)
+        change(summary)
         marker.write_text(json.dumps(summary))
+    return len(markers)
+
+
+def _resume_counting_shards(monkeypatch, src: Path, dst: Path) -> tuple[int, dict]:
+    """Resume :func:`_interrupted_convert`'s run: how many shards ran, and the report."""
     ran = []
     real = engine_module.run_shard
     monkeypatch.setattr(engine_module, "run_shard", lambda task: ran.append(task) or real(task))
-    report = convert(folder, dst, "webdataset", quiet=True, n_jobs=1, shard_records=20,
+    report = convert(src, dst, "webdataset", quiet=True, n_jobs=1, shard_records=20,
                      resume=True)
-    assert len(ran) == report["shards"]
-    assert digest(dst, data_only=True) == digest(tmp_path / "clean", data_only=True)
+    return len(ran), report
 
 
 def test_resume_on_a_complete_output_exits_0_and_says_so(kaggle_tree, tmp_path):
