@@ -168,22 +168,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def walk_folders(root: str | Path) -> Iterator[tuple[str, str, list[str], list[str]]]:
+    """``(path, path relative to root, file names, sub-folder names)`` of every folder under
+    ``root``, top-down, names in listing order, with one ``scandir`` a folder and no list of
+    every path (a folder output's images): a symlink counts as a file and is not followed, a
+    folder that cannot be listed is left out (as ``os.walk`` leaves it). The caller may sort
+    the sub-folders in place (they are visited in that order) or prune them."""
+    stack = [(os.fspath(root), ".")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        except OSError:
+            continue
+        dirs = [name for name, is_dir in entries if is_dir]
+        yield path, rel, [name for name, is_dir in entries if not is_dir], dirs
+        stack.extend((os.path.join(path, d), d if rel == "." else os.path.join(rel, d))
+                     for d in reversed(dirs))
+
+
 def remove_stale_tmp(root: str | Path) -> int:
     """Delete temporary files a killed run left under ``root``; returns how many."""
     n = 0
-    folders = [os.fspath(root)]
-    while folders:  # os.walk's work without its lists of every name (a folder output's images)
-        try:
-            with os.scandir(folders.pop()) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                folders.append(entry.path)
-            elif entry.name.startswith(TMP_PREFIX):
+    for path, _rel, names, _dirs in walk_folders(root):
+        for name in names:
+            if name.startswith(TMP_PREFIX):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+                    os.unlink(os.path.join(path, name))
                     n += 1
     return n
 

@@ -49,6 +49,7 @@ from imgtools.atomic import (
     sync_files,
     sync_folder,
     tmp_name,
+    walk_folders,
 )
 from imgtools.errors import UserError
 from imgtools.locks import exclusive
@@ -110,21 +111,11 @@ def _names_digest(names: list[str]) -> str:
 
 def _walk_listed(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
     """``(folder relative to root, its file names, its sub-folders)``, both sorted, for every
-    folder under ``root`` top-down (``os.walk``'s order), with one ``scandir`` a folder: a
-    symlink counts as a file and is not followed, a folder that cannot be listed is left out
-    (as ``os.walk`` leaves it). The caller may prune the sub-folders in place."""
-    stack = [(os.fspath(root), ".")]
-    while stack:
-        path, rel = stack.pop()
-        try:
-            with os.scandir(path) as it:
-                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-        except OSError:
-            continue
-        dirs = sorted(name for name, is_dir in entries if is_dir)
-        yield rel, sorted(name for name, is_dir in entries if not is_dir), dirs
-        stack.extend((os.path.join(path, d), d if rel == "." else os.path.join(rel, d))
-                     for d in reversed(dirs))
+    folder under ``root`` in ``os.walk``'s order (:func:`~imgtools.atomic.walk_folders`). The
+    caller may prune the sub-folders in place."""
+    for _path, rel, names, dirs in walk_folders(root):
+        dirs.sort()
+        yield rel, sorted(names), dirs
 
 
 def _own_files(rel: str, names: list[str]) -> list[str]:
