@@ -1,5 +1,6 @@
 """imgtools.atomic: a folder output's images are written whole, under their own name, and
-never over another record's file; what a killed attempt left is written again."""
+never over another record's file; what a killed attempt left is written again; a file is
+read whole whatever its reads return."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imgtools.atomic import NameTaken, write_new
+from imgtools.atomic import NameTaken, read_file, read_whole, write_new
 from imgtools.errors import UserError
 from imgtools.formats.folder import FolderWriter
 from imgtools.records import Record
@@ -84,3 +85,45 @@ def test_two_shards_writing_one_name_with_other_bytes_is_a_clear_error(tmp_path)
     with pytest.raises(UserError, match="both named 'x.JPEG'"):
         second.write(Record("x", "train", 0, DATA[::-1], "x.JPEG", "n01440764", "tench"))
     assert (tmp_path / "train" / "n01440764" / "x.JPEG").read_bytes() == DATA
+
+
+def test_read_file_gives_every_byte_of_empty_small_and_large_files(tmp_path):
+    for name, data in (("empty", b""), ("small", b"x"), ("large", DATA * 50)):
+        (tmp_path / name).write_bytes(data)
+        assert read_file(str(tmp_path / name)) == data
+
+
+def test_read_whole_reads_on_past_a_short_read_and_a_file_that_grew(tmp_path, monkeypatch):
+    path = tmp_path / "a.JPEG"
+    path.write_bytes(DATA)
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 1000)))  # a FUSE's
+    assert read_file(str(path)) == DATA
+    monkeypatch.undo()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        with open(path, "ab") as grow:  # grows between the fstat and the read
+            grow.write(b"more")
+        assert read_whole(fd, size) == DATA + b"more"
+    finally:
+        os.close(fd)
+
+
+def test_read_file_of_a_missing_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError) as caught:
+        read_file(str(tmp_path / "gone.JPEG"))
+    assert caught.value.filename == str(tmp_path / "gone.JPEG")
+
+
+def test_an_error_while_reading_names_the_file(tmp_path, monkeypatch):
+    (tmp_path / "a.JPEG").write_bytes(DATA)
+
+    def failing_disk(*_args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "read", failing_disk)
+    with pytest.raises(OSError) as caught:
+        read_file(str(tmp_path / "a.JPEG"))
+    assert caught.value.errno == errno.EIO
+    assert caught.value.filename == str(tmp_path / "a.JPEG")

@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_text, write_new
+from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_text, read_file, write_new
 from imgtools.errors import UserError, is_utf8_name
 from imgtools.formats.base import Format, InputShard, ShardWriter
 from imgtools.manifests import imagenet_names
@@ -256,8 +256,7 @@ class FolderFormat(Format):
         name = info.classes[label].name if label is not None else None
         base = str(folder) + os.sep  # names from a listing: no separator, not absolute
         for fname in files[start:stop]:
-            with open(base + fname, "rb") as f:
-                data = f.read()
+            data = read_file(base + fname)
             yield Record(safe_key(fname), shard.split or "train", label, data, fname,
                          wnid if label is not None else None, name)
 

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from imgtools.atomic import read_whole
 from imgtools.errors import is_utf8_name
 from imgtools.records import Record
 from imgtools.transforms import resample
@@ -124,11 +125,14 @@ def read_bytes(path: str) -> bytes:
     try:
         # O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with open(fd, "rb") as f:
-            kind = _file_kind(os.fstat(fd).st_mode)
+        try:
+            st = os.fstat(fd)
+            kind = _file_kind(st.st_mode)
             if kind:
                 raise BadImage(f"not a regular file ({kind})")
-            data = f.read()
+            data = read_whole(fd, st.st_size)
+        finally:
+            os.close(fd)
     except PermissionError as e:
         raise BadImage(f"unreadable: permission denied ({e.strerror})") from e
     except OSError as e:
