@@ -256,12 +256,14 @@ def test_a_class_folder_cut_into_many_shards_is_read_once(tmp_path, monkeypatch)
     src = make_folder(tmp_path / "tiny", per_class=6)
     opened: list[str] = []
 
-    def counting_open(path, *args, **kw):
+    real_read_file = folder_module.read_file
+
+    def counting_read(path):
         if str(path).endswith(".JPEG"):
             opened.append(str(path))
-        return open(path, *args, **kw)
+        return real_read_file(path)
 
-    monkeypatch.setattr(folder_module, "open", counting_open, raising=False)
+    monkeypatch.setattr(folder_module, "read_file", counting_read)
     summary = convert(src, tmp_path / "wds", "webdataset", quiet=True, n_jobs=1,
                       shard_records=1)
     assert len(opened) == len(set(opened)) == summary["records"]
