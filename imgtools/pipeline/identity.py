@@ -17,11 +17,12 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _dumps  # type: ignore[attr-defined]
 from pathlib import Path
 from stat import S_ISREG
 
 InputEntry = tuple[str, int, int]  # locator, size in bytes, mtime in ns
+# _dumps is json.dumps of a str without its checks: the locators are escaped once a file.
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,24 @@ def tree_inputs(root: Path) -> Iterator[InputEntry]:
 
 
 def folder_entries(folder: str, files: list[FileStat]) -> Iterator[InputEntry]:
-    """The identity lines of one folder of :func:`tree_listing`."""
-    prefix = folder if folder.endswith(os.sep) else folder + os.sep
+    """The identity entries of one folder of :func:`tree_listing`."""
+    prefix = _prefix(folder)
     for name, size, mtime, _regular in files:
         yield prefix + name, size, mtime
+
+
+def folder_lines(folder: str, files: list[FileStat]) -> str:
+    """The lines :func:`write_inputs` writes for :func:`folder_entries`, made at once: the
+    folder's part of every locator is escaped once, not once a file (JSON escapes character
+    by character, so the escaped folder and escaped name joined are the escaped path)."""
+    head = "[" + _dumps(_prefix(folder))[:-1]
+    dumps = _dumps
+    return "".join([f"{head}{dumps(name)[1:]}, {size}, {mtime}]\n"
+                    for name, size, mtime, _regular in files])
+
+
+def _prefix(folder: str) -> str:
+    return folder if folder.endswith(os.sep) else folder + os.sep
 
 
 def tree_listing(root: Path) -> Iterator[tuple[str, list[FileStat]]]:
@@ -129,17 +144,24 @@ def _listed(folder: str) -> Iterator[list[os.DirEntry] | None]:
 def write_inputs(path: Path, inputs: Iterable[InputEntry]) -> tuple[int, str]:
     """Stream ``inputs`` to ``path`` as JSON lines (``["locator", size, mtime_ns]``); their
     count and sha256. Lines are made and written in batches: this runs once per input file."""
+    dumps = _dumps
+    entries = iter(inputs)
+    return write_input_lines(path, (
+        "".join([f"[{dumps(loc)}, {int(size)}, {int(mtime)}]\n" for loc, size, mtime in batch])
+        for batch in iter(lambda: list(itertools.islice(entries, 4096)), [])))
+
+
+def write_input_lines(path: Path, chunks: Iterable[str]) -> tuple[int, str]:
+    """:func:`write_inputs` for lines already made (:func:`folder_lines`), a chunk of whole
+    lines at a time; their count (a JSON string holds no raw newline) and sha256."""
     digest = hashlib.sha256()
     count = 0
-    dumps = encode_basestring_ascii  # what json.dumps does with a str, without its checks
-    entries = iter(inputs)
     with open(path, "wb") as f:
-        while batch := list(itertools.islice(entries, 4096)):
-            data = "".join([f"[{dumps(loc)}, {int(size)}, {int(mtime)}]\n"
-                            for loc, size, mtime in batch]).encode()
+        for chunk in chunks:
+            data = chunk.encode()
             digest.update(data)
             f.write(data)
-            count += len(batch)
+            count += chunk.count("\n")
     return count, digest.hexdigest()
 
 

@@ -27,11 +27,10 @@ from imgtools.executors.local import LocalExecutor
 from imgtools.formats.base import Format, InputShard
 from imgtools.formats.common import split_sort_key
 from imgtools.pipeline.identity import (
-    InputEntry,
     InputsFile,
-    folder_entries,
+    folder_lines,
     tree_listing,
-    write_inputs,
+    write_input_lines,
 )
 from imgtools.progress import tqdm
 from imgtools.records import DatasetInfo, Record
@@ -189,7 +188,7 @@ def plan_while_listing(src_fmt: Format, src: Path, shards: list[InputShard],
             cutter.add(group[done[split]], waiting.pop((split, done[split])))
             done[split] += 1
 
-    def identity() -> Iterator[InputEntry]:
+    def identity() -> Iterator[str]:
         for folder, files in tree_listing(src):
             here = at_folder.get(os.path.normpath(folder))
             if here:
@@ -199,9 +198,9 @@ def plan_while_listing(src_fmt: Format, src: Path, shards: list[InputShard],
                     if listed is not None:
                         waiting[split, index] = listed
                         hand_over(split)
-            yield from folder_entries(folder, files)
+            yield folder_lines(folder, files)
 
-    count, digest = write_inputs(inputs, identity())
+    count, digest = write_input_lines(inputs, identity())
     for split, group in by_split.items():  # what the listing did not reach
         for index in range(done[split], len(group)):
             if (split, index) not in waiting:

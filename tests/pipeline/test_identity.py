@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from imgtools.pipeline.identity import first_input_change, path_inputs, tree_inputs, write_inputs
+from imgtools.pipeline.identity import (
+    first_input_change,
+    folder_entries,
+    folder_lines,
+    path_inputs,
+    tree_inputs,
+    write_input_lines,
+    write_inputs,
+)
 
 
 def walked(root: str):
@@ -55,6 +63,21 @@ def test_the_inputs_file_is_json_lines_and_its_digest(tree, tmp_path):
     lines = [json.loads(line) for line in data.decode().splitlines()]
     assert [tuple(x) for x in lines] == list(tree_inputs(tree))
     assert data.decode().splitlines()[0] == json.dumps(lines[0])  # json.dumps's spelling
+
+
+@pytest.mark.parametrize("folder", ["/data/imagenette2-320/train/n01440764",
+                                    '/data/with "quotes" and \\ back/', "/données/类/\udcff"])
+def test_a_folders_lines_made_at_once_are_the_lines_of_its_entries(folder, tmp_path):
+    """The plan writes each folder's identity lines with the folder's part escaped once
+    (:func:`folder_lines`): the same bytes as :func:`write_inputs` of its entries, so a
+    fingerprint made either way compares equal, whatever the names hold."""
+    files = [(name, size, 1_700_000_000_123_456_789 + size, True) for size, name in enumerate(
+        ["a.JPEG", 'q"uote.jpg', "back\\slash.png", "tab\tnew\nline.jpg", "ünï.jpg",
+         "😀.jpeg", "\udcff\udc80raw.jpg", "\x7f\x01.jpg"])]
+    expected = write_inputs(tmp_path / "entries.jsonl", folder_entries(folder, files))
+    made = write_input_lines(tmp_path / "lines.jsonl", [folder_lines(folder, files)])
+    assert made == expected and made[0] == len(files)
+    assert (tmp_path / "lines.jsonl").read_bytes() == (tmp_path / "entries.jsonl").read_bytes()
 
 
 def test_a_changed_file_is_named(tree, tmp_path):
