@@ -38,9 +38,10 @@ script compares CPU time (user + system):
   (:func:`format_floor`: read, frame, write, hash once, sync - what any conversion that
   writes this format with ``SHA256SUMS`` must do).
 
-Each imgtools run reports the CPU of its main process after its imports ("work"); the rest of
-the total is start-up (interpreter, imports) and, with -j 2, the workers (their start-up,
-imports and shards).
+Each imgtools run reports the CPU of its main process after its imports ("work"; the imports
+it makes later, such as the format registry's module of the output format, are kept apart as
+the floor's codecs are imported before it is timed); the rest of the total is start-up
+(interpreter, imports) and, with -j 2, the workers (their start-up, imports and shards).
 
 Method, against this VM's noise (the codec alone varies by up to 20 % from pass to pass, and
 deleting a previous output makes the next run's writes cost more system time): every run
@@ -83,8 +84,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as imgtools.cli.main, before numpy loads
 from make_corpus_tree import make_corpus_tree, recipe_wnids  # noqa: E402
+from tfrecord import example_pb2  # noqa: E402 - the floor's codec, imported before it is timed
 
 from imgtools.formats import get_format  # noqa: E402
+from imgtools.formats.tar_codec import member_header  # noqa: E402 - the floor's codecs
+from imgtools.formats.tfrecord_framing import frame_parts  # noqa: E402
 from imgtools.pipeline import engine  # noqa: E402
 from imgtools.pipeline.units import PlanUnit  # noqa: E402
 from imgtools.plan import PlanItem  # noqa: E402
@@ -135,6 +139,24 @@ if os.environ.get("BENCH_CODEC_LOG"):  # the codec's CPU inside this build, per 
     members.read_bytes = timed(members.read_bytes, "codec")  # a worker's read of a source
     jpeg.render = timed(jpeg.render, "codec")  # decode, resize, encode
     engine.run_shard = timed(engine.run_shard, "shard", flush=True)  # codec included
+# Imports made after the clock starts (the format registry imports a format's module when it
+# is first used, a writer its codec library at its first record) are start-up all the same:
+# their CPU is kept apart, outside the work and its phases, as the floor's codecs are imported
+# before it is timed. The outermost import of a chain is timed (an import's imports inside it).
+import importlib._bootstrap as _bootstrap
+imports = [0.0]
+_find_and_load, _importing = _bootstrap._find_and_load, [0]
+def _timed_find_and_load(*args):
+    if _importing[0]:
+        return _find_and_load(*args)
+    _importing[0] += 1
+    began = time.process_time()
+    try:
+        return _find_and_load(*args)
+    finally:
+        imports[0] += time.process_time() - began
+        _importing[0] -= 1
+_bootstrap._find_and_load = _timed_find_and_load
 phases = {}
 if os.environ.get("BENCH_PHASES"):  # where a -j 1 conversion's main-process CPU goes
     import functools
@@ -145,11 +167,12 @@ if os.environ.get("BENCH_PHASES"):  # where a -j 1 conversion's main-process CPU
             return
         @functools.wraps(fn)
         def step(*args, **kw):
-            start = time.process_time()
+            start, imported = time.process_time(), imports[0]
             try:
                 return fn(*args, **kw)
             finally:
-                phases[label] = phases.get(label, 0.0) + time.process_time() - start
+                phases[label] = (phases.get(label, 0.0) + time.process_time() - start
+                                 - (imports[0] - imported))
         setattr(owner, name, step)
     phase(convert_, "detect_format", "detect")
     phase(convert_, "plan_conversion", "plan")
@@ -159,17 +182,20 @@ if os.environ.get("BENCH_PHASES"):  # where a -j 1 conversion's main-process CPU
     phase(engine, "run_shard", "shards")
     phase(engine, "_second_pass_and_checksums", "checksums")
     phase(output_.OutputRun, "publish", "publish")
+imports[0] = 0.0
 start = time.process_time()
 try:
     imgtools.cli.main(sys.argv[1:])
 except SystemExit as e:
     if e.code:
         raise
-print(json.dumps({"main_cpu": time.process_time() - start, "phases": phases}))
+print(json.dumps({"main_cpu": time.process_time() - start - imports[0], "phases": phases,
+                  "imports_in_work": imports[0]}))
 """
-"""``imgtools <args>`` with the command's imports done before the clock starts: what it
-prints is the CPU of the engine's own work in the main process (planning, shards when -j 1,
-metadata), so that start-up (interpreter and imports) is the rest of the total. With
+"""``imgtools <args>`` with the command's imports done before the clock starts, and the CPU of
+imports made after it (a format's module, a codec library) kept apart: what it prints is the
+CPU of the engine's own work in the main process (planning, shards when -j 1, metadata), so
+that start-up (interpreter and imports) is the rest of the total. With
 ``BENCH_CODEC_LOG`` (a folder) every process and thread of the build that reads or renders a
 source image keeps the CPU it spent doing so (``time.thread_time`` around the two calls) in a
 file of its own, written at the end of each shard task (not at exit: a worker may be ended
@@ -212,7 +238,8 @@ def timed_run(cmd: list[str], threads: bool = False, sync: bool = True, spawn: b
     main_cpu = result["main_cpu"]
     if phases is not None:
         phases.update(result.get("phases", {}), rest=main_cpu - sum(result.get("phases", {})
-                                                                     .values()))
+                                                                     .values()),
+                      imports=result.get("imports_in_work", 0.0))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, main_cpu
 
@@ -413,11 +440,6 @@ def format_floor(paths: list[Path], dst: Path, fmt: str) -> None:
     markers, and a write's flush to disk is otherwise charged to the kernel's flusher, not to
     the program). What a ``convert`` spends beyond this is the engine's: planning, the output
     protocol (fingerprint, markers, staging), records, metadata, Python per image."""
-    from tfrecord import example_pb2
-
-    from imgtools.formats.tar_codec import member_header
-    from imgtools.formats.tfrecord_framing import frame_parts
-
     dst.mkdir(parents=True)
     label = {w: i for i, w in enumerate(sorted({p.parent.name for p in paths}))}
     if fmt == "folder":  # each image in its split's class folder, as a folder dataset has it
