@@ -88,6 +88,80 @@ def test_a_skipped_image_is_listed_once_and_written_to_no_output(tmp_path):
         assert (root / "train-00000.rows").stat().st_size == 2 * 3 * side * side
 
 
+def _jpeg_shard(tmp_path: Path, out: str) -> engine.ShardSpec:
+    """A build's shard of seven images at 16 px, the fourth one unusable."""
+    from PIL import Image
+
+    from imgtools.plan import PlanItem
+    from imgtools.transforms.jpeg import RenderOptions, ResizeJPEG
+
+    sources = []
+    for i in range(7):
+        src = tmp_path / f"src{i}.JPEG"
+        if not src.exists():
+            if i == 3:
+                src.write_bytes(b"<html>not a jpeg</html>")
+            else:
+                Image.new("RGB", (40 + i, 30), (30 * i, 200, 10)).save(src, quality=95)
+        sources.append(src)
+    info = DatasetInfo("x", [ClassInfo("n01440764", "tench")])
+    items = [PlanItem(str(p), "train", 0, "n01440764", f"{i:03d}.JPEG")
+             for i, p in enumerate(sources)]
+    return engine.ShardSpec(PlanUnit(items, "train", 0, 1),
+                            ResizeJPEG(RenderOptions((16,), "bilinear", 90, False)),
+                            get_format("folder"), (str(tmp_path / out),), info, {},
+                            strict=False, hash_files=True)
+
+
+def test_records_in_flight_change_no_byte_and_no_order(tmp_path, monkeypatch):
+    """A shard transforms several records before it writes them (the caches stay warm for
+    the writes): one at a time, three, more than the shard holds, or a byte limit that
+    writes after every record - the same files, checksums, order and skipped list."""
+    results = []
+    for n, limit in ((1, 16 << 20), (3, 16 << 20), (100, 16 << 20), (100, 1)):
+        monkeypatch.setattr(engine, "RECORDS_IN_FLIGHT", n)
+        monkeypatch.setattr(engine, "BYTES_IN_FLIGHT", limit)
+        out = f"out-{n}-{limit}"
+        summary = engine.run_shard(engine.ShardTask("train-00000", _jpeg_shard(tmp_path, out)))
+        assert [s["path"] for s in summary["skipped"]] == [str(tmp_path / "src3.JPEG")]
+        results.append((summary["sha256sums"], summary["counts"], tree_digest(tmp_path / out)))
+    assert all(r == results[0] for r in results[1:])
+    assert results[0][1] == {"n01440764": 6}
+
+
+def test_records_are_written_in_flights_of_the_set_size(tmp_path, monkeypatch):
+    """What the engine promises: RECORDS_IN_FLIGHT records transformed, then written
+    (the last flight shorter); a byte limit reached first writes what is held at once."""
+    from imgtools.transforms.jpeg import ResizeJPEG
+
+    events: list[str] = []
+    real_apply = ResizeJPEG.apply
+
+    def apply(self, record):  # noqa: ANN001, ANN202
+        events.append("t")
+        return real_apply(self, record)
+
+    monkeypatch.setattr(ResizeJPEG, "apply", apply)
+    fmt_cls = type(get_format("folder"))
+    real_writer = fmt_cls.open_writer
+
+    def open_writer(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        writer = real_writer(self, *args, **kwargs)
+        write = writer.write
+        writer.write = lambda record: (events.append("w"), write(record))[1]
+        return writer
+
+    monkeypatch.setattr(fmt_cls, "open_writer", open_writer)
+    monkeypatch.setattr(engine, "RECORDS_IN_FLIGHT", 3)
+    engine.run_shard(engine.ShardTask("train-00000", _jpeg_shard(tmp_path, "a")))
+    # src3 is unusable: transformed, never written
+    assert "".join(events) == "ttt" "www" "ttt" "ww" "t" "w"
+    events.clear()
+    monkeypatch.setattr(engine, "BYTES_IN_FLIGHT", 1)
+    engine.run_shard(engine.ShardTask("train-00000", _jpeg_shard(tmp_path, "b")))
+    assert "".join(events) == "tw" "tw" "tw" "t" "tw" "tw" "tw"
+
+
 def test_the_pickle_second_pass_resumes_from_its_own_markers(tmp_path, monkeypatch):
     """A kill while the batch files are written: the finished files are kept (their markers
     in the run folder), only the others are written again."""
