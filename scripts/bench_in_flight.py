@@ -40,15 +40,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(1, str(REPO))
+from bench_overhead import folder_shard_spec  # noqa: E402 - the spec its "engine alone" runs
 from make_corpus_tree import make_corpus_tree, recipe_wnids  # noqa: E402
 
 import imgtools.sources.members as members  # noqa: E402 - after the path of this checkout
 import imgtools.transforms.jpeg as jpeg  # noqa: E402
-from imgtools.formats import get_format  # noqa: E402
 from imgtools.pipeline import engine  # noqa: E402
-from imgtools.pipeline.units import PlanUnit  # noqa: E402
-from imgtools.plan import PlanItem  # noqa: E402
-from imgtools.records import ClassInfo, DatasetInfo  # noqa: E402
 from imgtools.runner import ShardTask  # noqa: E402
 
 CORPUS = Path(os.environ.get("IMGTOOLS_CORPUS", "/work/shared/corpus"))
@@ -71,19 +68,6 @@ class CodecClock:
         return timed
 
 
-def shard_spec(paths: list[Path], out: Path, size: int) -> engine.ShardSpec:
-    """One work unit of every image, as a build of ``size`` px makes it (each image in its
-    class folder of the folder format, hashed for ``SHA256SUMS``)."""
-    wnids = sorted({p.parent.name for p in paths})
-    info = DatasetInfo("bench", [ClassInfo(w, w) for w in wnids])
-    label = {w: i for i, w in enumerate(wnids)}
-    items = [PlanItem(str(p), "train", label[p.parent.name], p.parent.name, f"{i:06d}.JPEG")
-             for i, p in enumerate(paths)]
-    transform = jpeg.ResizeJPEG(jpeg.RenderOptions((size,), "bilinear", 90, False))
-    return engine.ShardSpec(PlanUnit(items, "train", 0, 1), transform, get_format("folder"),
-                            (str(out),), info, {}, strict=False, hash_files=True)
-
-
 def one_run(paths: list[Path], out: Path, size: int, in_flight: int) -> tuple[float, float, str]:
     """CPU of one shard task with ``in_flight`` records transformed before they are written,
     the codec's part of it, and the shard's checksum lines."""
@@ -91,7 +75,8 @@ def one_run(paths: list[Path], out: Path, size: int, in_flight: int) -> tuple[fl
     real_render, real_read = jpeg.render, members.read_bytes  # what a build worker calls
     jpeg.render, members.read_bytes = clock.wrap(real_render), clock.wrap(real_read)
     engine.RECORDS_IN_FLIGHT = in_flight
-    spec = shard_spec(paths, out, size)
+    spec = folder_shard_spec(
+        paths, jpeg.ResizeJPEG(jpeg.RenderOptions((size,), "bilinear", 90, False)), out)
     os.sync()
     try:
         start = time.process_time()

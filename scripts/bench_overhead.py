@@ -601,20 +601,25 @@ def shard_cpu(paths: list[Path], opts: RenderOptions, out: Path,
     this is the engine's cost per image, without the fixed costs of a run (start-up, planning,
     metadata, publishing) that a bigger build spreads thinner. With ``cached`` (source path ->
     the codec's outputs) the transform hands back those outputs: the engine's work alone."""
+    transform = ResizeJPEG(opts)
+    if cached is not None:  # the record's key is its out name's stem: map it to the source
+        transform = _CachedCodec(opts, {f"{i:06d}": cached[str(p)]
+                                        for i, p in enumerate(paths)})
+    spec = folder_shard_spec(paths, transform, out)
+    settle()
+    return cpu_of(lambda: engine.run_shard(ShardTask("train-00000", spec)))
+
+
+def folder_shard_spec(paths: list[Path], transform: ResizeJPEG, out: Path) -> engine.ShardSpec:
+    """One work unit of every image in ``paths``, as a build makes it: each image in its
+    class folder of the folder format (``NNNNNN.JPEG``), hashed for ``SHA256SUMS``."""
     wnids = sorted({p.parent.name for p in paths})  # the tree's classes, as a build has them
     info = DatasetInfo("bench", [ClassInfo(w, w) for w in wnids])
     label = {w: i for i, w in enumerate(wnids)}
     items = [PlanItem(str(p), "train", label[p.parent.name], p.parent.name, f"{i:06d}.JPEG")
              for i, p in enumerate(paths)]
-    transform = ResizeJPEG(opts)
-    if cached is not None:  # the record's key is its out name's stem: map it to the source
-        transform = _CachedCodec(opts, {f"{i:06d}": cached[str(p)]
-                                        for i, p in enumerate(paths)})
-    spec = engine.ShardSpec(PlanUnit(items, "train", 0, 1), transform,
-                            get_format("folder"), (str(out),), info, {}, strict=False,
-                            hash_files=True)
-    settle()
-    return cpu_of(lambda: engine.run_shard(ShardTask("train-00000", spec)))
+    return engine.ShardSpec(PlanUnit(items, "train", 0, 1), transform, get_format("folder"),
+                            (str(out),), info, {}, strict=False, hash_files=True)
 
 
 def profile_build(work: Path, images: int, size: int) -> None:
