@@ -4,7 +4,7 @@
 Why this exists (issue 11, item 6): a build's work per image is the codec (decode, resize,
 encode), and what the engine adds is measured against it. Decoding and encoding a photo pass
 through megabytes of buffers and leave the processor's caches cold for what follows; writing
-each image right after its own encode (create the file, write it, link it in, hash it) then
+each image right after its own encode (create the file, write it, hash it) then
 costs much more than the same writes done one after another. The engine's shard worker
 therefore transforms :data:`imgtools.pipeline.engine.RECORDS_IN_FLIGHT` records, then writes
 them. This script runs the real shard worker (``engine.run_shard``: the build's transform,

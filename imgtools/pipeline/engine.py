@@ -50,7 +50,7 @@ PASS_STATE = "pass"
 RECORDS_IN_FLIGHT = 16
 """How many records a shard task transforms before it writes them. A JPEG's decode, resize
 and encode pass through megabytes and leave the processor's caches cold for what comes
-after: writing each image right after its own encode (create the file, write, link, hash)
+after: writing each image right after its own encode (create the file, write it, hash it)
 cost 1.7-1.8 times what writing them sixteen at a time costs (``scripts/bench_in_flight.py``).
 The output's bytes and their order do not depend on it."""
 
