@@ -8,8 +8,9 @@ import functools
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import build_dataset, make_folder, tree_digest
+from conftest import build_dataset, make_folder, random_jpeg, tree_digest
 
 from imgtools.atomic import TMP_PREFIX
 from imgtools.convert import convert
@@ -90,19 +91,15 @@ def test_a_skipped_image_is_listed_once_and_written_to_no_output(tmp_path):
 
 def _jpeg_shard(tmp_path: Path, out: str) -> engine.ShardSpec:
     """A build's shard of seven images at 16 px, the fourth one unusable."""
-    from PIL import Image
-
     from imgtools.plan import PlanItem
     from imgtools.transforms.jpeg import RenderOptions, ResizeJPEG
 
+    rng = np.random.default_rng(11)
     sources = []
     for i in range(7):
         src = tmp_path / f"src{i}.JPEG"
         if not src.exists():
-            if i == 3:
-                src.write_bytes(b"<html>not a jpeg</html>")
-            else:
-                Image.new("RGB", (40 + i, 30), (30 * i, 200, 10)).save(src, quality=95)
+            src.write_bytes(b"<html>not a jpeg</html>" if i == 3 else random_jpeg(rng, 40 + i, 30))
         sources.append(src)
     info = DatasetInfo("x", [ClassInfo("n01440764", "tench")])
     items = [PlanItem(str(p), "train", 0, "n01440764", f"{i:03d}.JPEG")
