@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from imgtools.formats import tfrecord as tfr  # noqa: E402
 from imgtools.formats.base import InputShard  # noqa: E402
+from imgtools.formats.gathered import write_all  # noqa: E402
 from imgtools.formats.pickle_batches import PartRows  # noqa: E402
 from imgtools.formats.pickle_codec import write_npz_batch, write_pickle_batch  # noqa: E402
 from imgtools.formats.webdataset import FORMAT as WDS  # noqa: E402
@@ -158,7 +159,7 @@ def write_handwritten(records: list[Record], path: Path) -> None:
     try:
         for r in records:
             parts = tfr.frame_parts(encode_example(tfr.example_features(r, "tfds")))
-            tfr.write_all(fd, parts, sum(map(len, parts)))
+            write_all(fd, parts, sum(map(len, parts)))
     finally:
         os.close(fd)
 
@@ -171,7 +172,7 @@ def write_protobuf(records: list[Record], path: Path) -> None:
         for r in records:
             payload = tfr.serialize_example(tfr.example_features(r, "tfds"))
             parts = tfr.frame_parts([payload])
-            tfr.write_all(fd, parts, sum(map(len, parts)))
+            write_all(fd, parts, sum(map(len, parts)))
     finally:
         os.close(fd)
 

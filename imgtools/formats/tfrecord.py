@@ -31,6 +31,7 @@ from imgtools.atomic import TMP_PREFIX, atomic_write_text, named, naming_errors,
 from imgtools.errors import CorruptDataError, UserError
 from imgtools.formats.base import Format, InputShard, ShardWriter, files_named
 from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
+from imgtools.formats.gathered import GatheredFile
 from imgtools.formats.tfrecord_example import (
     DEFAULT_SCHEMA,
     FLOWERS_NAME,
@@ -49,7 +50,6 @@ from imgtools.formats.tfrecord_framing import (
     masked_crc,
     open_records,
     scan_lengths,
-    write_all,
 )
 from imgtools.metadata.croissant import write_croissant
 from imgtools.metadata.tfds import tfds_readable, write_tfds_metadata
@@ -287,15 +287,16 @@ class TFRecordShardWriter(ShardWriter):
     def __init__(self, path: Path, schema: str, compression: str | None, index: bool,
                  digests: bool = False):
         self.path = path
-        self._hash = hashlib.sha256() if digests and not compression else None
+        self._hashed = digests and not compression
         self.schema = schema
         self.index_path = path.with_name(path.name + ".index") if index else None
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp_path_for(path)
-        # Unbuffered: uncompressed records go to the file with one writev each, no copy.
-        self._raw = open(self.tmp, "wb", buffering=0)  # noqa: SIM115 - closed in close()/abort()
-        self._out: BinaryIO | None = (gzip.GzipFile(filename="", mode="wb", fileobj=self._raw,
-                                                    mtime=0) if compression else None)
+        # Uncompressed records go to the file as their pieces, gathered, by writev: no copy.
+        self._file = GatheredFile(self.tmp, digest=self._hashed)
+        self._out: BinaryIO | None = (gzip.GzipFile(filename="", mode="wb",
+                                                    fileobj=self._file.raw, mtime=0)
+                                      if compression else None)
         self._index = io.StringIO() if index else None
         self._offset = 0
         self._records = 0
@@ -305,10 +306,7 @@ class TFRecordShardWriter(ShardWriter):
         size = sum(map(len, parts))
         try:  # what naming_errors does, without a context manager per record
             if self._out is None:
-                write_all(self._raw.fileno(), parts, size)
-                if self._hash is not None:
-                    for part in parts:
-                        self._hash.update(part)
+                self._file.write(parts, size)
             else:
                 self._out.write(b"".join(parts))
         except OSError as e:
@@ -327,20 +325,20 @@ class TFRecordShardWriter(ShardWriter):
             with naming_errors(self.path):
                 if self._out is not None:
                     self._out.close()
-                self._raw.close()
+                self._file.close()
             if self.index_path is not None and self._index is not None:
                 index = self._index.getvalue()
                 atomic_write_text(self.index_path, index)
                 written.append(self.index_path)
-                if self._hash is not None:
+                if self._hashed:
                     self.known_digests = {
                         self.index_path: hashlib.sha256(index.encode()).hexdigest()}
             os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
             raise
-        if self._hash is not None:
-            self.known_digests = {**self.known_digests, self.path: self._hash.hexdigest()}
+        if self._hashed:
+            self.known_digests = {**self.known_digests, self.path: self._file.hexdigest()}
         self.file_facts = {self.path: {"records": self._records}}
         return [self.path, *written]
 
@@ -349,7 +347,7 @@ class TFRecordShardWriter(ShardWriter):
             if self._out is not None:
                 self._out.close()
         with contextlib.suppress(OSError):
-            self._raw.close()
+            self._file.abort()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
 

@@ -48,23 +48,6 @@ def frame_parts(payload: list[bytes]) -> list[bytes]:
     return [length + _CRC.pack(masked_crc(length)), *payload, _CRC.pack(_mask(crc))]
 
 
-def write_all(fd: int, parts: list[bytes], size: int) -> None:
-    """``os.writev`` until all ``size`` bytes of ``parts`` are written (a regular file rarely
-    takes less, but may: only then are the pieces cut)."""
-    written = os.writev(fd, parts)
-    if written == size:
-        return
-    views = [memoryview(p) for p in parts]
-    while True:
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if not views:
-            return
-        views[0] = views[0][written:]
-        written = os.writev(fd, views)
-
-
 def open_records(path: Path) -> BinaryIO:
     f = open(path, "rb")  # noqa: SIM115 - returned to the caller, closed there
     if f.read(2) == _GZIP_MAGIC:

@@ -27,7 +27,6 @@ why); this module is the format: samples, shard names, the ``wids`` index and th
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -46,6 +45,7 @@ from imgtools.formats.base import (
     listed_files,
 )
 from imgtools.formats.common import dataset_root, image_ext, info_from_labels, split_from_name
+from imgtools.formats.gathered import GatheredFile
 from imgtools.formats.tar_codec import (
     END_OF_ARCHIVE,
     MEMBER_NAME,
@@ -270,36 +270,32 @@ class WebDatasetShardWriter(ShardWriter):
 
     def __init__(self, path: Path, digests: bool = False):
         self.path = path
-        self._hash = hashlib.sha256() if digests else None
+        self._hashed = digests
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp_path_for(path)
-        self._file = open(self.tmp, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in close()
+        self._file = GatheredFile(self.tmp, digest=digests)
         self._keys: set[str] = set()
         self._fields: set[str] = set()
         self.nsamples = 0
 
     def _write_sample(self, members: list[tuple[str, bytes]]) -> None:
-        """A sample's members, each a header, its bytes and the padding to a 512-byte block.
-        The small pieces around an image are joined and the image written as it is: three
-        writes and hash updates a sample instead of nine, without copying the image again."""
+        """A sample's members, each a header, its bytes and the padding to a 512-byte block,
+        handed to the file as pieces (:class:`GatheredFile`: no copy of the image). The small
+        pieces around an image are joined first: three pieces a sample instead of nine."""
+        pieces: list[bytes] = []
         small: list[bytes] = []
         for name, data in members:
             small.append(member_header(name, len(data)))
             if len(data) < _JOIN_BELOW:
                 small.append(data)
             else:
-                self._write(b"".join(small))
+                pieces += (b"".join(small), data)
                 small.clear()
-                self._write(data)
             if len(data) % tarfile.BLOCKSIZE:
                 small.append(bytes(tarfile.BLOCKSIZE - len(data) % tarfile.BLOCKSIZE))
         if small:
-            self._write(b"".join(small))
-
-    def _write(self, piece: bytes) -> None:
-        self._file.write(piece)
-        if self._hash is not None:
-            self._hash.update(piece)
+            pieces.append(b"".join(small))
+        self._file.write(pieces, sum(map(len, pieces)))
 
     def write(self, record: Record) -> None:
 
@@ -333,21 +329,22 @@ class WebDatasetShardWriter(ShardWriter):
         try:  # a full disk may fail the last writes: the temporary file must not stay
             with naming_errors(self.path):
                 # tarfile's close: two zero blocks, then zeros up to a multiple of 20 blocks.
-                size = self._file.tell() + len(END_OF_ARCHIVE)
-                self._write(END_OF_ARCHIVE + bytes(-size % tarfile.RECORDSIZE))
+                size = self._file.size + len(END_OF_ARCHIVE)
+                end = END_OF_ARCHIVE + bytes(-size % tarfile.RECORDSIZE)
+                self._file.write([end], len(end))
                 self._file.close()
                 os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
             raise
-        if self._hash is not None:
-            self.known_digests = {self.path: self._hash.hexdigest()}
+        if self._hashed:
+            self.known_digests = {self.path: self._file.hexdigest()}
         self.file_facts = {self.path: {"records": self.nsamples, "fields": sorted(self._fields)}}
         return [self.path]
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):  # flushing the buffer fails again on a full disk
-            self._file.close()
+        with contextlib.suppress(OSError):
+            self._file.abort()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
 

@@ -138,12 +138,19 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+@functools.cache
+def _example_pb2():
+    """protobuf's module for ``tf.train.Example``, imported at the first TFRecord record read
+    and kept: an import statement in :func:`example_image` would cost 4 us a record."""
+    from tfrecord import example_pb2  # protobuf: imported only when a TFRecord is read
+
+    return example_pb2
+
+
 def example_image(payload: bytes) -> bytes | None:
     """The image bytes of a serialized ``tf.train.Example``: TFDS's ``image`` or slim's
     ``image/encoded`` feature."""
-    from tfrecord import example_pb2  # protobuf: imported only when a TFRecord is read
-
-    feature = example_pb2.Example.FromString(payload).features.feature
+    feature = _example_pb2().Example.FromString(payload).features.feature
     for key in ("image", "image/encoded"):
         if key in feature and feature[key].bytes_list.value:
             return bytes(feature[key].bytes_list.value[0])

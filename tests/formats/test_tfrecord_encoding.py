@@ -87,22 +87,3 @@ def test_written_shard_holds_deterministic_examples_and_is_reproducible(tmp_path
     assert first.read_bytes() == second.read_bytes()
     payloads = [payload for _offset, payload in iter_frames(first)]
     assert payloads == [serialize_example(example_features(r, schema)) for r in RECORDS]
-
-
-@pytest.mark.parametrize("most", [1, 3, 5, 10, 17])
-def test_a_short_writev_is_continued_until_every_piece_is_written(tmp_path, monkeypatch, most):
-    """A record goes out as pieces in one ``writev``; when the kernel takes fewer bytes (a
-    regular file rarely does, but may), the rest follows, whatever piece it stopped in."""
-    from imgtools.formats.tfrecord_framing import write_all
-
-    def short_writev(fd, pieces):
-        return os.write(fd, b"".join(bytes(p) for p in pieces)[:most])
-
-    monkeypatch.setattr(os, "writev", short_writev)
-    pieces = [b"abc", b"defghij", b"", b"klmnopq"]
-    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
-    try:
-        write_all(fd, pieces, 17)
-    finally:
-        os.close(fd)
-    assert (tmp_path / "f").read_bytes() == b"".join(pieces)
