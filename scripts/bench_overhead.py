@@ -94,6 +94,7 @@ from imgtools.pipeline.units import PlanUnit  # noqa: E402
 from imgtools.plan import PlanItem  # noqa: E402
 from imgtools.records import ClassInfo, DatasetInfo  # noqa: E402
 from imgtools.runner import ShardTask  # noqa: E402
+from imgtools.transforms.base import Transform  # noqa: E402
 from imgtools.transforms.jpeg import RenderOptions, ResizeJPEG, read_bytes, render  # noqa: E402
 
 CORPUS = Path(os.environ.get("IMGTOOLS_CORPUS", "/work/shared/corpus"))
@@ -610,15 +611,17 @@ def shard_cpu(paths: list[Path], opts: RenderOptions, out: Path,
     return cpu_of(lambda: engine.run_shard(ShardTask("train-00000", spec)))
 
 
-def folder_shard_spec(paths: list[Path], transform: ResizeJPEG, out: Path) -> engine.ShardSpec:
+def folder_shard_spec(paths: list[Path], transform: Transform, out: Path,
+                      fmt: str = "folder") -> engine.ShardSpec:
     """One work unit of every image in ``paths``, as a build makes it: each image in its
-    class folder of the folder format (``NNNNNN.JPEG``), hashed for ``SHA256SUMS``."""
+    class folder of the folder format (``NNNNNN.JPEG``; or one shard of ``fmt``), hashed for
+    ``SHA256SUMS``."""
     wnids = sorted({p.parent.name for p in paths})  # the tree's classes, as a build has them
     info = DatasetInfo("bench", [ClassInfo(w, w) for w in wnids])
     label = {w: i for i, w in enumerate(wnids)}
     items = [PlanItem(str(p), "train", label[p.parent.name], p.parent.name, f"{i:06d}.JPEG")
              for i, p in enumerate(paths)]
-    return engine.ShardSpec(PlanUnit(items, "train", 0, 1), transform, get_format("folder"),
+    return engine.ShardSpec(PlanUnit(items, "train", 0, 1), transform, get_format(fmt),
                             (str(out),), info, {}, strict=False, hash_files=True)
 
 

@@ -48,10 +48,13 @@ PARTS = "parts"
 PASS_STATE = "pass"
 
 RECORDS_IN_FLIGHT = 16
-"""How many records a shard task transforms before it writes them. A JPEG's decode, resize
-and encode pass through megabytes and leave the processor's caches cold for what comes
-after: writing each image right after its own encode (create the file, write it, hash it)
-cost 1.7-1.8 times what writing them sixteen at a time costs (``scripts/bench_in_flight.py``).
+"""How many records a shard task transforms before it writes them, when its transform renders
+(:attr:`Transform.renders`). A JPEG's decode, resize and encode pass through megabytes and
+leave the processor's caches cold for what comes after: writing each image right after its
+own encode (create the file, write it, hash it) cost 1.7-1.8 times what writing them sixteen
+at a time costs (``scripts/bench_in_flight.py``). A record that passes through untouched is
+written as soon as it is read, the other way round: its bytes are in the caches then, and
+holding sixteen cost a conversion to TFRecord 7 % more CPU (``bench_in_flight.py --convert``).
 The output's bytes and their order do not depend on it."""
 
 BYTES_IN_FLIGHT = 16 << 20
@@ -85,9 +88,10 @@ def run_shard(task: ShardTask) -> dict:
     try:
         in_flight: list[list] = []
         written_bytes = 0  # tally.bytes_out when in_flight was last written
+        most = RECORDS_IN_FLIGHT if spec.transform.renders else 1
         for where, read in unit.entries(spec.info):
             in_flight.append(_transformed(spec, where, read, tally))
-            if (len(in_flight) >= RECORDS_IN_FLIGHT
+            if (len(in_flight) >= most
                     or tally.bytes_out - written_bytes >= BYTES_IN_FLIGHT):
                 _write_all(writers, in_flight)
                 written_bytes = tally.bytes_out

@@ -23,6 +23,11 @@ class Transform(ABC):
     """One of :data:`PRODUCTS`."""
     pixels: ClassVar[str]
     """The pixel policy in one sentence, for build-info.json and the dataset card."""
+    renders: ClassVar[bool] = True
+    """Whether :meth:`apply` decodes and encodes pixels. The engine transforms several such
+    records before it writes them (a codec leaves the processor's caches cold for the writes:
+    :data:`imgtools.pipeline.engine.RECORDS_IN_FLIGHT`), and writes a record that only passes
+    through as soon as it is read, while its bytes are still in the caches."""
     prefer: ClassVar[str | None] = None
     """``"threads"`` when the work is GIL-releasing C code (Pillow decode and resize), so a
     local executor can run shards as threads of one process (one interpreter's memory)."""

@@ -13,6 +13,7 @@ from imgtools.transforms.base import Transform
 class Passthrough(Transform):
     produces = "as-input"
     pixels = "the input's encoded bytes, untouched"
+    renders = False
 
     @property
     def outputs(self) -> int:

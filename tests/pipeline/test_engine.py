@@ -89,8 +89,9 @@ def test_a_skipped_image_is_listed_once_and_written_to_no_output(tmp_path):
         assert (root / "train-00000.rows").stat().st_size == 2 * 3 * side * side
 
 
-def _jpeg_shard(tmp_path: Path, out: str) -> engine.ShardSpec:
-    """A build's shard of seven images at 16 px, the fourth one unusable."""
+def _jpeg_shard(tmp_path: Path, out: str, transform=None) -> engine.ShardSpec:  # noqa: ANN001
+    """A build's shard of seven images at 16 px, the fourth one unusable (or the seven passed
+    through by ``transform``)."""
     from imgtools.plan import PlanItem
     from imgtools.transforms.jpeg import RenderOptions, ResizeJPEG
 
@@ -105,7 +106,8 @@ def _jpeg_shard(tmp_path: Path, out: str) -> engine.ShardSpec:
     items = [PlanItem(str(p), "train", 0, "n01440764", f"{i:03d}.JPEG")
              for i, p in enumerate(sources)]
     return engine.ShardSpec(PlanUnit(items, "train", 0, 1),
-                            ResizeJPEG(RenderOptions((16,), "bilinear", 90, False)),
+                            transform or ResizeJPEG(RenderOptions((16,), "bilinear", 90,
+                                                                  False)),
                             get_format("folder"), (str(tmp_path / out),), info, {},
                             strict=False, hash_files=True)
 
@@ -157,6 +159,41 @@ def test_records_are_written_in_flights_of_the_set_size(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "BYTES_IN_FLIGHT", 1)
     engine.run_shard(engine.ShardTask("train-00000", _jpeg_shard(tmp_path, "b")))
     assert "".join(events) == "tw" "tw" "tw" "t" "tw" "tw" "tw"
+
+
+def test_a_record_that_passes_through_is_written_as_soon_as_it_is_read(tmp_path,
+                                                                          monkeypatch):
+    """A conversion's records are not held: their bytes, just read, are still in the caches
+    (holding sixteen cost a conversion to TFRecord 7 %); the engine's setting for rendering
+    transforms does not apply to them."""
+    from imgtools.transforms.passthrough import Passthrough
+
+    events: list[str] = []
+    real_apply = Passthrough.apply
+
+    def apply(self, record):  # noqa: ANN001, ANN202
+        events.append("t")
+        return real_apply(self, record)
+
+    monkeypatch.setattr(Passthrough, "apply", apply)
+    fmt_cls = type(get_format("folder"))
+    real_writer = fmt_cls.open_writer
+
+    def open_writer(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        writer = real_writer(self, *args, **kwargs)
+        write = writer.write
+        writer.write = lambda record: (events.append("w"), write(record))[1]
+        return writer
+
+    monkeypatch.setattr(fmt_cls, "open_writer", open_writer)
+    monkeypatch.setattr(engine, "RECORDS_IN_FLIGHT", 3)
+    summary = engine.run_shard(engine.ShardTask("train-00000",
+                                                _jpeg_shard(tmp_path, "a", Passthrough())))
+    assert "".join(events) == "tw" * 7
+    assert summary["counts"] == {"n01440764": 7}
+    names = sorted(p.name for p in (tmp_path / "a").rglob("*.JPEG"))
+    assert [(tmp_path / "a" / "train" / "n01440764" / n).read_bytes() for n in names] == [
+        (tmp_path / f"src{i}.JPEG").read_bytes() for i in range(7)]
 
 
 def test_the_pickle_second_pass_resumes_from_its_own_markers(tmp_path, monkeypatch):
