@@ -94,7 +94,10 @@ def _images_among(folder: str, names: Iterable[str]) -> list[str]:
 def _usable(folder: str, names: list[str]) -> list[str]:
     """``names``, after checking each can be stored as text. A conversion has no skip list, so
     a name that is not UTF-8 (every output keeps names as UTF-8: JSON, Parquet, tar headers)
-    stops it before anything is written, naming the file."""
+    stops it before anything is written, naming the file. ASCII names (nearly all) are
+    UTF-8: checked all at once, not name by name (this runs twice per input file)."""
+    if "".join(names).isascii():
+        return names
     for name in names:
         if not is_utf8_name(name):
             raise UserError("file name is not valid UTF-8 (shown with \\x escapes): the "
@@ -291,7 +294,14 @@ def _check_one_file_per_record(folder: Path, records: int) -> None:
 
 
 def _count_files(folder: str) -> int:
+    """The visible files under ``folder`` (a symlink counts as a file and is not followed).
+    A folder with two links holds no sub-folder (each sub-folder's ``..`` is a link to it, on
+    ext4, XFS and tmpfs alike): a class folder's names are then counted from ``listdir``,
+    without an entry object each (this walks every output image). Elsewhere (btrfs gives
+    every folder one link) each entry's type is looked at."""
     try:
+        if os.stat(folder, follow_symlinks=False).st_nlink == 2:
+            return sum(1 for name in os.listdir(folder) if name[0] != ".")
         with os.scandir(folder) as it:
             entries = list(it)
     except FileNotFoundError:
