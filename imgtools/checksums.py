@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -68,3 +69,11 @@ def parse_sha256sum_line(line: str) -> tuple[str, str] | None:
     except ValueError:
         return None
     return digest.lower(), name
+
+
+def relative_name(path: str | Path, root: str) -> str:
+    """``path`` relative to ``root``, which holds it: a slice of the string, since this runs
+    once per image (pathlib's ``relative_to`` costs more than the image's hash)."""
+    text = os.fspath(path)
+    prefix = root.rstrip(os.sep) + os.sep
+    return text[len(prefix):] if text.startswith(prefix) else os.path.relpath(text, root)

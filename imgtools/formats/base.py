@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.atomic import TMP_PREFIX
-from imgtools.checksums import sha256_file
+from imgtools.checksums import relative_name, sha256_file, sha256sum_lines
 from imgtools.errors import UserError
 from imgtools.executors.base import Executor
 from imgtools.records import DatasetInfo, Record
@@ -96,6 +96,11 @@ class ShardWriter(ABC):
         writer of one file per image saves a ``stat`` per image)."""
         size = self.known_sizes.get(path)
         return os.path.getsize(path) if size is None else size
+
+    def sha256sum_text(self, root: str, paths: list[Path] | list[str]) -> str:
+        """The ``SHA256SUMS`` lines of ``paths`` (what :meth:`close` returned), named relative
+        to ``root``, the output folder this writer wrote into."""
+        return sha256sum_lines((self.digest(p), relative_name(p, root)) for p in paths)
 
     @abstractmethod
     def write(self, record: Record) -> None: ...

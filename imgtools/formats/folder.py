@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_text, read_file, write_new
+from imgtools.checksums import sha256sum_lines
 from imgtools.errors import UserError, is_utf8_name
 from imgtools.formats.base import Format, InputShard, ShardWriter
 from imgtools.manifests import imagenet_names
@@ -123,22 +124,25 @@ class FolderWriter(ShardWriter):
         self.written: list[str] = []
         self.known_digests: dict[Path | str, str] = {}
         self._hashes: list[str] = []
+        self._names: list[str] = []  # relative to root, with digests: SHA256SUMS's names
         self._sizes: list[int] = []
-        self._folders: dict[str | None, str] = {}  # class folder (None: flat) -> made path
+        # class folder (None: flat) -> its path, made, and its path relative to root
+        self._folders: dict[str | None, tuple[str, str]] = {}
 
-    def _folder(self, record: Record) -> str:
+    def _folder(self, record: Record) -> tuple[str, str]:
         sub = None if self.split == "unsup" or record.label is None else \
             (record.wnid or str(record.label))
         folder = self._folders.get(sub)
         if folder is None:
-            parts = (os.fspath(self.root), self.split) + (() if sub is None else (sub,))
-            folder = os.path.join(*parts)
-            os.makedirs(folder, exist_ok=True)
-            self._folders[sub] = folder
+            parts = (self.split,) + (() if sub is None else (sub,))
+            path = os.path.join(os.fspath(self.root), *parts)
+            os.makedirs(path, exist_ok=True)
+            folder = self._folders[sub] = (path + os.sep, os.path.join(*parts) + os.sep)
         return folder
 
     def write(self, record: Record) -> None:
-        path = self._folder(record) + os.sep + record.filename  # os.path.join costs a us here
+        folder, relative = self._folder(record)
+        path = folder + record.filename  # os.path.join costs a us here
         try:
             write_new(path, record.image)
         except NameTaken:
@@ -152,12 +156,21 @@ class FolderWriter(ShardWriter):
         self._sizes.append(len(record.image))
         if self.digests:
             self._hashes.append(hashlib.sha256(record.image).hexdigest())
+            self._names.append(relative + record.filename)
 
     def close(self) -> list[str]:
         self.known_sizes = dict(zip(self.written, self._sizes))
         if self.digests:
             self.known_digests = dict(zip(self.written, self._hashes))
         return list(self.written)
+
+    def sha256sum_text(self, root: str, paths: list[Path] | list[str]) -> str:
+        """The lines from the names and digests kept while writing (no path taken apart per
+        image), when ``paths`` are this writer's files under its own root."""
+        if (self.digests and len(paths) == len(self._names)
+                and root.rstrip(os.sep) == os.fspath(self.root)):
+            return sha256sum_lines(zip(self._hashes, self._names))
+        return super().sha256sum_text(root, paths)
 
     def abort(self) -> None:
         """Remove the images this shard published: an aborted shard leaves nothing, as every

@@ -22,14 +22,13 @@ What differs between commands is data (the job), not code paths.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.atomic import remove_stale_tmp
-from imgtools.checksums import sha256sum_lines
+from imgtools.checksums import relative_name
 from imgtools.errors import CorruptDataError
 from imgtools.executors.base import Executor
 from imgtools.formats.base import Format, PassContext
@@ -103,12 +102,13 @@ def run_shard(task: ShardTask) -> dict:
         raise
     # SHA256SUMS's lines of each output, as text: a dict of {path: digest} per image cost
     # more to write into the marker and read back than to make the lines here.
-    sums = [sha256sum_lines((w.digest(p), _relative(p, root)) for p in paths)
-            if spec.hash_files else "" for w, root, paths in zip(writers, spec.roots, written)]
+    sums = [w.sha256sum_text(root, paths) if spec.hash_files else ""
+            for w, root, paths in zip(writers, spec.roots, written)]
     size_of = {p: w.size(p) for w, paths in zip(writers, written) for p in paths}
     summary = {"split": unit.split, **tally.summary(), "sha256sums": sums}
     if spec.hash_files and any(w.file_facts for w in writers):
-        summary["file_facts"] = [{_relative(p, root): facts for p, facts in w.file_facts.items()}
+        summary["file_facts"] = [{relative_name(p, root): facts
+                                  for p, facts in w.file_facts.items()}
                                  for w, root in zip(writers, spec.roots)]
     return with_files(summary, size_of, size_of.__getitem__)
 
@@ -120,14 +120,6 @@ def _write_all(writers: list, in_flight: list[list]) -> None:
         for writer, record in zip(writers, outputs):
             writer.write(record)
     in_flight.clear()
-
-
-def _relative(path: str | Path, root: str) -> str:
-    """``path`` relative to ``root``, which holds it: a slice of the string, since this runs
-    once per image (pathlib's ``relative_to`` costs more than the image's hash)."""
-    text = os.fspath(path)
-    prefix = root.rstrip(os.sep) + os.sep
-    return text[len(prefix):] if text.startswith(prefix) else os.path.relpath(text, root)
 
 
 @dataclass

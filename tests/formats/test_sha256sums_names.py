@@ -48,3 +48,23 @@ def test_sha256sum_checks_odd_names(small_tree, tmp_path):
     verify = run_cli("verify", root, "-q", check=False)
     assert verify.returncode == 0, verify.stdout
     assert "53 checksums checked" in verify.stdout
+
+
+@pytest.mark.parametrize("root_suffix", ["", "/"])
+def test_the_folder_writers_own_lines_are_the_generic_ones(tmp_path, root_suffix):
+    """The folder writer makes its SHA256SUMS lines from the names it kept while writing; they
+    are the lines any writer's are, from its files' paths and digests (odd names, an
+    unlabelled image, a root given with a trailing separator)."""
+    from imgtools.formats.base import ShardWriter
+    from imgtools.formats.folder import FolderWriter
+    from imgtools.records import Record
+
+    writer = FolderWriter(tmp_path, "train", digests=True)
+    for i, name in enumerate(["a.JPEG", *ODD_NAMES]):
+        writer.write(Record(f"k{i}", "train", i % 2, bytes([i]) * 10, name, f"n0{i % 2}", "c"))
+    writer.write(Record("u", "train", None, b"unlabelled", "u.JPEG"))
+    paths = writer.close()
+    root = str(tmp_path) + root_suffix
+    own = writer.sha256sum_text(root, paths)
+    assert own == ShardWriter.sha256sum_text(writer, root, paths)
+    assert own.count("  train/n01/") == 2 and "  train/u.JPEG\n" in own
