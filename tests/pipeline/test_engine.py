@@ -128,19 +128,17 @@ def test_records_in_flight_change_no_byte_and_no_order(tmp_path, monkeypatch):
     assert results[0][1] == {"n01440764": 6}
 
 
-def test_records_are_written_in_flights_of_the_set_size(tmp_path, monkeypatch):
-    """What the engine promises: RECORDS_IN_FLIGHT records transformed, then written
-    (the last flight shorter); a byte limit reached first writes what is held at once."""
-    from imgtools.transforms.jpeg import ResizeJPEG
-
+def _transforms_and_writes(monkeypatch, transform_cls) -> list[str]:  # noqa: ANN001
+    """The events of the shards run after this: "t" for each record ``transform_cls``
+    transforms, "w" for each record the folder format's writer writes, in order."""
     events: list[str] = []
-    real_apply = ResizeJPEG.apply
+    real_apply = transform_cls.apply
 
     def apply(self, record):  # noqa: ANN001, ANN202
         events.append("t")
         return real_apply(self, record)
 
-    monkeypatch.setattr(ResizeJPEG, "apply", apply)
+    monkeypatch.setattr(transform_cls, "apply", apply)
     fmt_cls = type(get_format("folder"))
     real_writer = fmt_cls.open_writer
 
@@ -151,6 +149,15 @@ def test_records_are_written_in_flights_of_the_set_size(tmp_path, monkeypatch):
         return writer
 
     monkeypatch.setattr(fmt_cls, "open_writer", open_writer)
+    return events
+
+
+def test_records_are_written_in_flights_of_the_set_size(tmp_path, monkeypatch):
+    """What the engine promises: RECORDS_IN_FLIGHT records transformed, then written
+    (the last flight shorter); a byte limit reached first writes what is held at once."""
+    from imgtools.transforms.jpeg import ResizeJPEG
+
+    events = _transforms_and_writes(monkeypatch, ResizeJPEG)
     monkeypatch.setattr(engine, "RECORDS_IN_FLIGHT", 3)
     engine.run_shard(engine.ShardTask("train-00000", _jpeg_shard(tmp_path, "a")))
     # src3 is unusable: transformed, never written
@@ -168,24 +175,7 @@ def test_a_record_that_passes_through_is_written_as_soon_as_it_is_read(tmp_path,
     transforms does not apply to them."""
     from imgtools.transforms.passthrough import Passthrough
 
-    events: list[str] = []
-    real_apply = Passthrough.apply
-
-    def apply(self, record):  # noqa: ANN001, ANN202
-        events.append("t")
-        return real_apply(self, record)
-
-    monkeypatch.setattr(Passthrough, "apply", apply)
-    fmt_cls = type(get_format("folder"))
-    real_writer = fmt_cls.open_writer
-
-    def open_writer(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        writer = real_writer(self, *args, **kwargs)
-        write = writer.write
-        writer.write = lambda record: (events.append("w"), write(record))[1]
-        return writer
-
-    monkeypatch.setattr(fmt_cls, "open_writer", open_writer)
+    events = _transforms_and_writes(monkeypatch, Passthrough)
     monkeypatch.setattr(engine, "RECORDS_IN_FLIGHT", 3)
     summary = engine.run_shard(engine.ShardTask("train-00000",
                                                 _jpeg_shard(tmp_path, "a", Passthrough())))
