@@ -292,7 +292,7 @@ class TFRecordShardWriter(ShardWriter):
         self.index_path = path.with_name(path.name + ".index") if index else None
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp_path_for(path)
-        # Uncompressed records go to the file as their pieces, gathered, by writev: no copy.
+        # Uncompressed records go to the file as their pieces, by writev (gathered.py): no copy.
         self._file = GatheredFile(self.tmp, digest=self._hashed)
         self._out: BinaryIO | None = (gzip.GzipFile(filename="", mode="wb",
                                                     fileobj=self._file.raw, mtime=0)
