@@ -53,7 +53,8 @@ leave the processor's caches cold for what comes after: writing each image right
 own encode (create the file, write it, hash it) cost 1.7-1.8 times what writing them sixteen
 at a time costs (``scripts/bench_in_flight.py``). A record that passes through untouched is
 written as soon as it is read, the other way round: its bytes are in the caches then, and
-holding sixteen cost a conversion to TFRecord 7 % more CPU (``bench_in_flight.py --convert``).
+holding sixteen cost the shard worker of a conversion to TFRecord 1.17 times the CPU
+(``bench_in_flight.py --convert``).
 The output's bytes and their order do not depend on it."""
 
 BYTES_IN_FLIGHT = 16 << 20

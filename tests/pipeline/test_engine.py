@@ -171,7 +171,7 @@ def test_records_are_written_in_flights_of_the_set_size(tmp_path, monkeypatch):
 def test_a_record_that_passes_through_is_written_as_soon_as_it_is_read(tmp_path,
                                                                           monkeypatch):
     """A conversion's records are not held: their bytes, just read, are still in the caches
-    (holding sixteen cost a conversion to TFRecord 7 %); the engine's setting for rendering
+    (holding sixteen cost a TFRecord shard 1.17x its CPU); the engine's setting for rendering
     transforms does not apply to them."""
     from imgtools.transforms.passthrough import Passthrough
 
