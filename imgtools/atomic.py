@@ -206,11 +206,19 @@ def walk_folders(root: str | Path) -> Iterator[tuple[str, str, list[str], list[s
     ``root``, top-down, names in listing order, with one ``scandir`` a folder and no list of
     every path (a folder output's images): a symlink counts as a file and is not followed, a
     folder that cannot be listed is left out (as ``os.walk`` leaves it). The caller may sort
-    the sub-folders in place (they are visited in that order) or prune them."""
+    the sub-folders in place (they are visited in that order) or prune them.
+
+    A folder with two links holds no sub-folder (each sub-folder's ``..`` is a link to it, on
+    ext4, XFS and tmpfs alike): its names then come from ``listdir``, without an entry object
+    each (this walks every image of a folder output). Elsewhere (btrfs gives every folder one
+    link) each entry's type is looked at."""
     stack = [(os.fspath(root), ".")]
     while stack:
         path, rel = stack.pop()
         try:
+            if os.stat(path, follow_symlinks=False).st_nlink == 2:
+                yield path, rel, os.listdir(path), []
+                continue
             with os.scandir(path) as it:
                 entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
         except OSError:
@@ -233,7 +241,7 @@ def remove_stale_tmp(root: str | Path) -> int:
     return n
 
 
-def _folders_of(paths: list[str]) -> set[str]:
+def folders_of(paths: Iterable[str]) -> set[str]:
     """The folders holding ``paths``: ``os.path.dirname`` once per folder, not once per file
     (a folder output's shard syncs thousands of images in a few folders)."""
     folders: dict[str, str] = {}
@@ -244,17 +252,21 @@ def _folders_of(paths: list[str]) -> set[str]:
     return set(folders.values())
 
 
-def sync_files(paths: Iterable[str | Path]) -> None:
+def sync_files(paths: Iterable[str | Path], folders: Iterable[str] | None = None) -> None:
     """Make ``paths`` and the folders holding them durable before a marker vouches for them.
 
     A done marker that survives a power cut while the files it vouches for do not would make
     ``--resume`` skip a shard whose output is gone. On Linux one ``syncfs`` per filesystem
     flushes everything at once (a per-file ``fsync`` costs a disk round trip per image);
-    elsewhere each file and folder is fsync'ed."""
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
+    elsewhere each file and folder is fsync'ed. ``folders``: the folders holding ``paths``,
+    when their writers know them - ``syncfs`` then needs nothing else, and ``paths`` (an
+    image each, in a folder output) are not even gone through."""
+    if folders is None:
+        paths = [os.fspath(p) for p in paths]
+        folders = folders_of(paths)
+    folders = sorted(folders)
+    if not folders:
         return
-    folders = sorted(_folders_of(paths))
     if _syncfs is not None:
         devices: dict[int, str] = {}
         for folder in folders:
@@ -262,7 +274,7 @@ def sync_files(paths: Iterable[str | Path]) -> None:
                 devices.setdefault(os.stat(folder).st_dev, folder)
         if all(_syncfs_folder(folder) for folder in devices.values()):
             return
-    for path in (*paths, *folders):
+    for path in (*map(os.fspath, paths), *folders):
         _fsync_path(path)
 
 

@@ -71,15 +71,35 @@ def _files_intact(summary: dict) -> bool:
 
 
 def with_files(summary: dict, paths: Iterable[str | Path],
-               size: Callable[[str | Path], int] = os.path.getsize) -> dict:
+               size: Callable[[str | Path], int] = os.path.getsize, *,
+               sizes: list[int] | None = None, folders: Iterable[str] | None = None) -> dict:
     """``summary`` plus the files it vouches for, which let a marker be checked on resume
-    (``size``: where the files' sizes come from, when their writer knows them): the paths
-    as one string, joined by NUL (which no path holds), and their sizes as a list. A folder
-    output's marker lists every image; as a JSON list of ``[path, size]`` pairs each cost
-    about 3 us to write and read back, as one string a fraction of that."""
+    (``size``: where the files' sizes come from, or ``sizes``: the sizes themselves, when
+    their writer knows them): the paths as one string, joined by NUL (which no path holds),
+    and their sizes as a list. A folder output's marker lists every image; as a JSON list of
+    ``[path, size]`` pairs each cost about 3 us to write and read back, as one string a
+    fraction of that. ``folders``: the folders holding the files, when their writer knows
+    them (the sync before the marker then need not find them from every path)."""
     paths = list(paths)
-    return {**summary, "file_paths": "\0".join(map(os.fspath, paths)),
-            "file_sizes": [size(p) for p in paths]}
+    if sizes is None:
+        sizes = [size(p) for p in paths]
+    elif len(sizes) != len(paths):
+        raise ValueError(f"{len(sizes)} sizes for {len(paths)} files")
+    out = {**summary, "file_paths": "\0".join(map(os.fspath, paths)), "file_sizes": sizes}
+    if folders is not None:
+        out["file_folders"] = sorted(folders)
+    return out
+
+
+def _synced_files(summaries: Iterable[dict]) -> None:
+    """:func:`sync_files` of the files these summaries vouch for: by the folders their
+    writers named (:func:`with_files`), or found from every path where one did not."""
+    summaries = list(summaries)
+    paths = (path for summary in summaries for path, _size in marker_files(summary))
+    if any(not isinstance(s.get("file_folders"), list) for s in summaries):
+        sync_files(paths)
+        return
+    sync_files(paths, {folder for s in summaries for folder in s["file_folders"]})
 
 
 def marker_files(summary: dict) -> Iterator[tuple[str, int]]:
@@ -181,8 +201,7 @@ class _Markers:
 
     def flush(self) -> None:
         if not self.synced_by_worker:
-            sync_files(path for _task, summary in self.pending
-                       for path, _size in marker_files(summary))
+            _synced_files(summary for _task, summary in self.pending)
         for task, summary in self.pending:
             atomic_write_text(_marker(self.state_dir, task.shard_id), json.dumps(summary))
         self.pending.clear()
@@ -197,5 +216,5 @@ def _run_synced(worker: Callable[[ShardTask], dict], task: ShardTask) -> dict:
     """Run one task on a cluster's worker, and sync the files it vouches for there before its
     summary goes back to become a marker."""
     summary = worker(task)
-    sync_files(path for path, _size in marker_files(summary))
+    _synced_files([summary])
     return summary

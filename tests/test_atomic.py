@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from imgtools import atomic
 from imgtools.atomic import NameTaken, read_file, read_whole, write_new
 from imgtools.errors import UserError
 from imgtools.formats.folder import FolderWriter
@@ -127,3 +128,55 @@ def test_an_error_while_reading_names_the_file(tmp_path, monkeypatch):
         read_file(str(tmp_path / "a.JPEG"))
     assert caught.value.errno == errno.EIO
     assert caught.value.filename == str(tmp_path / "a.JPEG")
+
+
+# ------------------------------------------------------------------ syncing before a marker
+
+
+def _never_gone_through():
+    raise AssertionError("the paths were gone through")
+    yield
+
+
+def test_a_sync_told_the_folders_needs_no_path_where_syncfs_works(tmp_path, monkeypatch):
+    """One ``syncfs`` per filesystem of the folders: an image's path is not looked at."""
+    synced = []
+    monkeypatch.setattr(atomic, "_syncfs", lambda fd: synced.append(fd) or 0)
+    atomic.sync_files(_never_gone_through(), [str(tmp_path), str(tmp_path)])
+    assert len(synced) == 1
+
+
+def test_without_syncfs_every_file_and_its_folder_is_fsynced(tmp_path, monkeypatch):
+    files = [tmp_path / "a" / "x.jpg", tmp_path / "a" / "y.jpg", tmp_path / "b" / "z.jpg"]
+    fsynced = []
+    monkeypatch.setattr(atomic, "_syncfs", None)
+    monkeypatch.setattr(atomic, "_fsync_path", fsynced.append)
+    atomic.sync_files(iter(files), [str(tmp_path / "a"), str(tmp_path / "b")])
+    told = sorted(fsynced)
+    fsynced.clear()
+    atomic.sync_files(files)  # the folders found from the paths: the same syncs
+    assert told == sorted(fsynced) == sorted([*map(str, files), str(tmp_path / "a"),
+                                               str(tmp_path / "b")])
+
+
+@pytest.mark.parametrize("links_known", [True, False])
+def test_walk_folders_lists_alike_with_or_without_the_link_count(tmp_path, monkeypatch,
+                                                                links_known):
+    """A folder with two links is listed without entry objects (ext4, tmpfs); btrfs gives
+    every folder one link, and each entry's type is then looked at: the same walk."""
+    for rel in ("a/x.jpg", "a/deep/y.jpg", "b/z.jpg", "top.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "b" / "link").symlink_to(tmp_path / "a")  # a file: not followed
+    if not links_known:
+        real_stat = os.stat
+
+        def one_link(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            st = real_stat(path, *args, **kwargs)
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, 1, *tuple(st)[4:]))
+
+        monkeypatch.setattr(os, "stat", one_link)
+    walked = {rel: (sorted(names), sorted(dirs))
+              for _path, rel, names, dirs in atomic.walk_folders(tmp_path)}
+    assert walked == {".": (["top.txt"], ["a", "b"]), "a": (["x.jpg"], ["deep"]),
+                      os.path.join("a", "deep"): (["y.jpg"], []), "b": (["link", "z.jpg"], [])}

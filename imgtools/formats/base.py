@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX
+from imgtools.atomic import TMP_PREFIX, folders_of
 from imgtools.checksums import relative_name, sha256_file, sha256sum_lines
 from imgtools.errors import UserError
 from imgtools.executors.base import Executor
@@ -96,6 +96,15 @@ class ShardWriter(ABC):
         writer of one file per image saves a ``stat`` per image)."""
         size = self.known_sizes.get(path)
         return os.path.getsize(path) if size is None else size
+
+    def sizes(self, paths: list[Path] | list[str]) -> list[int]:
+        """The sizes of ``paths`` (what :meth:`close` returned), in their order."""
+        return [self.size(p) for p in paths]
+
+    def folders(self, paths: list[Path] | list[str]) -> set[str]:
+        """The folders holding ``paths`` (what :meth:`close` returned): what must be synced
+        with them before a marker vouches for them."""
+        return folders_of(map(os.fspath, paths))
 
     def sha256sum_text(self, root: str, paths: list[Path] | list[str]) -> str:
         """The ``SHA256SUMS`` lines of ``paths`` (what :meth:`close` returned), named relative

@@ -23,7 +23,14 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from imgtools.atomic import TMP_PREFIX, NameTaken, atomic_write_text, read_file, write_new
+from imgtools.atomic import (
+    TMP_PREFIX,
+    NameTaken,
+    atomic_write_text,
+    read_file,
+    walk_folders,
+    write_new,
+)
 from imgtools.checksums import sha256sum_lines
 from imgtools.errors import UserError, is_utf8_name
 from imgtools.formats.base import Format, InputShard, ShardWriter
@@ -163,6 +170,20 @@ class FolderWriter(ShardWriter):
         if self.digests:
             self.known_digests = dict(zip(self.written, self._hashes))
         return list(self.written)
+
+    def sizes(self, paths: list[Path] | list[str]) -> list[int]:
+        """The sizes kept while writing, in order, when ``paths`` are this writer's files
+        (what :meth:`close` returned): not looked up image by image."""
+        if len(paths) == len(self._sizes) and list(paths) == self.written:
+            return list(self._sizes)
+        return super().sizes(paths)
+
+    def folders(self, paths: list[Path] | list[str]) -> set[str]:
+        """The class folders this writer made, when ``paths`` are its files: not found again
+        from every image's path."""
+        if len(paths) == len(self.written) and list(paths) == self.written:
+            return {folder.rstrip(os.sep) for folder, _relative in self._folders.values()}
+        return super().folders(paths)
 
     def sha256sum_text(self, root: str, paths: list[Path] | list[str]) -> str:
         """The lines from the names and digests kept while writing (no path taken apart per
@@ -307,20 +328,14 @@ def _check_one_file_per_record(folder: Path, records: int) -> None:
 
 
 def _count_files(folder: str) -> int:
-    """The visible files under ``folder`` (a symlink counts as a file and is not followed).
-    A folder with two links holds no sub-folder (each sub-folder's ``..`` is a link to it, on
-    ext4, XFS and tmpfs alike): a class folder's names are then counted from ``listdir``,
-    without an entry object each (this walks every output image). Elsewhere (btrfs gives
-    every folder one link) each entry's type is looked at."""
-    try:
-        if os.stat(folder, follow_symlinks=False).st_nlink == 2:
-            return sum(1 for name in os.listdir(folder) if name[0] != ".")
-        with os.scandir(folder) as it:
-            entries = list(it)
-    except FileNotFoundError:
-        return 0
-    return sum(_count_files(e.path) if e.is_dir(follow_symlinks=False) else 1
-               for e in entries if not e.name.startswith("."))
+    """The visible files under ``folder`` (a symlink counts as a file and is not followed;
+    hidden folders are not looked into), with :func:`~imgtools.atomic.walk_folders`: a
+    class folder's names from one ``listdir`` (this walks every output image)."""
+    count = 0
+    for _path, _rel, names, dirs in walk_folders(folder):
+        dirs[:] = [d for d in dirs if d[0] != "."]
+        count += sum(1 for name in names if name[0] != ".")
+    return count
 
 
 def write_class_files(root: Path, info: DatasetInfo) -> None:

@@ -86,16 +86,12 @@ def run_shard(task: ShardTask) -> dict:
                                     **spec.writer_options) for root in spec.roots]
     tally = _ShardTally()
     try:
-        in_flight: list[list] = []
-        written_bytes = 0  # tally.bytes_out when in_flight was last written
-        most = RECORDS_IN_FLIGHT if spec.transform.renders else 1
-        for where, read in unit.entries(spec.info):
-            in_flight.append(_transformed(spec, where, read, tally))
-            if (len(in_flight) >= most
-                    or tally.bytes_out - written_bytes >= BYTES_IN_FLIGHT):
-                _write_all(writers, in_flight)
-                written_bytes = tally.bytes_out
-        _write_all(writers, in_flight)
+        if spec.transform.renders:
+            _transform_in_flights(spec, writers, tally)
+        else:  # each record written as soon as it is read (RECORDS_IN_FLIGHT says why)
+            for where, read in unit.entries(spec.info):
+                for writer, record in zip(writers, _transformed(spec, where, read, tally)):
+                    writer.write(record)
         written = [w.close() for w in writers]
     except BaseException:
         for w in writers:
@@ -105,13 +101,28 @@ def run_shard(task: ShardTask) -> dict:
     # more to write into the marker and read back than to make the lines here.
     sums = [w.sha256sum_text(root, paths) if spec.hash_files else ""
             for w, root, paths in zip(writers, spec.roots, written)]
-    size_of = {p: w.size(p) for w, paths in zip(writers, written) for p in paths}
     summary = {"split": unit.split, **tally.summary(), "sha256sums": sums}
     if spec.hash_files and any(w.file_facts for w in writers):
         summary["file_facts"] = [{relative_name(p, root): facts
                                   for p, facts in w.file_facts.items()}
                                  for w, root in zip(writers, spec.roots)]
-    return with_files(summary, size_of, size_of.__getitem__)
+    return with_files(summary, [p for paths in written for p in paths],
+                      sizes=[n for w, paths in zip(writers, written) for n in w.sizes(paths)],
+                      folders={f for w, paths in zip(writers, written) for f in w.folders(paths)})
+
+
+def _transform_in_flights(spec: ShardSpec, writers: list, tally: _ShardTally) -> None:
+    """Transform the unit's records :data:`RECORDS_IN_FLIGHT` (or :data:`BYTES_IN_FLIGHT`)
+    at a time, writing each flight after its last transform."""
+    in_flight: list[list] = []
+    written_bytes = 0  # tally.bytes_out when in_flight was last written
+    for where, read in spec.unit.entries(spec.info):
+        in_flight.append(_transformed(spec, where, read, tally))
+        if (len(in_flight) >= RECORDS_IN_FLIGHT
+                or tally.bytes_out - written_bytes >= BYTES_IN_FLIGHT):
+            _write_all(writers, in_flight)
+            written_bytes = tally.bytes_out
+    _write_all(writers, in_flight)
 
 
 def _write_all(writers: list, in_flight: list[list]) -> None:

@@ -105,8 +105,8 @@ def _names_digest(names: list[str]) -> str:
     VM: ``scripts/bench_overhead.py``'s marker check, the same stat). Outputs written before
     this digested sizes too: their digests differ, and the same checks of names and counts
     then decide."""
-    return hashlib.sha256("".join([f"{n}\n" for n in names])
-                          .encode("utf-8", "surrogateescape")).hexdigest()
+    text = "\n".join(names) + "\n" if names else ""  # a line a name
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _walk_listed(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:

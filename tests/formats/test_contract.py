@@ -120,6 +120,9 @@ def test_digests_known_while_writing_are_the_files_digests(fmt, folder, tmp_path
     for f in files:  # known while writing (folder) or stat'ed: the size on disk either way
         assert writer.size(f) == Path(f).stat().st_size, f
     assert bool(writer.known_sizes) == (fmt == "folder")
+    # what a shard's marker lists: each file's size, and the folders a sync must reach
+    assert writer.sizes(files) == [Path(f).stat().st_size for f in files]
+    assert writer.folders(files) == {str(Path(f).parent) for f in files}
 
 
 @pytest.mark.parametrize("fmt", LOSSLESS_TARGETS)
