@@ -57,6 +57,12 @@ holding sixteen cost the shard worker of a conversion to TFRecord 1.17 times the
 (``bench_in_flight.py --convert``).
 The output's bytes and their order do not depend on it."""
 
+SUMS_HELD_CHARS = 64 << 20
+"""How much of the shards' ``SHA256SUMS`` lines (characters) a run keeps from their summaries
+until it writes ``SHA256SUMS``, which then need not read them back from every marker (a JSON
+parse of a line and a path per image); the lines of shards beyond it are read back. Memory
+stays bounded whatever the number of images."""
+
 BYTES_IN_FLIGHT = 16 << 20
 """...or fewer, once their images (of the first output) hold this many bytes: what a shard
 holds at once stays small whatever the images' size."""
@@ -227,8 +233,16 @@ class Totals:
     file_facts: dict[int, dict[str, dict]] = field(default_factory=dict)
     """Per output (its index in the job's outputs), what the writers know of each file of many
     records (:attr:`ShardWriter.file_facts`): one entry per output file."""
+    held_sums: dict[str, list[str]] = field(default_factory=dict)
+    """Shards' ``SHA256SUMS`` lines per output, by shard id, up to :data:`SUMS_HELD_CHARS`."""
+    held_chars: int = 0
 
-    def add(self, summary: dict) -> None:
+    def add(self, summary: dict, shard_id: str | None = None) -> None:
+        sums = summary.get("sha256sums")
+        if shard_id is not None and isinstance(sums, list) and \
+                self.held_chars < SUMS_HELD_CHARS:
+            self.held_sums[shard_id] = sums
+            self.held_chars += sum(map(len, sums))
         per = self.counts.setdefault(summary["split"], {})
         for key, n in summary["counts"].items():
             per[key] = per.get(key, 0) + n
@@ -281,13 +295,13 @@ def run_job(job: Job, opts: RunOptions, metadata: Metadata,
             return already_complete(job.outputs)
         totals = Totals()
         shard_ids: list[str] = []
-        for _task, summary in run_shards(_tasks(job, run, shard_ids), run_shard,
+        for task, summary in run_shards(_tasks(job, run, shard_ids), run_shard,
                                          state_dir=run.markers, n_jobs=opts.n_jobs,
                                          resume=run.resumed, desc=job.desc,
                                          total_weight=job.total, quiet=opts.quiet,
                                          prefer=job.transform.prefer,
                                          executor=opts.executor):
-            totals.add(summary)
+            totals.add(summary, task.shard_id)
         if opts.executor is not None and opts.executor.retries_tasks:
             _remove_dead_attempts(run)
         _second_pass_and_checksums(job, run, opts, totals, shard_ids)
@@ -333,7 +347,8 @@ def _second_pass_and_checksums(job: Job, run: OutputRun, opts: RunOptions, total
     """``SHA256SUMS`` of every output: from the shards' markers, or from the second pass that
     made the output files from the parts."""
     if not job.in_parts:
-        write_checksums([s / CHECKSUMS for s in run.stagings], run.markers, shard_ids)
+        write_checksums([s / CHECKSUMS for s in run.stagings], run.markers, shard_ids,
+                        totals.held_sums)
         return
     writer_options, pass_options = job.fmt.split_options(job.format_options)
     per_output = job.per_output or [{} for _ in run.roots]

@@ -4,7 +4,7 @@ the run's order (``inputs.jsonl`` in the run folder, digested into the fingerpri
 (:mod:`imgtools.pipeline.output`).
 
 Listing and stat-ing every input file is work per image that happens before anything else of
-a run, so it is written for speed: one ``scandir`` a folder, each ``stat`` relative to the open
+a run, so it is written for speed: one ``listdir`` a folder, each ``stat`` relative to the open
 folder, lines made in batches.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _dumps  # type: ignore[attr-defined]
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 InputEntry = tuple[str, int, int]  # locator, size in bytes, mtime in ns
 # _dumps is json.dumps of a str without its checks: the locators are escaped once a file.
@@ -95,47 +95,47 @@ def tree_listing(root: Path) -> Iterator[tuple[str, list[FileStat]]]:
 def _folder_listing(folder: str) -> Iterator[tuple[str, list[FileStat]]]:
     """:func:`tree_listing` from ``folder``: its files in name order, then each sub-folder's
     (a folder that cannot be listed is left out, a symlink to a folder is not followed), with
-    one ``scandir`` a folder and each file's ``stat`` relative to it (a path walk of one name,
-    not of the whole path): this runs once per input file, before anything else of the run.
-    A file that cannot be stat-ed (a dangling link, or gone) gets size and time -1."""
+    one ``listdir`` a folder and each name's ``stat`` relative to the open folder (a path walk
+    of one name, not of the whole path; no entry object a file): this runs once per input
+    file, before anything else of the run. A file that cannot be stat-ed (a dangling link, or
+    gone) gets size and time -1."""
     files: list[FileStat] = []
     subfolders = []
-    with _listed(folder) as entries:
-        if entries is None:
+    prefix = folder if folder.endswith(os.sep) else folder + os.sep
+    with _listed(folder) as (names, fd):
+        if names is None:
             return
-        prefix = folder if folder.endswith(os.sep) else folder + os.sep
-        for entry in entries:
+        base, stat = ("" if fd is not None else prefix), os.stat  # a name in fd, or a path
+        for name in names:
             try:
-                if entry.is_dir():
-                    if not entry.is_symlink():
-                        subfolders.append(prefix + entry.name)
+                st = stat(base + name, dir_fd=fd)
+                if S_ISDIR(st.st_mode):
+                    if not S_ISLNK(stat(base + name, dir_fd=fd, follow_symlinks=False).st_mode):
+                        subfolders.append(prefix + name)
                     continue
-                st = entry.stat()
             except OSError:
-                files.append((entry.name, -1, -1, False))
+                files.append((name, -1, -1, False))
                 continue
-            files.append((entry.name, st.st_size, st.st_mtime_ns, S_ISREG(st.st_mode)))
+            files.append((name, st.st_size, st.st_mtime_ns, S_ISREG(st.st_mode)))
     yield folder, files
     for sub in subfolders:
         yield from _folder_listing(sub)
 
 
 @contextlib.contextmanager
-def _listed(folder: str) -> Iterator[list[os.DirEntry] | None]:
-    """The visible entries of ``folder`` in name order (None when it cannot be listed), from
-    a ``scandir`` of the open folder where the platform can (their ``stat`` is then relative
-    to it) - the folder stays open while the caller uses them."""
+def _listed(folder: str) -> Iterator[tuple[list[str] | None, int | None]]:
+    """The visible names of ``folder`` in name order (None when it cannot be listed), and the
+    folder open (None where the platform cannot ``stat`` relative to it), which stays open
+    while the caller uses them."""
     fd = None
     try:
-        if os.scandir in os.supports_fd:
+        if os.listdir in os.supports_fd and os.stat in os.supports_dir_fd:
             fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        with os.scandir(folder if fd is None else fd) as it:
-            entries = sorted((e for e in it if not e.name.startswith(".")),
-                             key=lambda e: e.name)
+        names = sorted(n for n in os.listdir(folder if fd is None else fd) if n[0] != ".")
     except OSError:
-        entries = None
+        names = None
     try:
-        yield entries
+        yield names, fd
     finally:
         if fd is not None:
             os.close(fd)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from imgtools.atomic import atomic_open, atomic_write_text
@@ -53,17 +53,23 @@ def write_report(folder: Path, report: dict) -> None:
     atomic_write_text(folder / BUILD_INFO, json.dumps(report, indent=2) + "\n")
 
 
-def write_checksums(paths: list[Path], markers: Path, shard_ids: Iterable[str]) -> None:
+def write_checksums(paths: list[Path], markers: Path, shard_ids: Iterable[str],
+                    held: Mapping[str, list[str]] | None = None) -> None:
     """``SHA256SUMS`` (``sha256sum -c`` compatible), one file per output (``paths``), streamed
     from the shards' done markers in plan order: a shard summary's ``sha256sums`` holds the
-    lines of each output's files, made while the shard wrote them."""
+    lines of each output's files, made while the shard wrote them. ``held``: those lines of
+    the shards whose summaries the run still holds, by shard id (not read back)."""
+    held = held or {}
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(atomic_open(p, "w")) for p in paths]
         for shard_id in shard_ids:
-            done = load_done(markers, shard_id, check_files=False)  # checked by the run
-            if done is None:
-                raise RuntimeError(f"shard {shard_id} has no summary after the run")
-            for f, lines in zip(files, _checksum_lines(done)):  # each in plan order
+            sums = held.get(shard_id)
+            if sums is None:
+                done = load_done(markers, shard_id, check_files=False)  # checked by the run
+                if done is None:
+                    raise RuntimeError(f"shard {shard_id} has no summary after the run")
+                sums = _checksum_lines(done)
+            for f, lines in zip(files, sums):  # each in plan order
                 f.write(lines)
 
 

@@ -17,7 +17,7 @@ from imgtools.convert import convert
 from imgtools.downsample import DownsampleItem, downsample_dataset
 from imgtools.executors.local import LocalExecutor
 from imgtools.formats import get_format
-from imgtools.pipeline import engine
+from imgtools.pipeline import engine, report
 from imgtools.pipeline.engine import Job, RunOptions, run_job
 from imgtools.pipeline.units import PlanUnit
 from imgtools.records import ClassInfo, DatasetInfo
@@ -245,3 +245,27 @@ def test_a_retried_tasks_dead_attempt_leaves_no_temporary_in_the_output(tmp_path
             executor=_RetryingExecutor(1))
     assert not [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(TMP_PREFIX)]
     assert tree_digest(tmp_path / "out") == tree_digest(tmp_path / "clean")
+
+
+@pytest.mark.parametrize("held", ["all", "some", "none"])
+def test_sha256sums_are_the_same_from_held_lines_or_read_back_markers(tmp_path, monkeypatch,
+                                                                     held):
+    """The run keeps its shards' SHA256SUMS lines up to SUMS_HELD_CHARS and reads the rest
+    back from their markers: the file is the same either way."""
+    src = make_folder(tmp_path / "src", per_class=6)
+    convert(src, tmp_path / "reference", "folder", quiet=True, n_jobs=1, shard_records=3)
+    read_back = []
+    real_load = report.load_done
+
+    def load_done(markers, shard_id, **kw):
+        read_back.append(shard_id)
+        return real_load(markers, shard_id, **kw)
+
+    monkeypatch.setattr(report, "load_done", load_done)
+    monkeypatch.setattr(engine, "SUMS_HELD_CHARS", {"all": 1 << 30, "some": 1, "none": 0}[held])
+    shards = convert(src, tmp_path / "out", "folder", quiet=True, n_jobs=1,
+                     shard_records=3)["shards"]
+    assert shards > 2
+    assert (tmp_path / "out" / "SHA256SUMS").read_bytes() == \
+        (tmp_path / "reference" / "SHA256SUMS").read_bytes()
+    assert len(read_back) == {"all": 0, "some": shards - 1, "none": shards}[held]

@@ -42,8 +42,10 @@ def tree(tmp_path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("form", ["plain", "trailing separator"])
-def test_every_visible_file_in_os_walk_order(tree, form):
+@pytest.mark.parametrize("form", ["plain", "trailing separator", "no folder descriptors"])
+def test_every_visible_file_in_os_walk_order(tree, form, monkeypatch):
+    if form == "no folder descriptors":  # a platform without listdir(fd) / stat(dir_fd=)
+        monkeypatch.setattr(os, "supports_fd", set())
     root = str(tree) + (os.sep if form == "trailing separator" else "")
     assert list(tree_inputs(Path(root))) == list(walked(root))
     names = [os.path.relpath(p, tree) for p, _size, _mtime in tree_inputs(tree)]
