@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtools.atomic import (
@@ -67,14 +68,53 @@ def _split_dirs(root: Path) -> list[tuple[str, Path]]:
     return out
 
 
+PLANNED_NAMES = 1 << 18
+"""How many image names the listings made while planning a run keep (:class:`_PlanListings`), for
+the readers of the same process - a ``-j 1`` run, or workers forked after the plan - to read
+without listing each class folder again (a ``listdir``, a filter and a sort per image, about
+1.4 % of a conversion to a folder's floor: ``scripts/bench_overhead.py``). Beyond it the
+readers list the folders themselves; memory stays bounded whatever the number of images."""
+
+
+@dataclass
+class _PlanListings:
+    """The images of the class folders the plan of the latest run in this process listed (its
+    listing token), by folder, while they fit in :data:`PLANNED_NAMES`."""
+
+    token: str | None = None
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    count: int = 0
+
+    def keep(self, shard: InputShard, names: list[str]) -> None:
+        token = shard.options.get("listed")
+        if not token:
+            return
+        if token != self.token:  # a new run's plan: the last one's listings go
+            self.token, self.names, self.count = token, {}, 0
+        if self.count + len(names) <= PLANNED_NAMES:
+            self.names[shard.path] = tuple(names)
+            self.count += len(names)
+
+    def get(self, shard: InputShard, token: str) -> tuple[str, ...] | None:
+        return self.names.get(shard.path) if token == self.token else None
+
+
+_plan_listings = _PlanListings()
+
+
 def _shard_files(shard: InputShard) -> Sequence[str]:
-    """The image files of an input shard, in read order: the shard's own list, or its folder
-    listed once per run and process (:func:`_listed_once`) when the shard carries its run's
-    ``listed`` token, else listed now."""
+    """The image files of an input shard, in read order: the shard's own list; or, when the
+    shard carries its run's ``listed`` token, its folder as the plan listed it in this process
+    (:class:`_PlanListings`) or as listed once per run and process (:func:`_listed_once`); else
+    listed now. The names a plan listed are the ones it counted, so its slices hold exactly
+    them even when the folder changed since."""
     if "files" in shard.options:
         return shard.options["files"]
     token = shard.options.get("listed")
-    return _listed_once(shard.path, token) if token else _list_images(shard.path)
+    if not token:
+        return _list_images(shard.path)
+    planned = _plan_listings.get(shard, token)
+    return _listed_once(shard.path, token) if planned is None else planned
 
 
 @functools.lru_cache(maxsize=4)
@@ -272,7 +312,9 @@ class FolderFormat(Format):
                 return [sizes[name] for name in shard.options["files"]]
             except KeyError:  # gone since input_shards listed it: the scan says so
                 return None
-        return [sizes[name] for name in _images_among(shard.path, sizes)]
+        names = _images_among(shard.path, sizes)
+        _plan_listings.keep(shard, names)
+        return [sizes[name] for name in names]
 
     def read_shard(self, shard: InputShard, info: DatasetInfo) -> Iterator[Record]:
         return self.read_range(shard, info, 0, None)
