@@ -71,9 +71,9 @@ def _split_dirs(root: Path) -> list[tuple[str, Path]]:
 PLANNED_NAMES = 1 << 18
 """How many image names the listings made while planning a run keep (:class:`_PlanListings`), for
 the readers of the same process - a ``-j 1`` run, or workers forked after the plan - to read
-without listing each class folder again (a ``listdir``, a filter and a sort per image, about
-1.4 % of a conversion to a folder's floor: ``scripts/bench_overhead.py``). Beyond it the
-readers list the folders themselves; memory stays bounded whatever the number of images."""
+without listing each class folder again (a ``listdir``, a filter and a sort per image, once
+more: docs/bench_engine.md, "Stop 29"). Beyond it the readers list the folders themselves;
+memory stays bounded whatever the number of images."""
 
 
 @dataclass

@@ -344,8 +344,8 @@ def _tasks(job: Job, run: OutputRun, shard_ids: list[str]) -> Iterator[ShardTask
 
 def _second_pass_and_checksums(job: Job, run: OutputRun, opts: RunOptions, totals: Totals,
                                shard_ids: list[str]) -> None:
-    """``SHA256SUMS`` of every output: from the shards' markers, or from the second pass that
-    made the output files from the parts."""
+    """``SHA256SUMS`` of every output: from the shards' lines (those the run holds, the rest
+    from their markers), or from the second pass that made the output files from the parts."""
     if not job.in_parts:
         write_checksums([s / CHECKSUMS for s in run.stagings], run.markers, shard_ids,
                         totals.held_sums)
