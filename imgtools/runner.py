@@ -70,19 +70,18 @@ def _files_intact(summary: dict) -> bool:
         return False
 
 
-def with_files(summary: dict, paths: Iterable[str | Path],
-               size: Callable[[str | Path], int] = os.path.getsize, *,
+def with_files(summary: dict, paths: Iterable[str | Path], *,
                sizes: list[int] | None = None, folders: Iterable[str] | None = None) -> dict:
     """``summary`` plus the files it vouches for, which let a marker be checked on resume
-    (``size``: where the files' sizes come from, or ``sizes``: the sizes themselves, when
-    their writer knows them): the paths as one string, joined by NUL (which no path holds),
-    and their sizes as a list. A folder output's marker lists every image; as a JSON list of
-    ``[path, size]`` pairs each cost about 3 us to write and read back, as one string a
-    fraction of that. ``folders``: the folders holding the files, when their writer knows
-    them (the sync before the marker then need not find them from every path)."""
+    (``sizes``: their sizes, when their writer knows them; else each is ``stat``'ed): the
+    paths as one string, joined by NUL (which no path holds), and their sizes as a list. A
+    folder output's marker lists every image; as a JSON list of ``[path, size]`` pairs each
+    cost about 3 us to write and read back, as one string a fraction of that. ``folders``:
+    the folders holding the files, when their writer knows them (the sync before the marker
+    then need not find them from every path)."""
     paths = list(paths)
     if sizes is None:
-        sizes = [size(p) for p in paths]
+        sizes = [os.path.getsize(p) for p in paths]
     elif len(sizes) != len(paths):
         raise ValueError(f"{len(sizes)} sizes for {len(paths)} files")
     out = {**summary, "file_paths": "\0".join(map(os.fspath, paths)), "file_sizes": sizes}

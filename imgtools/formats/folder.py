@@ -211,25 +211,27 @@ class FolderWriter(ShardWriter):
             self.known_digests = dict(zip(self.written, self._hashes))
         return list(self.written)
 
+    def _wrote(self, paths: list[Path] | list[str]) -> bool:
+        """Whether ``paths`` are this writer's files, in order (what :meth:`close` returned):
+        then what it kept while writing answers for them, not a look at each path."""
+        return len(paths) == len(self.written) and list(paths) == self.written
+
     def sizes(self, paths: list[Path] | list[str]) -> list[int]:
-        """The sizes kept while writing, in order, when ``paths`` are this writer's files
-        (what :meth:`close` returned): not looked up image by image."""
-        if len(paths) == len(self._sizes) and list(paths) == self.written:
-            return list(self._sizes)
-        return super().sizes(paths)
+        """The sizes kept while writing, in order, for this writer's own files."""
+        return list(self._sizes) if self._wrote(paths) else super().sizes(paths)
 
     def folders(self, paths: list[Path] | list[str]) -> set[str]:
-        """The class folders this writer made, when ``paths`` are its files: not found again
-        from every image's path."""
-        if len(paths) == len(self.written) and list(paths) == self.written:
+        """The class folders this writer made, for its own files: not found again from every
+        image's path."""
+        if self._wrote(paths):
             return {folder.rstrip(os.sep) for folder, _relative in self._folders.values()}
         return super().folders(paths)
 
     def sha256sum_text(self, root: str, paths: list[Path] | list[str]) -> str:
         """The lines from the names and digests kept while writing (no path taken apart per
-        image), when ``paths`` are this writer's files under its own root."""
-        if (self.digests and len(paths) == len(self._names)
-                and root.rstrip(os.sep) == os.fspath(self.root)):
+        image), for this writer's own files under its own root."""
+        if (self.digests and root.rstrip(os.sep) == os.fspath(self.root)
+                and self._wrote(paths)):
             return sha256sum_lines(zip(self._hashes, self._names))
         return super().sha256sum_text(root, paths)
 

@@ -141,7 +141,9 @@ def _masked_crc(data: bytes) -> int:
 @functools.cache
 def _example_pb2():
     """protobuf's module for ``tf.train.Example``, imported at the first TFRecord record read
-    and kept: an import statement in :func:`example_image` would cost 4 us a record."""
+    and kept: an import statement in :func:`example_image` would cost 4 us a record. The
+    format module's ``_example_pb2`` is the same; not imported from there for the reason
+    :func:`_masked_crc` gives."""
     from tfrecord import example_pb2  # protobuf: imported only when a TFRecord is read
 
     return example_pb2
